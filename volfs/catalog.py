@@ -1,0 +1,378 @@
+"""The catalog: LMDB records of volumes, snapshots, heads, trees, mounts and open handles.
+
+This docstring is the one authoritative schema. Two LMDB environments live in a store:
+
+``catalog/`` — durable (every write transaction is synced); named databases:
+
+=============  ====================================  ==========================================
+database       key                                   value
+=============  ====================================  ==========================================
+``meta``       ``b"format_version"``                 ascii integer (currently ``1``)
+``names``      ``env + b"\\0" + name``                volume id, ascii (``vo-…``)
+``volumes``    volume id                             JSON :class:`VolumeRecord`
+``snapshots``  snapshot id (``sn-…``)                JSON :class:`SnapshotRecord`
+``trees``      16-byte raw digest                    canonical tree encoding (see tree.py)
+=============  ====================================  ==========================================
+
+``runtime/`` — not synced (rebuilt from live processes; losing it loses nothing):
+
+=============  ====================================  ==========================================
+``mounts``     mount id (``mo-…``)                   JSON :class:`MountRecord`
+``handles``    mount id + ``b"\\0"`` + fh (u64 BE)    JSON {"path", "pid", "cmdline", "write"}
+=============  ====================================  ==========================================
+
+Invariants: a volume's ``head`` names a snapshot in ``snapshots``; a snapshot's root and
+every tree below it are in ``trees`` and every chunk they name is a durable blob. Trees,
+the snapshot and the head move in **one** write transaction, and the head only moves if
+it still equals what the writer merged onto (compare-and-swap), so a crash leaves the
+old head or the new one, never a torn one. LMDB serialises writers across processes.
+
+Concurrency: one ``lmdb.Environment`` per path per process (LMDB forbids opening the
+same environment twice in one process); each transaction opens and closes inside one
+call here and never spans an ``await``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import struct
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, NewType
+
+import lmdb
+
+from volfs.blobs import Digest
+from volfs.errors import AlreadyExistsError, NotFoundError, VolfsError, from_os_error
+from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode, encode, tree_digest
+
+FORMAT_VERSION = 1
+VolumeId = NewType("VolumeId", str)
+SnapshotId = NewType("SnapshotId", str)
+MountId = NewType("MountId", str)
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def new_id(prefix: str) -> str:
+    return prefix + "-" + "".join(secrets.choice(_ALPHABET) for _ in range(14))
+
+
+class HeadMoved(VolfsError):
+    """The compare-and-swap lost: someone else advanced the head first."""
+
+
+def entry_to_json(e: Entry) -> dict[str, Any]:
+    return {"kind": int(e.kind), "mode": e.mode, "uid": e.uid, "gid": e.gid,
+            "mtime_ns": e.mtime_ns, "size": e.size, "tree": e.tree, "files": e.files,
+            "xattrs": [[k, v.hex()] for k, v in e.xattrs]}
+
+
+def entry_from_json(d: dict[str, Any]) -> Entry:
+    return Entry("", Kind(d["kind"]), d["mode"], d["uid"], d["gid"], d["mtime_ns"], d["size"],
+                 tree=Digest(d["tree"]), files=d["files"],
+                 xattrs=tuple((k, bytes.fromhex(v)) for k, v in d.get("xattrs", [])))
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    id: VolumeId
+    name: str
+    environment: str
+    created_at: float
+    created_by: str
+    head: SnapshotId
+    format_version: int = FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    id: SnapshotId
+    volume_id: VolumeId
+    root: Entry
+    parent: SnapshotId | None
+    time: float
+    origin: str
+    #: Paths whose content this commit replaced or removed without having seen it, with
+    #: the snapshot that held the lost version: [{"path": "a/b", "previous": "sn-…"}].
+    overwrites: list[dict[str, str]] = field(default_factory=list)
+    #: What this commit changed: [[op, path], …] (op: put, mkdir, rm, meta), at most
+    #: ``MAX_CHANGES_RECORDED``; ``changed_count`` is the full number.
+    changed: list[list[str]] = field(default_factory=list)
+    changed_count: int = 0
+
+    def to_json(self) -> bytes:
+        d = dataclasses.asdict(self)
+        d["root"] = entry_to_json(self.root)
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @staticmethod
+    def from_json(raw: bytes) -> SnapshotRecord:
+        d = json.loads(raw)
+        d["root"] = entry_from_json(d["root"])
+        return SnapshotRecord(**d)
+
+
+@dataclass(frozen=True)
+class MountRecord:
+    id: MountId
+    volume_id: VolumeId
+    volume_name: str
+    environment: str
+    path: str
+    pid: int
+    uid: int
+    base: SnapshotId
+    read_only: bool
+    socket: str
+    overlay: str
+    started_at: float
+
+
+MAX_CHANGES_RECORDED = 1000
+_ENVS: dict[str, lmdb.Environment] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
+    key = str(path.resolve())
+    with _ENVS_LOCK:
+        env = _ENVS.get(key)
+        if env is None:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                env = lmdb.open(key, map_size=1 << 38, max_dbs=8, max_readers=1024,
+                                sync=durable, metasync=durable, readahead=False)
+            except lmdb.Error as exc:
+                raise VolfsError(f"cannot open the catalog at {key}: {exc}") from exc
+            _ENVS[key] = env
+        return env
+
+
+def _name_key(environment: str, name: str) -> bytes:
+    return environment.encode() + b"\0" + name.encode()
+
+
+class Catalog:
+    TREE_CACHE_SIZE = 4096
+
+    def __init__(self, root: Path) -> None:
+        self.env = _open_env(root / "catalog", durable=True)
+        self.runtime = _open_env(root / "runtime", durable=False)
+        self._meta = self.env.open_db(b"meta")
+        self._names = self.env.open_db(b"names")
+        self._volumes = self.env.open_db(b"volumes")
+        self._snapshots = self.env.open_db(b"snapshots")
+        self._trees = self.env.open_db(b"trees")
+        self._mounts = self.runtime.open_db(b"mounts")
+        self._handles = self.runtime.open_db(b"handles")
+        self._tree_cache: OrderedDict[Digest, Tree] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        #: Counters the tests assert on where cost matters.
+        self.stats = {"trees_written": 0, "trees_read": 0}
+        with self._write() as txn:
+            if txn.get(b"format_version", db=self._meta) is None:
+                txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
+                txn.put(bytes.fromhex(tree_digest(EMPTY_TREE)), encode(EMPTY_TREE), db=self._trees)
+
+    def _write(self) -> lmdb.Transaction:
+        return self.env.begin(write=True)
+
+    @property
+    def format_version(self) -> int:
+        with self.env.begin() as txn:
+            return int(txn.get(b"format_version", db=self._meta))
+
+    # -- trees ---------------------------------------------------------------------------
+    def get_tree(self, digest: Digest) -> Tree:
+        with self._cache_lock:
+            tree = self._tree_cache.get(digest)
+            if tree is not None:
+                self._tree_cache.move_to_end(digest)
+                return tree
+        with self.env.begin() as txn:
+            raw = txn.get(bytes.fromhex(digest), db=self._trees)
+        if raw is None:
+            raise NotFoundError(f"tree {digest} is missing from the catalog")
+        tree = decode(raw)
+        self.stats["trees_read"] += 1
+        with self._cache_lock:
+            self._tree_cache[digest] = tree
+            if len(self._tree_cache) > self.TREE_CACHE_SIZE:
+                self._tree_cache.popitem(last=False)
+        return tree
+
+    def has_tree(self, digest: Digest) -> bool:
+        with self.env.begin() as txn:
+            return txn.get(bytes.fromhex(digest), db=self._trees) is not None
+
+    def iter_trees(self) -> Iterator[tuple[Digest, bytes]]:
+        with self.env.begin() as txn:
+            for key, value in txn.cursor(db=self._trees):
+                yield Digest(bytes(key).hex()), bytes(value)
+
+    # -- volumes -------------------------------------------------------------------------
+    def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord:
+        volume_id = VolumeId(new_id("vo"))
+        now = time.time()
+        root = Entry("", Kind.DIR, 0o755, os.getuid(), os.getgid(), time.time_ns(),
+                     tree=tree_digest(EMPTY_TREE))
+        snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume_id, root, None, now, "create")
+        volume = VolumeRecord(volume_id, name, environment, now, created_by, snapshot.id)
+        with self._write() as txn:
+            if not txn.put(_name_key(environment, name), volume_id.encode(), db=self._names, overwrite=False):
+                raise AlreadyExistsError(f"volume {name!r} already exists in environment {environment!r}")
+            txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
+            txn.put(volume_id.encode(), _volume_json(volume), db=self._volumes)
+        return volume
+
+    def find_volume(self, environment: str, name: str) -> VolumeRecord | None:
+        with self.env.begin() as txn:
+            vid = txn.get(_name_key(environment, name), db=self._names)
+            if vid is None:
+                return None
+            raw = txn.get(bytes(vid), db=self._volumes)
+        return _volume_from_json(raw) if raw is not None else None
+
+    def get_volume(self, environment: str, name: str) -> VolumeRecord:
+        volume = self.find_volume(environment, name)
+        if volume is None:
+            raise NotFoundError(f"volume {name!r} not found in environment {environment!r}")
+        return volume
+
+    def get_volume_by_id(self, volume_id: str) -> VolumeRecord:
+        with self.env.begin() as txn:
+            raw = txn.get(volume_id.encode(), db=self._volumes)
+        if raw is None:
+            raise NotFoundError(f"volume {volume_id} not found (deleted?)")
+        return _volume_from_json(raw)
+
+    def list_volumes(self, environment: str | None = None) -> list[VolumeRecord]:
+        with self.env.begin() as txn:
+            volumes = [_volume_from_json(bytes(v)) for _, v in txn.cursor(db=self._volumes)]
+        if environment is not None:
+            volumes = [v for v in volumes if v.environment == environment]
+        return sorted(volumes, key=lambda v: (v.created_at, v.name))
+
+    def delete_volume(self, environment: str, name: str) -> VolumeRecord:
+        with self._write() as txn:
+            vid = txn.get(_name_key(environment, name), db=self._names)
+            if vid is None:
+                raise NotFoundError(f"volume {name!r} not found in environment {environment!r}")
+            raw = txn.get(bytes(vid), db=self._volumes)
+            txn.delete(_name_key(environment, name), db=self._names)
+            txn.delete(bytes(vid), db=self._volumes)
+        return _volume_from_json(raw)
+
+    def rename_volume(self, environment: str, old: str, new: str) -> VolumeRecord:
+        with self._write() as txn:
+            vid = txn.get(_name_key(environment, old), db=self._names)
+            if vid is None:
+                raise NotFoundError(f"volume {old!r} not found in environment {environment!r}")
+            if txn.get(_name_key(environment, new), db=self._names) is not None:
+                raise AlreadyExistsError(f"volume {new!r} already exists in environment {environment!r}")
+            volume = dataclasses.replace(_volume_from_json(txn.get(bytes(vid), db=self._volumes)), name=new)
+            txn.delete(_name_key(environment, old), db=self._names)
+            txn.put(_name_key(environment, new), bytes(vid), db=self._names)
+            txn.put(bytes(vid), _volume_json(volume), db=self._volumes)
+        return volume
+
+    # -- snapshots and heads -------------------------------------------------------------
+    def get_snapshot(self, snapshot_id: str) -> SnapshotRecord:
+        with self.env.begin() as txn:
+            raw = txn.get(snapshot_id.encode(), db=self._snapshots)
+        if raw is None:
+            raise NotFoundError(f"snapshot {snapshot_id!r} not found")
+        return SnapshotRecord.from_json(raw)
+
+    def head(self, volume_id: str) -> SnapshotRecord:
+        return self.get_snapshot(self.get_volume_by_id(volume_id).head)
+
+    def advance_head(self, expected: SnapshotId, snapshot: SnapshotRecord, trees: dict[Digest, bytes]) -> None:
+        """Stores ``trees`` and ``snapshot`` and moves the head to it, if head is ``expected``.
+
+        The caller must have made every blob the trees name durable first.
+        """
+        try:
+            with self._write() as txn:
+                raw = txn.get(snapshot.volume_id.encode(), db=self._volumes)
+                if raw is None:
+                    raise NotFoundError(f"volume {snapshot.volume_id} was deleted")
+                volume = _volume_from_json(raw)
+                if volume.head != expected:
+                    raise HeadMoved(f"head of {volume.name} moved from {expected} to {volume.head}")
+                for digest, data in trees.items():
+                    txn.put(bytes.fromhex(digest), data, db=self._trees, overwrite=False)
+                txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
+                txn.put(volume.id.encode(), _volume_json(dataclasses.replace(volume, head=snapshot.id)), db=self._volumes)
+        except lmdb.MapFullError as exc:
+            raise from_os_error(OSError(28, "catalog map full"), "committing") from exc
+        except lmdb.Error as exc:
+            if "No space" in str(exc):
+                raise from_os_error(OSError(28, str(exc)), "committing") from exc
+            raise
+        self.stats["trees_written"] += len(trees)
+
+    def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
+        snapshot: SnapshotRecord | None = self.head(volume_id)
+        count = 0
+        while snapshot is not None and (limit is None or count < limit):
+            yield snapshot
+            count += 1
+            snapshot = self.get_snapshot(snapshot.parent) if snapshot.parent else None
+
+    # -- runtime: mounts and open handles -------------------------------------------------
+    def register_mount(self, mount: MountRecord) -> None:
+        with self.runtime.begin(write=True) as txn:
+            txn.put(mount.id.encode(), json.dumps(dataclasses.asdict(mount)).encode(), db=self._mounts)
+
+    def update_mount(self, mount: MountRecord) -> None:
+        self.register_mount(mount)
+
+    def unregister_mount(self, mount_id: str) -> None:
+        prefix = mount_id.encode() + b"\0"
+        with self.runtime.begin(write=True) as txn:
+            txn.delete(mount_id.encode(), db=self._mounts)
+            cursor = txn.cursor(db=self._handles)
+            if cursor.set_range(prefix):
+                while cursor.key().startswith(prefix):
+                    if not cursor.delete():
+                        break
+
+    def list_mounts(self) -> list[MountRecord]:
+        with self.runtime.begin() as txn:
+            return [MountRecord(**json.loads(bytes(v))) for _, v in txn.cursor(db=self._mounts)]
+
+    def add_handle(self, mount_id: str, fh: int, info: dict[str, Any]) -> None:
+        with self.runtime.begin(write=True) as txn:
+            txn.put(mount_id.encode() + b"\0" + struct.pack(">Q", fh), json.dumps(info).encode(), db=self._handles)
+
+    def remove_handle(self, mount_id: str, fh: int) -> None:
+        with self.runtime.begin(write=True) as txn:
+            txn.delete(mount_id.encode() + b"\0" + struct.pack(">Q", fh), db=self._handles)
+
+    def handles(self, mount_id: str) -> list[dict[str, Any]]:
+        prefix = mount_id.encode() + b"\0"
+        out = []
+        with self.runtime.begin() as txn:
+            cursor = txn.cursor(db=self._handles)
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not bytes(key).startswith(prefix):
+                        break
+                    out.append(json.loads(bytes(value)))
+        return out
+
+
+def _volume_json(volume: VolumeRecord) -> bytes:
+    return json.dumps(dataclasses.asdict(volume), separators=(",", ":")).encode()
+
+
+def _volume_from_json(raw: bytes) -> VolumeRecord:
+    return VolumeRecord(**json.loads(bytes(raw)))

@@ -1,0 +1,85 @@
+"""Publishing changes onto a volume's head: the one write path of every writer.
+
+The order follows the store format's invariants (README, "Store format"):
+
+1. the writer makes every blob its changes name durable (temp file, fsync, rename) —
+   before calling here;
+2. read the current head; build the changes against it (a callback, so checks such as
+   "does this path exist" see the head the changes land on);
+3. merge them onto that head (``merge.py``); the new trees stay in memory;
+4. one LMDB write transaction stores the trees and the snapshot and moves the head, if it
+   is still the one merged onto (compare-and-swap);
+5. if another writer won the swap, go back to 2 with the new head.
+
+A crash before 4 leaves the old head; after 4, the new one. Nothing is ever half-applied.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from volfs.catalog import HeadMoved, SnapshotId, SnapshotRecord, MAX_CHANGES_RECORDED, new_id
+from volfs.changes import Changes, Dir, Put, Remove, SetMeta
+from volfs.errors import ConflictError
+from volfs.merge import merge
+from volfs.names import join_path
+from volfs.store import Store
+from volfs.tree import Entry
+
+ChangeBuilder = Callable[[Entry], Changes]
+MAX_ATTEMPTS = 200
+
+
+@dataclass
+class CommitResult:
+    snapshot: SnapshotId | None
+    trees_written: int = 0
+    overwrites: list[str] = field(default_factory=list)
+    attempts: int = 0
+
+    @property
+    def committed(self) -> bool:
+        return self.snapshot is not None
+
+
+def describe(changes: Changes) -> list[list[str]]:
+    ops = {Put: "put", Dir: "mkdir", Remove: "rm", SetMeta: "meta"}
+    out = []
+    for path, change in sorted(changes.items()):
+        if isinstance(change, Dir) and not change.set_meta:
+            continue  # only on the way to deeper changes
+        out.append([ops[type(change)], join_path(path)])
+    return out
+
+
+def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin: str,
+                   if_unchanged: bool = False) -> CommitResult:
+    catalog = store.catalog
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        head = catalog.head(volume_id)
+        changes = build(head.root)
+        if not changes:
+            return CommitResult(None, attempts=attempt)
+        result = merge(catalog, head.root, changes)
+        if if_unchanged and result.overwrites:
+            paths = ", ".join(join_path(p) for p in result.overwrites[:5])
+            raise ConflictError(f"commit refused: changed by someone else since this mount's base: {paths}")
+        if result.root == head.root:
+            return CommitResult(None, attempts=attempt)
+        described = describe(changes)
+        snapshot = SnapshotRecord(
+            SnapshotId(new_id("sn")), head.volume_id, result.root, head.id, time.time(), origin,
+            overwrites=[{"path": join_path(p), "previous": head.id} for p in result.overwrites],
+            changed=described[:MAX_CHANGES_RECORDED], changed_count=len(described),
+        )
+        try:
+            catalog.advance_head(head.id, snapshot, result.writer.pending)
+        except HeadMoved:
+            time.sleep(random.uniform(0, 0.002 * min(attempt, 20)))
+            continue
+        return CommitResult(snapshot.id, len(result.writer.pending),
+                            [join_path(p) for p in result.overwrites], attempt)
+    raise ConflictError(f"commit gave up after {MAX_ATTEMPTS} attempts: the head keeps moving")

@@ -1,0 +1,29 @@
+"""Where the store lives, and the tunables that are not worth a flag."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_ENVIRONMENT = "main"
+#: Files are split into chunks of this size. 8 MiB like Modal's blocks: large enough that a
+#: 1 GiB file is 128 blobs (cheap to list in a tree entry), small enough that a random read
+#: of a cold file verifies little more than it needs.
+CHUNK_SIZE = 8 * 1024 * 1024
+#: Size of the pieces ``Volume.read_file`` yields.
+READ_CHUNK = 1024 * 1024
+DEFAULT_AUTOCOMMIT_SECONDS = 5.0
+
+
+def default_store_path() -> Path:
+    explicit = os.environ.get("VOLFS_STORE")
+    if explicit:
+        return Path(explicit)
+    if os.geteuid() == 0:
+        return Path("/var/lib/volfs")
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    return Path(data_home) / "volfs"
+
+
+def default_environment() -> str:
+    return os.environ.get("VOLFS_ENV") or DEFAULT_ENVIRONMENT

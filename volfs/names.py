@@ -1,0 +1,67 @@
+"""Validation of volume names and in-volume paths. Pure: no I/O.
+
+A volume path is what users write (``"a/b.txt"``, ``"/a/b.txt"``, ``"."``); inside volfs it
+is a tuple of components (``("a", "b.txt")``), the root being ``()``. Paths are always
+relative to the volume root; a leading ``/`` is accepted and means the same thing, as in
+``modal volume``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from volfs.errors import InvalidError
+
+VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,63}")
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+PathParts = tuple[str, ...]
+
+
+def check_volume_name(name: str) -> str:
+    if not isinstance(name, str) or not VOLUME_NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise InvalidError(
+            f"invalid volume name {name!r}: use 1-63 characters from A-Z a-z 0-9 . _ -"
+        )
+    return name
+
+
+def check_environment_name(name: str) -> str:
+    if not isinstance(name, str) or not VOLUME_NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise InvalidError(
+            f"invalid environment name {name!r}: use 1-63 characters from A-Z a-z 0-9 . _ -"
+        )
+    return name
+
+
+def check_component(name: str) -> str:
+    if not name or name in (".", ".."):
+        raise InvalidError(f"invalid file name {name!r}")
+    if "/" in name or "\0" in name:
+        raise InvalidError(f"invalid file name {name!r}: contains '/' or NUL")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+        raise InvalidError(f"file name too long ({MAX_COMPONENT_BYTES} bytes at most): {name[:40]!r}…")
+    return name
+
+
+def split_path(path: str, *, allow_root: bool = True) -> PathParts:
+    """``"/a//b/"`` -> ``("a", "b")``; refuses ``..``, NUL and over-long paths."""
+    if not isinstance(path, str):
+        raise InvalidError(f"a volume path must be a string, not {type(path).__name__}")
+    if "\0" in path:
+        raise InvalidError(f"invalid path {path!r}: contains NUL")
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise InvalidError(f"path too long ({MAX_PATH_BYTES} bytes at most)")
+    parts = tuple(p for p in path.split("/") if p not in ("", "."))
+    for part in parts:
+        if part == "..":
+            raise InvalidError(f"invalid path {path!r}: '..' is not allowed")
+        check_component(part)
+    if not parts and not allow_root:
+        raise InvalidError(f"invalid path {path!r}: names the volume root")
+    return parts
+
+
+def join_path(parts: PathParts) -> str:
+    return "/".join(parts)

@@ -1,0 +1,265 @@
+"""Immutable Merkle trees: directory listings named by the xxh3-128 of their encoding.
+
+A tree lists one directory: each :class:`Entry` is a file (its chunk digests), a
+directory (the digest of its own tree) or a symlink (its target), with mode, owner,
+mtime and xattrs. A directory entry also carries the total size and file count below
+it, so a volume's usage is read off its root without a walk. Changing one file rewrites
+only the trees on its path; every other subtree keeps its digest.
+
+Canonical encoding, format 1 (all integers little-endian)::
+
+    tree    := b"VT1\\n" u32:count entry*            entries sorted by raw name bytes
+    entry   := u16:len name  u8:kind  u32:mode  u32:uid  u32:gid  i64:mtime_ns  u64:size
+               payload  u16:nxattr (u16:len name u32:len value)*   xattrs sorted by name
+    payload := file:    u32:n digest16*n             the content's chunks, in order
+               dir:     digest16 u64:files           the subtree; files below it
+               symlink: u16:len target
+
+Names are raw bytes on disk; in Python they are ``str`` through ``os.fsdecode`` (so any
+Linux name round-trips). Pure: no I/O but through a :class:`TreeStore`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Iterator, Mapping, Protocol
+
+from volfs.blobs import Digest, digest_of
+
+MAGIC = b"VT1\n"
+
+
+class Kind(IntEnum):
+    FILE = 1
+    DIR = 2
+    SYMLINK = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    kind: Kind
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int = 0
+    size: int = 0
+    chunks: tuple[Digest, ...] = ()
+    tree: Digest | None = None
+    files: int = 0
+    target: str = ""
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind is Kind.DIR
+
+    def same_content(self, other: Entry | None) -> bool:
+        """True if ``other`` holds the same bytes (or subtree, or target) as this entry."""
+        if other is None or other.kind is not self.kind:
+            return False
+        if self.kind is Kind.FILE:
+            return self.chunks == other.chunks and self.size == other.size
+        if self.kind is Kind.DIR:
+            return self.tree == other.tree
+        return self.target == other.target
+
+    def with_(self, **changes: object) -> Entry:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+META_FIELDS = ("mode", "uid", "gid", "mtime_ns", "xattrs")
+
+
+@dataclass(frozen=True)
+class Tree:
+    entries: tuple[Entry, ...]
+    _index: dict[str, Entry] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {e.name: e for e in self.entries})
+
+    def get(self, name: str) -> Entry | None:
+        return self._index.get(name)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @staticmethod
+    def of(entries: Mapping[str, Entry] | list[Entry]) -> Tree:
+        items = list(entries.values()) if isinstance(entries, Mapping) else list(entries)
+        items.sort(key=lambda e: os.fsencode(e.name))
+        return Tree(tuple(items))
+
+    def totals(self) -> tuple[int, int]:
+        """(bytes, files) below this tree: what its directory entry carries."""
+        size = files = 0
+        for e in self.entries:
+            if e.kind is Kind.DIR:
+                size += e.size
+                files += e.files
+            elif e.kind is Kind.FILE:
+                size += e.size
+                files += 1
+        return size, files
+
+
+EMPTY_TREE = Tree(())
+
+_HEAD = struct.Struct("<BIIIqQ")
+
+
+def encode(tree: Tree) -> bytes:
+    out = [MAGIC, struct.pack("<I", len(tree.entries))]
+    for e in tree.entries:
+        name = os.fsencode(e.name)
+        out.append(struct.pack("<H", len(name)))
+        out.append(name)
+        out.append(_HEAD.pack(e.kind, e.mode, e.uid, e.gid, e.mtime_ns, e.size))
+        if e.kind is Kind.FILE:
+            out.append(struct.pack("<I", len(e.chunks)))
+            out.extend(bytes.fromhex(d) for d in e.chunks)
+        elif e.kind is Kind.DIR:
+            assert e.tree is not None
+            out.append(bytes.fromhex(e.tree))
+            out.append(struct.pack("<Q", e.files))
+        else:
+            target = os.fsencode(e.target)
+            out.append(struct.pack("<H", len(target)))
+            out.append(target)
+        out.append(struct.pack("<H", len(e.xattrs)))
+        for key, value in e.xattrs:
+            raw = os.fsencode(key)
+            out.append(struct.pack("<H", len(raw)))
+            out.append(raw)
+            out.append(struct.pack("<I", len(value)))
+            out.append(value)
+    return b"".join(out)
+
+
+def decode(data: bytes) -> Tree:
+    if data[:4] != MAGIC:
+        raise ValueError("not a volfs tree (bad magic)")
+    (count,) = struct.unpack_from("<I", data, 4)
+    pos = 8
+    entries = []
+    for _ in range(count):
+        (n,) = struct.unpack_from("<H", data, pos)
+        pos += 2
+        name = os.fsdecode(data[pos : pos + n])
+        pos += n
+        kind, mode, uid, gid, mtime_ns, size = _HEAD.unpack_from(data, pos)
+        pos += _HEAD.size
+        kind = Kind(kind)
+        chunks: tuple[Digest, ...] = ()
+        tree: Digest | None = None
+        files = 0
+        target = ""
+        if kind is Kind.FILE:
+            (nchunks,) = struct.unpack_from("<I", data, pos)
+            pos += 4
+            chunks = tuple(Digest(data[pos + 16 * i : pos + 16 * i + 16].hex()) for i in range(nchunks))
+            pos += 16 * nchunks
+        elif kind is Kind.DIR:
+            tree = Digest(data[pos : pos + 16].hex())
+            (files,) = struct.unpack_from("<Q", data, pos + 16)
+            pos += 24
+        else:
+            (n,) = struct.unpack_from("<H", data, pos)
+            pos += 2
+            target = os.fsdecode(data[pos : pos + n])
+            pos += n
+        (nx,) = struct.unpack_from("<H", data, pos)
+        pos += 2
+        xattrs = []
+        for _ in range(nx):
+            (n,) = struct.unpack_from("<H", data, pos)
+            pos += 2
+            key = os.fsdecode(data[pos : pos + n])
+            pos += n
+            (vn,) = struct.unpack_from("<I", data, pos)
+            pos += 4
+            xattrs.append((key, data[pos : pos + vn]))
+            pos += vn
+        entries.append(Entry(name, kind, mode, uid, gid, mtime_ns, size, chunks, tree, files, target, tuple(xattrs)))
+    if pos != len(data):
+        raise ValueError("trailing bytes after tree")
+    return Tree(tuple(entries))
+
+
+def tree_digest(tree: Tree) -> Digest:
+    return digest_of(encode(tree))
+
+
+class TreeStore(Protocol):
+    """Where trees are read from. Writers collect new trees in a :class:`TreeWriter`."""
+
+    def get_tree(self, digest: Digest) -> Tree: ...
+
+
+class TreeWriter:
+    """Trees created during one operation, kept until the operation's head advance."""
+
+    def __init__(self, base: TreeStore) -> None:
+        self.base = base
+        self.pending: dict[Digest, bytes] = {}
+        self._decoded: dict[Digest, Tree] = {}
+
+    def get_tree(self, digest: Digest) -> Tree:
+        tree = self._decoded.get(digest)
+        return tree if tree is not None else self.base.get_tree(digest)
+
+    def put_tree(self, tree: Tree) -> Digest:
+        data = encode(tree)
+        digest = digest_of(data)
+        if digest not in self.pending:
+            self.pending[digest] = data
+            self._decoded[digest] = tree
+        return digest
+
+    def dir_entry(self, template: Entry, tree: Tree) -> Entry:
+        """``template`` (a directory entry) now listing ``tree``, totals recomputed."""
+        size, files = tree.totals()
+        return template.with_(kind=Kind.DIR, tree=self.put_tree(tree), size=size, files=files,
+                              chunks=(), target="")
+
+
+class MemoryTreeStore:
+    """A dict of trees: for tests and for building trees before they are committed."""
+
+    def __init__(self) -> None:
+        self.trees: dict[Digest, Tree] = {tree_digest(EMPTY_TREE): EMPTY_TREE}
+
+    def get_tree(self, digest: Digest) -> Tree:
+        return self.trees[digest]
+
+    def absorb(self, writer: TreeWriter) -> None:
+        for digest, data in writer.pending.items():
+            self.trees[digest] = decode(data)
+
+
+def lookup(store: TreeStore, root: Entry, parts: tuple[str, ...]) -> Entry | None:
+    entry: Entry | None = root
+    for part in parts:
+        if entry is None or entry.kind is not Kind.DIR:
+            return None
+        assert entry.tree is not None
+        entry = store.get_tree(entry.tree).get(part)
+    return entry
+
+
+def walk(store: TreeStore, root: Entry, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Entry]]:
+    """Every entry below ``root`` (a directory), depth first, parents before children."""
+    assert root.tree is not None
+    for entry in store.get_tree(root.tree).entries:
+        path = prefix + (entry.name,)
+        yield path, entry
+        if entry.kind is Kind.DIR:
+            yield from walk(store, entry, path)
