@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import secrets
 import struct
@@ -48,8 +49,8 @@ from typing import Any, Iterator, NewType
 
 import lmdb
 
-from volfs.blobs import Digest
-from volfs.errors import AlreadyExistsError, NotFoundError, VolfsError, from_os_error
+from volfs.blobs import Digest, digest_of
+from volfs.errors import AlreadyExistsError, CorruptionError, NotFoundError, VolfsError, from_os_error
 from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode, encode, tree_digest
 
 FORMAT_VERSION = 1
@@ -57,6 +58,7 @@ VolumeId = NewType("VolumeId", str)
 SnapshotId = NewType("SnapshotId", str)
 MountId = NewType("MountId", str)
 
+log = logging.getLogger(__name__)
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -200,13 +202,27 @@ class Catalog:
             raw = txn.get(bytes.fromhex(digest), db=self._trees)
         if raw is None:
             raise NotFoundError(f"tree {digest} is missing from the catalog")
-        tree = decode(raw)
+        # Verify like a blob (xxh3 costs little next to decoding): a damaged tree must
+        # fail loudly, never list wrong entries.
+        try:
+            if digest_of(raw) != digest:
+                raise ValueError("digest mismatch")
+            tree = decode(raw)
+        except ValueError as exc:
+            log.error("tree %s in the catalog is damaged (%s)", digest, exc)
+            raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
         self.stats["trees_read"] += 1
         with self._cache_lock:
             self._tree_cache[digest] = tree
             if len(self._tree_cache) > self.TREE_CACHE_SIZE:
                 self._tree_cache.popitem(last=False)
         return tree
+
+    def put_trees(self, trees: dict[Digest, bytes]) -> None:
+        """Stores trees that no head names yet (a mount's view, for its next diff)."""
+        with self._write() as txn:
+            for digest, data in trees.items():
+                txn.put(bytes.fromhex(digest), data, db=self._trees, overwrite=False)
 
     def has_tree(self, digest: Digest) -> bool:
         with self.env.begin() as txn:

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from volfs.catalog import HeadMoved, SnapshotId, SnapshotRecord, MAX_CHANGES_RECORDED, new_id
-from volfs.changes import Changes, Dir, Put, Remove, SetMeta
+from volfs.changes import Changes, Dir, Path, Put, Remove, SetMeta
 from volfs.errors import ConflictError
 from volfs.merge import merge
 from volfs.names import join_path
 from volfs.store import Store
-from volfs.tree import Entry
+from volfs.tree import Entry, TreeStore, lookup
 
 ChangeBuilder = Callable[[Entry], Changes]
 MAX_ATTEMPTS = 200
@@ -51,7 +51,30 @@ def describe(changes: Changes) -> list[list[str]]:
     for path, change in sorted(changes.items()):
         if isinstance(change, Dir) and not change.set_meta:
             continue  # only on the way to deeper changes
-        out.append([ops[type(change)], join_path(path)])
+        op = ops[type(change)]
+        if isinstance(change, Dir) and change.seen is not None and change.seen.is_dir:
+            op = "meta"
+        out.append([op, join_path(path)])
+    return out
+
+
+def changed_since_seen(store: TreeStore, root: Entry, changes: Changes) -> list[Path]:
+    """Paths the changes touch whose content at ``root`` is not what the writer saw there.
+
+    Wider than the merge's overwrites: it also names a path someone else deleted that the
+    writer wrote, and a file whose content changed under a chmod. (Metadata others changed
+    is not visible here: a change carries the writer's entry, not its base's metadata.)
+    """
+    out = []
+    for path, change in changes.items():
+        if isinstance(change, Dir):
+            continue  # a directory on the way: what is below it is checked path by path
+        seen = change.entry if isinstance(change, SetMeta) else change.seen
+        head = lookup(store, root, path)
+        if head is None and seen is None:
+            continue
+        if head is None or not head.same_content(seen):
+            out.append(path)
     return out
 
 
@@ -64,9 +87,11 @@ def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin
         if not changes:
             return CommitResult(None, attempts=attempt)
         result = merge(catalog, head.root, changes)
-        if if_unchanged and result.overwrites:
-            paths = ", ".join(join_path(p) for p in result.overwrites[:5])
-            raise ConflictError(f"commit refused: changed by someone else since this mount's base: {paths}")
+        if if_unchanged:
+            conflicts = sorted(set(result.overwrites) | set(changed_since_seen(catalog, head.root, changes)))
+            if conflicts:
+                paths = ", ".join(join_path(p) for p in conflicts[:5])
+                raise ConflictError(f"commit refused: changed by someone else since this mount's base: {paths}")
         if result.root == head.root:
             return CommitResult(None, attempts=attempt)
         described = describe(changes)

@@ -1,0 +1,247 @@
+"""The control socket: how ``volfs commit/reload/status/unmount`` talk to a mount's daemon.
+
+Protocol (version 1): a Unix stream socket at ``<store>/run/<mount-id>.sock``, mode 0600.
+The client sends **one** request line and reads **one** response line; both are UTF-8
+JSON objects of at most 64 KiB ending in ``\\n``::
+
+    -> {"v": 1, "op": "commit", "if_unchanged": false}
+    <- {"ok": true, "result": {"snapshot": "sn-…", "trees_written": 3, …}}
+    <- {"ok": false, "error": "there are open files preventing …", "type": "OpenFilesError",
+        "exit_code": 5}
+
+Operations: ``ping``, ``status``, ``commit`` (``if_unchanged``), ``reload``, ``unmount``
+(``discard``, ``force``). The server reads the peer's credentials (SO_PEERCRED) and
+serves only root and the mount's owner; a request that is malformed, too large or does
+not arrive within ``REQUEST_TIMEOUT`` seconds gets an error and the connection closes.
+
+The client finds a mount's socket from its path alone: the mount root answers the
+extended attribute ``user.volfs.control`` with ``{"socket": …, "mount_id": …, …}``.
+Listing every volfs mount reads ``/proc/self/mountinfo`` (type ``fuse.volfs``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from volfs import errors
+from volfs.errors import MountError, PermissionDeniedError, VolfsError
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE = 64 * 1024
+REQUEST_TIMEOUT = 10.0
+XATTR_CONTROL = "user.volfs.control"
+FSTYPE = "fuse.volfs"
+
+Handler = Callable[[dict[str, Any], "Peer"], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> Peer:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return Peer(*struct.unpack("3i", raw))
+
+
+# -- server ----------------------------------------------------------------------------------
+async def serve(path: Path, owner_uid: int, handler: Handler,
+                *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Listens on ``path`` until cancelled; each connection gets one request."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        await listener.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    task_status.started()
+    try:
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await listener.accept()
+                nursery.start_soon(_serve_one, conn, owner_uid, handler)
+    finally:
+        listener.close()
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+async def _serve_one(conn: trio.socket.SocketType, owner_uid: int, handler: Handler) -> None:
+    with conn:
+        try:
+            peer = peer_credentials(conn)
+            if peer.uid not in (0, owner_uid):
+                raise PermissionDeniedError(
+                    f"permission denied: uid {peer.uid} is neither root nor the mount's owner")
+            with trio.fail_after(REQUEST_TIMEOUT):
+                request = await _read_request(conn)
+            reply = {"ok": True, "result": await handler(request, peer)}
+        except trio.TooSlowError:
+            reply = _error_reply(VolfsError("control request timed out"))
+        except VolfsError as exc:
+            reply = _error_reply(exc)
+        except Exception as exc:  # the daemon must outlive any one bad request
+            reply = _error_reply(VolfsError(f"internal error: {exc}"))
+        try:
+            await conn.send((json.dumps(reply) + "\n").encode())
+        except OSError:
+            pass  # the client went away; nothing to tell
+
+
+def _error_reply(exc: VolfsError) -> dict[str, Any]:
+    return {"ok": False, "error": str(exc), "type": type(exc).__name__, "exit_code": exc.exit_code}
+
+
+async def _read_request(conn: trio.socket.SocketType) -> dict[str, Any]:
+    data = b""
+    while b"\n" not in data:
+        chunk = await conn.recv(MAX_MESSAGE + 1 - len(data))
+        if not chunk:
+            raise errors.InvalidError("malformed control request: connection closed before a full line")
+        data += chunk
+        if len(data) > MAX_MESSAGE:
+            raise errors.InvalidError(f"control request too large (over {MAX_MESSAGE} bytes)")
+    line = data.split(b"\n", 1)[0]
+    try:
+        request = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise errors.InvalidError("malformed control request: not a JSON line") from None
+    if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+        raise errors.InvalidError("malformed control request: expected an object with an 'op'")
+    if request.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+        raise errors.InvalidError(f"unsupported control protocol version {request.get('v')!r}")
+    return request
+
+
+# -- client ------------------------------------------------------------------------------------
+def call(socket_path: str, op: str, timeout: float | None = 600.0, **args: Any) -> dict[str, Any]:
+    """Sends one request; returns its result or raises the daemon's error, typed."""
+    request = {"v": PROTOCOL_VERSION, "op": op, **args}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(socket_path)
+        except PermissionError:
+            raise PermissionDeniedError("permission denied: this mount belongs to another user") from None
+        except OSError as exc:
+            raise MountError(f"cannot reach the mount's daemon at {socket_path}: {exc.strerror}") from None
+        sock.sendall((json.dumps(request) + "\n").encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    if not data:
+        raise MountError("the mount's daemon closed the connection without answering")
+    reply = json.loads(data)
+    if reply.get("ok"):
+        return reply["result"]
+    cls = getattr(errors, reply.get("type", ""), None)
+    if not (isinstance(cls, type) and issubclass(cls, VolfsError)):
+        cls = VolfsError
+    raise cls(reply.get("error", "unknown error"))
+
+
+@dataclass(frozen=True)
+class MountInfo:
+    path: str
+    socket: str
+    mount_id: str
+    volume_id: str
+    volume_name: str
+    environment: str
+    pid: int
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def volfs_mountpoints() -> list[str]:
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == FSTYPE:
+                points.append(_unescape(left.split(" ")[4]))
+    return points
+
+
+def mount_info(path: str) -> MountInfo:
+    """The control details of the volfs mount at ``path`` (its root)."""
+    real = os.path.realpath(path)
+    if real not in volfs_mountpoints():
+        raise errors.InvalidError(f"{path} is not a volfs mount")
+    try:
+        raw = os.getxattr(real, XATTR_CONTROL)
+    except OSError as exc:
+        raise MountError(f"the volfs mount at {real} does not answer ({exc.strerror}); "
+                         "its daemon may have died: run `volfs recover`") from None
+    d = json.loads(raw)
+    return MountInfo(real, d["socket"], d["mount_id"], d["volume_id"], d["volume_name"],
+                     d["environment"], d["pid"])
+
+
+def all_mounts() -> list[MountInfo]:
+    out = []
+    for point in volfs_mountpoints():
+        try:
+            out.append(mount_info(point))
+        except VolfsError:
+            continue
+    return out
+
+
+def call_mount(path: str, op: str, **args: Any) -> dict[str, Any]:
+    return call(mount_info(path).socket, op, **args)
+
+
+def commit(path: str, *, if_unchanged: bool = False) -> dict[str, Any]:
+    return call_mount(path, "commit", if_unchanged=if_unchanged)
+
+
+def reload(path: str) -> dict[str, Any]:
+    return call_mount(path, "reload", pid=os.getpid())
+
+
+def _volume_mounts(volume_id: str) -> list[MountInfo]:
+    return [m for m in all_mounts() if m.volume_id == volume_id]
+
+
+def commit_volume(volume_id: str) -> list[dict[str, Any]]:
+    """Commits every mount of this volume visible to the caller."""
+    return [call(m.socket, "commit") for m in _volume_mounts(volume_id)]
+
+
+def reload_volume(volume_id: str) -> list[dict[str, Any]]:
+    """Reloads every mount of this volume visible to the caller."""
+    return [call(m.socket, "reload", pid=os.getpid()) for m in _volume_mounts(volume_id)]

@@ -1,0 +1,430 @@
+"""The mount daemon: one process per mount, pyfuse3 + trio, and its whole lifecycle.
+
+``run_daemon`` mounts a volume and serves it until it is told to stop (``volfs unmount``,
+SIGTERM, SIGINT, or someone unmounting the path), then makes a final commit and exits.
+``start_daemon`` is the client side of ``volfs mount``: it starts the daemon in the
+background and returns once the mount is ready, or raises the daemon's error.
+
+Tasks in the root nursery: the FUSE loop, the control socket, background commits and
+the signal handler. Commit and reload hold one lock, so they never overlap; the slow
+parts (hashing, LMDB writes, kernel cache invalidation) run in worker threads.
+
+The daemon holds an exclusive ``flock`` on ``<overlay>/lock`` for its lifetime: when the
+process dies, however it dies, the kernel drops the lock and ``volfs recover`` knows the
+overlay is orphaned.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from volfs import control
+from volfs.catalog import MountRecord, MountId, new_id
+from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError, VolfsError
+from volfs.fs import VolfsOperations
+from volfs.inodes import Node
+from volfs.overlay import Invalidation, Overlay
+from volfs.store import Store
+
+log = logging.getLogger("volfs.daemon")
+READY_TIMEOUT = 60.0
+FINAL_COMMIT_ATTEMPTS = 3
+PROTECTED_PREFIXES = ("/proc", "/sys", "/dev")
+
+
+@dataclass
+class MountOptions:
+    store: str | None
+    name: str
+    environment: str
+    path: str
+    read_only: bool = False
+    snapshot: str | None = None
+    autocommit: float = 5.0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"pid {pid}"
+
+
+def processes_with_cwd_inside(path: str, exclude: set[int]) -> list[int]:
+    inside = []
+    prefix = path.rstrip("/") + "/"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd == path or cwd.startswith(prefix):
+            inside.append(int(entry))
+    return inside
+
+
+class MountDaemon:
+    def __init__(self, options: MountOptions) -> None:
+        self.options = options
+        self.store = Store.open(options.store)
+        catalog = self.store.catalog
+        self.volume = catalog.get_volume(options.environment, options.name)
+        if options.snapshot:
+            base = catalog.get_snapshot(options.snapshot)
+            if base.volume_id != self.volume.id:
+                raise InvalidError(f"snapshot {options.snapshot} does not belong to volume {options.name!r}")
+        else:
+            base = catalog.head(self.volume.id)
+        self.read_only = options.read_only or bool(options.snapshot)
+        self.mountpoint = os.path.realpath(options.path)
+        self.mount_id = MountId(new_id("mo"))
+        self.overlay_dir = self.store.overlays_dir / self.mount_id
+        self.overlay_dir.mkdir(mode=0o700)
+        self._lock_fd = os.open(self.overlay_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.socket_path = self.store.run_dir / f"{self.mount_id}.sock"
+        self.record = MountRecord(
+            self.mount_id, self.volume.id, self.volume.name, self.volume.environment,
+            self.mountpoint, os.getpid(), os.getuid(), base.id, self.read_only,
+            str(self.socket_path), str(self.overlay_dir), time.time())
+        (self.overlay_dir / "mount.json").write_text(json.dumps(self.record.__dict__))
+        self.overlay = Overlay(self.store, self.volume, base, self.overlay_dir, read_only=self.read_only)
+        control_info = json.dumps({
+            "socket": str(self.socket_path), "mount_id": self.mount_id, "volume_id": self.volume.id,
+            "volume_name": self.volume.name, "environment": self.volume.environment,
+            "pid": os.getpid()}).encode()
+        self.ops = VolfsOperations(self.overlay, control_info=control_info,
+                                   on_open=self._opened, on_release=self._released)
+        self._opens: dict[int, tuple[int, str]] = {}
+        self._lock = trio.Lock()
+        self._stop = trio.Event()
+        self._discard = False
+        self._mounted = False
+        self.final_result: dict[str, Any] | None = None
+        self._finished = trio.Event()
+
+    # -- open handles (LMDB, so `volfs status` and reload can name them) -----------------------
+    def _opened(self, fh: int, node: Node, pid: int, write: bool) -> None:
+        path = self.overlay.path_of(node) or "(deleted)"
+        self._opens[fh] = (pid, path)
+        self.store.catalog.add_handle(self.mount_id, fh, {"path": path, "pid": pid, "write": write})
+
+    def _released(self, fh: int) -> None:
+        self._opens.pop(fh, None)
+        self.store.catalog.remove_handle(self.mount_id, fh)
+
+    def _check_nothing_open(self, requester: int | None) -> None:
+        prefix = "there are open files preventing the operation"
+        for pid, path in self._opens.values():
+            if pid == requester:
+                raise OpenFilesError(f"{prefix}: path {path} is open")
+            raise OpenFilesError(f"{prefix}: path {path} is open from '{_cmdline(pid)}'")
+        inside = processes_with_cwd_inside(self.mountpoint, {os.getpid()})
+        for pid in inside:
+            if pid == requester:
+                raise OpenFilesError(f"{prefix}: cwd is inside volume")
+            raise OpenFilesError(f"{prefix}: cwd of '{_cmdline(pid)}' is inside volume")
+
+    # -- commit and reload ---------------------------------------------------------------------------
+    async def commit(self, *, if_unchanged: bool = False, origin: str | None = None) -> dict[str, Any]:
+        async with self._lock:
+            return await self._commit_locked(if_unchanged=if_unchanged, origin=origin)
+
+    async def _commit_locked(self, *, if_unchanged: bool = False, origin: str | None = None) -> dict[str, Any]:
+        overlay = self.overlay
+        if self.read_only or not overlay.dirty:
+            return {"snapshot": None, "committed": False}
+        jobs = overlay.prepare_commit()
+        results = await trio.to_thread.run_sync(overlay.hash_files, jobs)
+        pending = overlay.build_view(results)
+        origin = origin or f"mount {self.mount_id} pid {os.getpid()} {self.mountpoint}"
+        result = await trio.to_thread.run_sync(
+            partial(overlay.publish, pending, if_unchanged=if_unchanged, origin=origin))
+        overlay.finish_commit(pending)
+        if result.overwrites:
+            log.info("commit %s overwrote changes made by others: %s", result.snapshot, result.overwrites)
+        return {"snapshot": result.snapshot, "committed": result.committed,
+                "trees_written": result.trees_written, "overwrites": result.overwrites,
+                "files_hashed": len(jobs)}
+
+    async def reload(self, requester: int | None = None) -> dict[str, Any]:
+        async with self._lock:
+            await trio.to_thread.run_sync(self._check_nothing_open, requester)
+            committed: dict[str, Any] = {"snapshot": None}
+            for _ in range(10):
+                if self.overlay.dirty:
+                    committed = await self._commit_locked()
+                head = await trio.to_thread.run_sync(self.store.catalog.head, self.volume.id)
+                # No await from here to the rebase: the view is checked and switched at once.
+                if self.overlay.dirty:
+                    continue
+                self._check_open_handles_only(requester)
+                invalidations = self.overlay.rebase(head)
+                break
+            else:
+                raise ConflictError("reload gave up: the mount keeps changing")
+        await trio.to_thread.run_sync(self._invalidate, invalidations)
+        return {"snapshot": head.id, "committed": committed.get("snapshot"),
+                "invalidated": len(invalidations)}
+
+    def _check_open_handles_only(self, requester: int | None) -> None:
+        if self._opens:
+            pid, path = next(iter(self._opens.values()))
+            suffix = "" if pid == requester else f" from '{_cmdline(pid)}'"
+            raise OpenFilesError(f"there are open files preventing the operation: path {path} is open{suffix}")
+
+    @staticmethod
+    def _invalidate(invalidations: list[Invalidation]) -> None:
+        for inval in invalidations:
+            try:
+                if inval.name is None:
+                    pyfuse3.invalidate_inode(inval.ino, attr_only=inval.attr_only)
+                else:
+                    pyfuse3.invalidate_entry(inval.ino, os.fsencode(inval.name))
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    log.warning("invalidating %s failed: %s", inval, exc)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "mount_id": self.mount_id, "volume": self.volume.name, "volume_id": self.volume.id,
+            "environment": self.volume.environment, "path": self.mountpoint, "pid": os.getpid(),
+            "base_snapshot": self.overlay.base_snapshot, "read_only": self.read_only,
+            "dirty_paths": self.overlay.dirty_paths(), "open_files": sorted({p for _, p in self._opens.values()}),
+            "autocommit": self.options.autocommit,
+        }
+
+    # -- control requests ------------------------------------------------------------------------------
+    async def handle(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
+        op = request["op"]
+        if op == "ping":
+            return {"pong": True}
+        if op == "status":
+            return self.status()
+        if op == "commit":
+            return await self.commit(if_unchanged=bool(request.get("if_unchanged", False)))
+        if op == "reload":
+            pid = request.get("pid", peer.pid)
+            return await self.reload(pid if isinstance(pid, int) else peer.pid)
+        if op == "unmount":
+            if not request.get("force"):
+                await trio.to_thread.run_sync(self._check_nothing_open, request.get("pid", peer.pid))
+            self._discard = bool(request.get("discard", False))
+            if not self._discard:
+                await self.commit()
+            self._stop.set()
+            await self._finished.wait()
+            return self.final_result or {}
+        raise InvalidError(f"unknown control operation {op!r}")
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    async def _fuse_main(self) -> None:
+        try:
+            await pyfuse3.main(min_tasks=1, max_tasks=1)
+        finally:
+            self._stop.set()
+
+    async def _autocommit(self) -> None:
+        if self.options.autocommit <= 0 or self.read_only:
+            return
+        while True:
+            await trio.sleep(self.options.autocommit)
+            try:
+                await self.commit(origin=f"autocommit {self.mount_id} {self.mountpoint}")
+            except VolfsError as exc:
+                log.error("background commit failed (will retry): %s", exc)
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    continue
+                log.info("received %s: committing and unmounting", signal.Signals(signum).name)
+                self._stop.set()
+
+    def _options(self) -> set[str]:
+        options = {f"fsname=volfs:{self.volume.name}", "subtype=volfs", "default_permissions"}
+        if os.getuid() == 0:
+            options.add("allow_other")
+        if self.read_only:
+            options.add("ro")
+        return options
+
+    async def run(self, ready_fd: int | None) -> int:
+        os.chdir("/")
+        try:
+            pyfuse3.init(self.ops, self.mountpoint, self._options())
+        except RuntimeError as exc:
+            raise MountError(f"cannot mount at {self.mountpoint}: {exc}") from None
+        self._mounted = True
+        self.store.catalog.register_mount(self.record)
+        exit_code = 0
+        try:
+            async with trio.open_nursery() as outer:
+                await outer.start(control.serve, self.socket_path, os.getuid(), self.handle)
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(self._fuse_main)
+                    inner.start_soon(self._autocommit)
+                    inner.start_soon(self._signals)
+                    if ready_fd is not None:
+                        os.write(ready_fd, f"ready {self.mount_id}\n".encode())
+                        os.close(ready_fd)
+                        ready_fd = None
+                    log.info("mounted %s (%s) at %s, base %s%s", self.volume.name, self.volume.id,
+                             self.mountpoint, self.overlay.base_snapshot, " read-only" if self.read_only else "")
+                    await self._stop.wait()
+                    inner.cancel_scope.cancel()
+                self._unmount()
+                exit_code = await self._final_commit()
+                self._finished.set()
+                await trio.sleep(0.2)  # let an `unmount` request send its reply
+                outer.cancel_scope.cancel()
+        finally:
+            self._unmount()
+            self.store.catalog.unregister_mount(self.mount_id)
+            self.overlay.close()
+        return exit_code
+
+    def _unmount(self) -> None:
+        if self._mounted:
+            self._mounted = False
+            try:
+                pyfuse3.close(unmount=True)
+            except Exception as exc:  # never let cleanup hide the final commit
+                log.warning("unmounting %s: %s", self.mountpoint, exc)
+
+    async def _final_commit(self) -> int:
+        if self.read_only or self._discard:
+            self.final_result = {"snapshot": None, "discarded": self._discard}
+            self._remove_overlay()
+            return 0
+        for attempt in range(1, FINAL_COMMIT_ATTEMPTS + 1):
+            try:
+                self.final_result = await self.commit(origin=f"unmount {self.mount_id} {self.mountpoint}")
+                self._remove_overlay()
+                return 0
+            except VolfsError as exc:
+                log.error("FINAL COMMIT FAILED (attempt %d/%d): %s", attempt, FINAL_COMMIT_ATTEMPTS, exc)
+                await trio.sleep(0.5 * attempt)
+        log.critical("uncommitted changes of %s are kept in %s: run `volfs recover` to commit them",
+                     self.mountpoint, self.overlay_dir)
+        self.final_result = {"snapshot": None, "error": "final commit failed; overlay kept for `volfs recover`"}
+        return 1
+
+    def _remove_overlay(self) -> None:
+        self.overlay.close()
+        shutil.rmtree(self.overlay_dir, ignore_errors=True)
+
+
+def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:
+    """Runs a mount in this process until it stops; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s volfs[%(process)d] %(levelname)s %(message)s")
+    try:
+        _check_mountpoint(options.path)
+        daemon = MountDaemon(options)
+    except VolfsError as exc:
+        _report_failure(ready_fd, str(exc))
+        raise
+    try:
+        return trio.run(daemon.run, ready_fd)
+    except VolfsError as exc:
+        _report_failure(ready_fd, str(exc))
+        raise
+
+
+def _report_failure(ready_fd: int | None, message: str) -> None:
+    if ready_fd is not None:
+        try:
+            os.write(ready_fd, f"error {message}\n".encode())
+            os.close(ready_fd)
+        except OSError:
+            pass
+
+
+def _check_mountpoint(path: str) -> None:
+    real = os.path.realpath(path)
+    if any(real == p or real.startswith(p + "/") for p in PROTECTED_PREFIXES):
+        raise InvalidError(f"refusing to mount on {real}")
+    if real in control.volfs_mountpoints():
+        raise InvalidError(f"{real} is already a volfs mount")
+    os.makedirs(real, exist_ok=True)
+    if not os.path.isdir(real):
+        raise InvalidError(f"{real} is not a directory")
+
+
+def start_daemon(options: MountOptions, log_path: Path) -> tuple[int, str]:
+    """Starts ``volfs mount --foreground`` in the background; returns (pid, mount id) once ready."""
+    _check_mountpoint(options.path)
+    read_fd, write_fd = os.pipe()
+    cmd = [sys.executable, "-m", "volfs"]
+    if options.store:
+        cmd += ["--store", str(options.store)]
+    cmd += ["mount", options.name, os.path.realpath(options.path), "--foreground", "--env", options.environment,
+            "--autocommit", str(options.autocommit), "--ready-fd", str(write_fd)]
+    if options.read_only:
+        cmd.append("--read-only")
+    if options.snapshot:
+        cmd += ["--snapshot", options.snapshot]
+    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                pass_fds=(write_fd,), start_new_session=True, cwd="/")
+    os.close(write_fd)
+    try:
+        line = _read_line(read_fd, READY_TIMEOUT, proc)
+    finally:
+        os.close(read_fd)
+    if line.startswith("ready "):
+        return proc.pid, line.split(" ", 1)[1].strip()
+    if proc.poll() is None:
+        proc.kill()
+    message = line[len("error "):].strip() if line.startswith("error ") else _tail(log_path)
+    raise MountError(f"mount failed: {message}")
+
+
+def _read_line(fd: int, timeout: float, proc: subprocess.Popen[bytes]) -> str:
+    import select
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "error the daemon did not become ready in time"
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+        elif proc.poll() is not None and not data:
+            break
+    return data.decode(errors="replace")
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "the daemon exited without a word"
+    return " | ".join(text[-lines:]) or "the daemon exited without a word"

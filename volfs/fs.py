@@ -1,0 +1,295 @@
+"""The pyfuse3 adapter: FUSE requests in, overlay calls, FUSE replies out. Nothing else.
+
+Every handler translates its arguments, calls the :class:`~volfs.overlay.Overlay`, and
+builds the reply. Errors become errnos in one place (:func:`_errors`): ``OSError`` and
+``VolfsError`` keep their errno; anything unexpected is logged once with its traceback
+and answered with EIO, so a bug never ends ``pyfuse3.main`` (and never unmounts).
+
+Committed content is immutable, so every open keeps the kernel page cache and entries
+and attributes are cached for minutes: the view only changes under the kernel at
+reload, and reload invalidates what it changed.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from typing import Any, Awaitable, Callable, TypeVar
+
+import pyfuse3
+
+from volfs.errors import VolfsError
+from volfs.inodes import Node
+from volfs.overlay import Overlay
+from volfs.tree import Kind
+
+log = logging.getLogger(__name__)
+
+CACHE_TIMEOUT = 300.0
+XATTR_CONTROL = "user.volfs.control"
+_KIND_BITS = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _errors(handler: F) -> F:
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await handler(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except VolfsError as exc:
+            if exc.errno == errno.EIO:
+                log.error("%s failed: %s", handler.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except Exception:
+            log.exception("unexpected error in %s", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _Handle:
+    __slots__ = ("node", "write")
+
+    def __init__(self, node: Node, write: bool) -> None:
+        self.node = node
+        self.write = write
+
+
+class VolfsOperations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, overlay: Overlay, *, control_info: bytes = b"",
+                 on_open: Callable[[int, Node, int, bool], None] | None = None,
+                 on_release: Callable[[int], None] | None = None) -> None:
+        super().__init__()
+        self.overlay = overlay
+        self.control_info = control_info
+        self._handles: dict[int, _Handle] = {}
+        self._dirs: dict[int, list[tuple[str, int]]] = {}
+        self._next_fh = 1
+        self._on_open = on_open
+        self._on_release = on_release
+
+    # -- helpers -----------------------------------------------------------------------------
+    def attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.ino
+        a.generation = 0
+        a.entry_timeout = CACHE_TIMEOUT
+        a.attr_timeout = CACHE_TIMEOUT
+        a.st_mode = _KIND_BITS[node.kind] | node.mode
+        a.st_nlink = node.nlink
+        a.st_uid = node.uid
+        a.st_gid = node.gid
+        a.st_rdev = 0
+        a.st_size = node.size
+        a.st_blksize = 4096
+        a.st_blocks = (node.size + 511) // 512
+        a.st_atime_ns = node.atime_ns
+        a.st_mtime_ns = node.mtime_ns
+        a.st_ctime_ns = node.ctime_ns
+        return a
+
+    def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        node.lookups += 1
+        return self.attrs(node)
+
+    def _fh(self, node: Node, write: bool, ctx_pid: int) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = _Handle(node, write)
+        if self._on_open is not None:
+            self._on_open(fh, node, ctx_pid, write)
+        return fh
+
+    @property
+    def open_handles(self) -> dict[int, _Handle]:
+        return self._handles
+
+    # -- lookups and attributes ----------------------------------------------------------------
+    @_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(self.overlay.lookup(parent_inode, os.fsdecode(name)))
+
+    def forget(self, inode_list: list[tuple[int, int]]) -> None:  # type: ignore[override]
+        try:
+            for ino, count in inode_list:
+                self.overlay.forget(ino, count)
+        except Exception:
+            log.exception("forget failed")
+
+    @_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.attrs(self.overlay.node(inode))
+
+    @_errors
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.overlay.node(inode)
+        self.overlay.setattr(
+            node,
+            mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+        )
+        return self.attrs(node)
+
+    @_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return os.fsencode(self.overlay.readlink(self.overlay.node(inode)))
+
+    @_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        disk = os.statvfs(self.overlay.store.root)
+        view = self.overlay.committed_view
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = disk.f_frsize
+        used = (view.size + disk.f_frsize - 1) // disk.f_frsize
+        s.f_blocks = used + disk.f_bavail
+        s.f_bfree = s.f_bavail = disk.f_bavail
+        s.f_files = view.files + disk.f_favail
+        s.f_ffree = s.f_favail = disk.f_favail
+        s.f_namemax = 255
+        return s
+
+    # -- directories ------------------------------------------------------------------------------
+    @_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.overlay.mkdir(parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        return self._entry(node)
+
+    @_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):
+            raise pyfuse3.FUSEError(errno.EPERM)  # devices, fifos, sockets: not stored
+        node = self.overlay.create(parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        return self._entry(node)
+
+    @_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.overlay.rmdir(parent_inode, os.fsdecode(name))
+
+    @_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self.overlay.node(inode)
+        listing = list(self.overlay.children(node).items())
+        fh = self._next_fh
+        self._next_fh += 1
+        self._dirs[fh] = listing
+        return fh
+
+    @_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing = self._dirs[fh]
+        for index in range(start_id, len(listing)):
+            name, ino = listing[index]
+            node = self.overlay.table.get(ino)
+            if node is None or not node.links:
+                continue  # removed since opendir
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(node), index + 1):
+                break
+            node.lookups += 1
+
+    @_errors
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    @_errors
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    # -- names --------------------------------------------------------------------------------------
+    @_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.overlay.unlink(parent_inode, os.fsdecode(name))
+
+    @_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.overlay.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target), ctx.uid, ctx.gid)
+        return self._entry(node)
+
+    @_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: pyfuse3.RequestContext) -> None:
+        self.overlay.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new, os.fsdecode(name_new), flags)
+
+    @_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._entry(self.overlay.link(inode, new_parent_inode, os.fsdecode(new_name)))
+
+    # -- files ----------------------------------------------------------------------------------------
+    @_errors
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self.overlay.node(inode)
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        self.overlay.open(node, write=write, truncate=bool(flags & os.O_TRUNC))
+        return pyfuse3.FileInfo(fh=self._fh(node, write, ctx.pid), keep_cache=True)
+
+    @_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        node = self.overlay.create(parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        self.overlay.open(node, write=True, truncate=False)
+        fh = self._fh(node, True, ctx.pid)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(node)
+
+    @_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self.overlay.read(self._handles[fh].node, off, size)
+
+    @_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._handles[fh]
+        if not handle.write:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return self.overlay.write(handle.node, off, buf)
+
+    @_errors
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        self.overlay.fsync(self._handles[fh].node, datasync)
+
+    @_errors
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh)
+        if self._on_release is not None:
+            self._on_release(fh)
+        self.overlay.release(handle.node, write=handle.write)
+
+    # -- extended attributes --------------------------------------------------------------------------
+    @_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+        key = os.fsdecode(name)
+        if key.startswith("user.volfs."):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        self.overlay.setxattr(self.overlay.node(inode), key, value)
+
+    @_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        key = os.fsdecode(name)
+        if key == XATTR_CONTROL and inode == pyfuse3.ROOT_INODE and self.control_info:
+            return self.control_info
+        return self.overlay.getxattr(self.overlay.node(inode), key)
+
+    @_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return [os.fsencode(k) for k in self.overlay.listxattr(self.overlay.node(inode))]
+
+    @_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.overlay.removexattr(self.overlay.node(inode), os.fsdecode(name))

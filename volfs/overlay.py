@@ -1,0 +1,829 @@
+"""A mount's view: its base snapshot plus a private scratch area, and how it commits.
+
+The view is an :class:`~volfs.inodes.InodeTable` whose nodes start as the committed
+entries of the base snapshot (loaded lazily, one directory at a time) and change as the
+mount writes: content goes to scratch files under ``<overlay>/scratch/``, the shape of
+the view (creates, deletes, renames, chmod…) is kept in memory and appended to the
+journal (``journal.py``) so a crashed daemon loses nothing.
+
+Committing builds the view's Merkle tree, rebuilding only what changed since the last
+build (each node caches its entry; a change clears the cache up to the root), diffs it
+against the view the mount last committed (``changes.diff``) and publishes that diff
+with ``commit.commit_changes``, which merges it onto the current head. The view itself
+does not change. The work is split in phases so the daemon can hash big files off the
+trio loop while the mount keeps serving (see :meth:`Overlay.prepare_commit`).
+
+Reloading switches the view to a new head in one synchronous step (no await), diffing
+the committed view against the head to touch only what changed, and returns the kernel
+cache invalidations the FUSE layer must send.
+
+Errors are ``OSError`` with the errno a filesystem gives (the FUSE adapter passes them
+on) or :class:`~volfs.errors.VolfsError`. No pyfuse3 and no trio here: every method is
+synchronous and must be called from one thread (the trio loop), except
+:meth:`Overlay.hash_files` and :meth:`Overlay.publish`, which are made to run in a worker
+thread on data handed to them.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from volfs.blobs import Digest
+from volfs.catalog import SnapshotRecord, VolumeRecord, entry_from_json, entry_to_json
+from volfs.changes import diff
+from volfs.commit import CommitResult, commit_changes
+from volfs.config import CHUNK_SIZE
+from volfs.errors import OpenFilesError, ReadOnlyError
+from volfs.inodes import ROOT_INO, InodeTable, Node
+from volfs.journal import Journal
+from volfs.store import Store
+from volfs.tree import META_FIELDS, Entry, Kind, Tree, TreeWriter
+
+log = logging.getLogger(__name__)
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+MAX_XATTR_VALUE = 64 * 1024
+BLOB_FD_CACHE = 256
+
+
+def _err(code: int, what: str = "") -> OSError:
+    return OSError(code, os.strerror(code) + (f": {what}" if what else ""))
+
+
+@dataclass
+class HashJob:
+    ino: int
+    version: int
+    path: str
+
+
+@dataclass
+class HashResult:
+    version: int
+    chunks: tuple[Digest, ...]
+    size: int
+
+
+@dataclass
+class PendingCommit:
+    view: Entry
+    writer: TreeWriter
+    result: CommitResult | None = None
+
+
+@dataclass
+class Invalidation:
+    ino: int
+    name: str | None = None  # an entry of directory ``ino``; None: the inode itself
+    attr_only: bool = False
+
+
+@dataclass
+class OverlayStats:
+    copy_ups: int = 0
+    bytes_copied_up: int = 0
+    files_hashed: int = 0
+    commits: int = 0
+    reloads: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Overlay:
+    def __init__(self, store: Store, volume: VolumeRecord, base: SnapshotRecord, overlay_dir: Path,
+                 *, read_only: bool = False, view: Entry | None = None) -> None:
+        self.store = store
+        self.catalog = store.catalog
+        self.blobs = store.blobs
+        self.volume = volume
+        self.read_only = read_only
+        self.base_snapshot = base.id
+        #: The view as this mount last committed it (or its base): what the next commit diffs
+        #: against. Its trees are in the catalog.
+        self.committed_view: Entry = view or base.root
+        self.dir = overlay_dir
+        self.scratch_dir = overlay_dir / "scratch"
+        self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.table = InodeTable()
+        self.table.add_root(Node.from_entry(ROOT_INO, self.committed_view))
+        self._scratch_nodes: set[int] = set()
+        self._seq = 1 + max((int(n[1:]) for n in os.listdir(self.scratch_dir) if n[1:].isdigit()), default=0)
+        self._blob_fds: OrderedDict[Digest, int] = OrderedDict()
+        self._replaying = False
+        self.stats = OverlayStats()
+        self.journal: Journal | None = None
+        if not read_only:
+            self.journal = Journal(overlay_dir / "journal")
+            if view is None:
+                self._rewrite_journal()
+
+    # -- reading the view ----------------------------------------------------------------
+    def node(self, ino: int) -> Node:
+        node = self.table.get(ino)
+        if node is None:
+            raise _err(errno.ENOENT, f"inode {ino}")
+        return node
+
+    def children(self, node: Node) -> dict[str, int]:
+        if node.kind is not Kind.DIR:
+            raise _err(errno.ENOTDIR)
+        if node.children is None:
+            assert node.base is not None and node.base.tree is not None
+            children: dict[str, int] = {}
+            for entry in self.catalog.get_tree(node.base.tree).entries:
+                child = self.table.from_entry(entry)
+                child.links.add((node.ino, entry.name))
+                children[entry.name] = child.ino
+            node.children = children
+        return node.children
+
+    def lookup(self, parent_ino: int, name: str) -> Node:
+        parent = self.node(parent_ino)
+        if name == ".":
+            return parent
+        if name == "..":
+            return self.node(parent.parent() or ROOT_INO)
+        ino = self.children(parent).get(name)
+        if ino is None:
+            raise _err(errno.ENOENT)
+        return self.table[ino]
+
+    def path_of(self, node: Node) -> str | None:
+        parts: list[str] = []
+        while node.ino != ROOT_INO:
+            if not node.links:
+                return None
+            parent_ino, name = min(node.links)
+            parts.append(name)
+            node = self.table[parent_ino]
+        return "/".join(reversed(parts))
+
+    def resolve(self, path: str) -> Node:
+        node = self.table[ROOT_INO]
+        for part in (p for p in path.split("/") if p):
+            node = self.lookup(node.ino, part)
+        return node
+
+    def _resolve_parent(self, path: str) -> tuple[Node, str]:
+        head, _, name = path.rpartition("/")
+        return self.resolve(head), name
+
+    def readlink(self, node: Node) -> str:
+        if node.kind is not Kind.SYMLINK:
+            raise _err(errno.EINVAL)
+        return node.target
+
+    def read(self, node: Node, offset: int, size: int) -> bytes:
+        if node.scratch is not None:
+            return os.pread(self._scratch_fd(node), size, offset)
+        end = min(offset + size, node.size)
+        parts = []
+        while offset < end:
+            index, within = divmod(offset, CHUNK_SIZE)
+            count = min(end - offset, CHUNK_SIZE - within)
+            parts.append(os.pread(self._blob_fd(node.chunks[index]), count, within))
+            offset += count
+        return b"".join(parts)
+
+    def _blob_fd(self, digest: Digest) -> int:
+        fd = self._blob_fds.get(digest)
+        if fd is not None:
+            self._blob_fds.move_to_end(digest)
+            return fd
+        fd = self.blobs.open_verified(digest)
+        self._blob_fds[digest] = fd
+        if len(self._blob_fds) > BLOB_FD_CACHE:
+            os.close(self._blob_fds.popitem(last=False)[1])
+        return fd
+
+    def listxattr(self, node: Node) -> list[str]:
+        return sorted(node.xattrs)
+
+    def getxattr(self, node: Node, name: str) -> bytes:
+        try:
+            return node.xattrs[name]
+        except KeyError:
+            raise _err(errno.ENODATA) from None
+
+    # -- changing the view ---------------------------------------------------------------
+    def _writable(self) -> None:
+        if self.read_only:
+            raise _err(errno.EROFS)
+
+    def _log(self, *record: Any) -> None:
+        if self.journal is not None and not self._replaying:
+            self.journal.append(*record)
+
+    def _invalidate(self, node: Node) -> None:
+        """Clears the cached entry of ``node`` and of every directory above it.
+
+        Invariant: a node whose cache is clear has clear caches all the way up, so the
+        walk stops at the first node already cleared.
+        """
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if current.cached is None and current is not node:
+                continue
+            current.cached = None
+            for parent_ino, _ in current.links:
+                parent = self.table.get(parent_ino)
+                if parent is not None and parent.cached is not None:
+                    stack.append(parent)
+
+    def _dir_changed(self, parent: Node) -> None:
+        parent.mtime_ns = parent.ctime_ns = time.time_ns()
+        self._invalidate(parent)
+
+    def _check_new_name(self, parent: Node, name: str) -> dict[str, int]:
+        self._writable()
+        children = self.children(parent)
+        if name in children:
+            raise _err(errno.EEXIST, name)
+        if len(os.fsencode(name)) > 255:
+            raise _err(errno.ENAMETOOLONG)
+        return children
+
+    def _attach(self, parent: Node, name: str, node: Node) -> None:
+        self.children(parent)[name] = node.ino
+        node.links.add((parent.ino, name))
+        self._dir_changed(parent)
+
+    def _detach(self, parent: Node, name: str, node: Node) -> None:
+        del self.children(parent)[name]
+        node.links.discard((parent.ino, name))
+        node.ctime_ns = time.time_ns()
+        self._dir_changed(parent)
+
+    def _new_scratch(self) -> tuple[str, int]:
+        name = f"f{self._seq}"
+        self._seq += 1
+        fd = os.open(self.scratch_dir / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return name, fd
+
+    def _scratch_fd(self, node: Node) -> int:
+        if node.fd is None:
+            assert node.scratch is not None
+            node.fd = os.open(self.scratch_dir / node.scratch, os.O_RDWR | os.O_CLOEXEC)
+        return node.fd
+
+    def create(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Node:
+        parent = self.node(parent_ino)
+        self._check_new_name(parent, name)
+        node = self.table.new(Kind.FILE, mode & 0o7777, uid, gid)
+        node.scratch, node.fd = self._new_scratch()
+        node.content_dirty = True
+        self._scratch_nodes.add(node.ino)
+        self._attach(parent, name, node)
+        self._log("create", self.path_of(node), node.mode, uid, gid, node.scratch)
+        return node
+
+    def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Node:
+        parent = self.node(parent_ino)
+        self._check_new_name(parent, name)
+        node = self.table.new(Kind.DIR, mode & 0o7777, uid, gid)
+        node.children = {}
+        self._attach(parent, name, node)
+        self._log("mkdir", self.path_of(node), node.mode, uid, gid)
+        return node
+
+    def symlink(self, parent_ino: int, name: str, target: str, uid: int, gid: int) -> Node:
+        parent = self.node(parent_ino)
+        self._check_new_name(parent, name)
+        node = self.table.new(Kind.SYMLINK, 0o777, uid, gid)
+        node.target = target
+        node.size = len(os.fsencode(target))
+        self._attach(parent, name, node)
+        self._log("symlink", self.path_of(node), target, uid, gid)
+        return node
+
+    def link(self, ino: int, parent_ino: int, name: str) -> Node:
+        node = self.node(ino)
+        parent = self.node(parent_ino)
+        if node.kind is Kind.DIR:
+            raise _err(errno.EPERM)
+        self._check_new_name(parent, name)
+        existing = self.path_of(node)
+        self._attach(parent, name, node)
+        node.ctime_ns = time.time_ns()
+        self._invalidate(node)
+        if existing is not None:
+            self._log("link", existing, self.path_of_link(parent, name))
+        return node
+
+    def path_of_link(self, parent: Node, name: str) -> str:
+        base = self.path_of(parent)
+        return f"{base}/{name}" if base else name
+
+    def unlink(self, parent_ino: int, name: str) -> None:
+        self._writable()
+        parent = self.node(parent_ino)
+        node = self.lookup(parent_ino, name)
+        if node.kind is Kind.DIR:
+            raise _err(errno.EISDIR)
+        path = self.path_of_link(parent, name)
+        self._detach(parent, name, node)
+        self._invalidate(node)
+        self._log("unlink", path)
+        self._maybe_drop(node)
+
+    def rmdir(self, parent_ino: int, name: str) -> None:
+        self._writable()
+        parent = self.node(parent_ino)
+        node = self.lookup(parent_ino, name)
+        if node.kind is not Kind.DIR:
+            raise _err(errno.ENOTDIR)
+        if self.children(node):
+            raise _err(errno.ENOTEMPTY)
+        path = self.path_of_link(parent, name)
+        self._detach(parent, name, node)
+        self._log("rmdir", path)
+        self._maybe_drop(node)
+
+    def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str,
+               flags: int = 0) -> None:
+        self._writable()
+        old_parent = self.node(old_parent_ino)
+        new_parent = self.node(new_parent_ino)
+        node = self.lookup(old_parent_ino, old_name)
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+            raise _err(errno.EINVAL)
+        if flags & RENAME_EXCHANGE:
+            raise _err(errno.EINVAL, "RENAME_EXCHANGE is not supported")
+        if len(os.fsencode(new_name)) > 255:
+            raise _err(errno.ENAMETOOLONG)
+        if node.kind is Kind.DIR:
+            ancestor: Node | None = new_parent
+            while ancestor is not None:
+                if ancestor is node:
+                    raise _err(errno.EINVAL, "cannot move a directory into itself")
+                parent_ino = ancestor.parent()
+                ancestor = self.table.get(parent_ino) if parent_ino is not None else None
+        target_ino = self.children(new_parent).get(new_name)
+        if target_ino == node.ino:
+            return
+        old_path = self.path_of_link(old_parent, old_name)
+        new_path = self.path_of_link(new_parent, new_name)
+        if target_ino is not None:
+            if flags & RENAME_NOREPLACE:
+                raise _err(errno.EEXIST)
+            target = self.table[target_ino]
+            if target.kind is Kind.DIR:
+                if node.kind is not Kind.DIR:
+                    raise _err(errno.EISDIR)
+                if self.children(target):
+                    raise _err(errno.ENOTEMPTY)
+            elif node.kind is Kind.DIR:
+                raise _err(errno.ENOTDIR)
+            self._detach(new_parent, new_name, target)
+            self._invalidate(target)
+            self._maybe_drop(target)
+        self._detach(old_parent, old_name, node)
+        self._attach(new_parent, new_name, node)
+        self._invalidate(node)
+        self._log("rename", old_path, new_path, flags)
+
+    def setattr(self, node: Node, *, mode: int | None = None, uid: int | None = None,
+                gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
+                mtime_ns: int | None = None) -> Node:
+        self._writable()
+        now = time.time_ns()
+        logged: dict[str, int] = {}
+        if size is not None:
+            if node.kind is Kind.DIR:
+                raise _err(errno.EISDIR)
+            if node.kind is not Kind.FILE:
+                raise _err(errno.EINVAL)
+            self._ensure_scratch(node, keep=size > 0)
+            os.ftruncate(self._scratch_fd(node), size)
+            node.size = size
+            node.mtime_ns = now
+            self._content_changed(node)
+        if mode is not None:
+            node.mode = logged["mode"] = mode & 0o7777
+        if uid is not None:
+            node.uid = logged["uid"] = uid
+        if gid is not None:
+            node.gid = logged["gid"] = gid
+        if atime_ns is not None:
+            node.atime_ns = atime_ns
+        if mtime_ns is not None:
+            node.mtime_ns = logged["mtime_ns"] = mtime_ns
+            if node.scratch is not None:
+                os.utime(self._scratch_fd(node), ns=(node.atime_ns, mtime_ns))
+        node.ctime_ns = now
+        self._invalidate(node)
+        if logged:
+            self._log("setattr", self.path_of(node), logged)
+        return node
+
+    def setxattr(self, node: Node, name: str, value: bytes) -> None:
+        self._writable()
+        if len(value) > MAX_XATTR_VALUE:
+            raise _err(errno.E2BIG)
+        node.xattrs[name] = value
+        node.ctime_ns = time.time_ns()
+        self._invalidate(node)
+        self._log("setxattr", self.path_of(node), name, value.hex())
+
+    def removexattr(self, node: Node, name: str) -> None:
+        self._writable()
+        if name not in node.xattrs:
+            raise _err(errno.ENODATA)
+        del node.xattrs[name]
+        node.ctime_ns = time.time_ns()
+        self._invalidate(node)
+        self._log("removexattr", self.path_of(node), name)
+
+    # -- file content ---------------------------------------------------------------------
+    def open(self, node: Node, *, write: bool, truncate: bool) -> None:
+        if node.kind is not Kind.FILE:
+            raise _err(errno.EISDIR if node.kind is Kind.DIR else errno.ELOOP)
+        if write or truncate:
+            self._writable()
+            self._ensure_scratch(node, keep=not truncate)
+            if truncate:
+                os.ftruncate(self._scratch_fd(node), 0)
+                node.size = 0
+                node.mtime_ns = node.ctime_ns = time.time_ns()
+                self._content_changed(node)
+            node.writers += 1
+        node.opens += 1
+
+    def release(self, node: Node, *, write: bool) -> None:
+        node.opens -= 1
+        if write:
+            node.writers -= 1
+        if node.opens == 0 and node.fd is not None:
+            os.close(node.fd)
+            node.fd = None
+        self._maybe_drop(node)
+
+    def write(self, node: Node, offset: int, data: bytes) -> int:
+        written = os.pwrite(self._scratch_fd(node), data, offset)
+        if offset + written > node.size:
+            node.size = offset + written
+        node.mtime_ns = node.ctime_ns = time.time_ns()
+        self._content_changed(node)
+        return written
+
+    def fsync(self, node: Node, datasync: bool) -> None:
+        # Durability of a volume is its commit; fsync makes the scratch data survive a
+        # power loss so ``volfs recover`` finds it.
+        if node.scratch is not None:
+            (os.fdatasync if datasync else os.fsync)(self._scratch_fd(node))
+
+    def _content_changed(self, node: Node) -> None:
+        node.version += 1
+        node.content_dirty = True
+        if node.cached is not None:
+            self._invalidate(node)
+
+    def _ensure_scratch(self, node: Node, *, keep: bool) -> None:
+        if node.scratch is not None:
+            return
+        name, fd = self._new_scratch()
+        if keep:
+            for digest in node.chunks:
+                blob_fd = self._blob_fd(digest)
+                length = self.blobs.size(digest)
+                copied = 0
+                while copied < length:
+                    copied += os.copy_file_range(blob_fd, fd, length - copied, copied)
+            self.stats.bytes_copied_up += node.size
+        node.scratch, node.fd = name, fd
+        self._scratch_nodes.add(node.ino)
+        self.stats.copy_ups += 1
+        os.utime(fd, ns=(node.atime_ns, node.mtime_ns))
+        path = self.path_of(node)
+        if path is not None:
+            self._log("copyup", path, name)
+
+    def _maybe_drop(self, node: Node) -> None:
+        if not node.links and node.opens == 0 and node.lookups <= 0:
+            self._scratch_nodes.discard(node.ino)
+        self.table.maybe_drop(node, str(self.scratch_dir))
+
+    def forget(self, ino: int, count: int) -> None:
+        node = self.table.get(ino)
+        if node is None:
+            return
+        node.lookups -= count
+        self._maybe_drop(node)
+
+    # -- commit, in phases -----------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return self.table[ROOT_INO].cached is None
+
+    def prepare_commit(self) -> list[HashJob]:
+        """Phase 1 (loop): which scratch files need hashing."""
+        jobs = []
+        for ino in list(self._scratch_nodes):
+            node = self.table.get(ino)
+            if node is not None and node.content_dirty and node.links and node.scratch:
+                jobs.append(HashJob(ino, node.version, str(self.scratch_dir / node.scratch)))
+        return jobs
+
+    def hash_files(self, jobs: list[HashJob]) -> dict[int, HashResult]:
+        """Phase 2 (any thread): stores each scratch file's content as chunk blobs."""
+        results = {}
+        for job in jobs:
+            try:
+                chunks, size = self._store_file(job.path)
+            except FileNotFoundError:
+                continue  # unlinked meanwhile
+            results[job.ino] = HashResult(job.version, chunks, size)
+        return results
+
+    def _store_file(self, path: str) -> tuple[tuple[Digest, ...], int]:
+        chunks = []
+        size = 0
+        with open(path, "rb", buffering=0) as f:
+            while True:
+                data = f.read(CHUNK_SIZE)
+                if not data:
+                    break
+                chunks.append(self.blobs.put(data))
+                size += len(data)
+        self.stats.files_hashed += 1
+        return tuple(chunks), size
+
+    def build_view(self, results: dict[int, HashResult]) -> PendingCommit:
+        """Phase 3 (loop, no await): the view's Merkle tree, rebuilt where it changed."""
+        writer = TreeWriter(self.catalog)
+        root = self.table[ROOT_INO]
+        entry, _ = self._entry(root, "", writer, results)
+        return PendingCommit(entry, writer)
+
+    def dirty_paths(self) -> list[str]:
+        """What the next commit would publish, without hashing or changing anything."""
+        if not self.dirty:
+            return []
+        writer = TreeWriter(self.catalog)
+        view, _ = self._entry(self.table[ROOT_INO], "", writer, {}, dry=True)
+        return sorted("/".join(p) for p in diff(writer, self.committed_view, view))
+
+    def _entry(self, node: Node, name: str, writer: TreeWriter,
+               results: dict[int, HashResult], dry: bool = False) -> tuple[Entry, bool]:
+        """This node as a tree entry, and whether it is clean (cacheable).
+
+        ``dry``: stands in a placeholder digest for unhashed content and caches nothing.
+        """
+        cached = node.cached
+        if cached is not None:
+            return (cached if cached.name == name else cached.with_(name=name)), True
+        xattrs = tuple(sorted(node.xattrs.items()))
+        clean = True
+        if node.kind is Kind.DIR:
+            meta = Entry(name, Kind.DIR, node.mode, node.uid, node.gid, node.mtime_ns, xattrs=xattrs)
+            if node.children is None:
+                assert node.base is not None
+                entry = meta.with_(tree=node.base.tree, size=node.base.size, files=node.base.files)
+            else:
+                entries = []
+                for child_name, child_ino in node.children.items():
+                    child_entry, child_clean = self._entry(self.table[child_ino], child_name, writer,
+                                                           results, dry)
+                    entries.append(child_entry)
+                    clean = clean and child_clean
+                entry = writer.dir_entry(meta, Tree.of(entries))
+        elif node.kind is Kind.FILE:
+            chunks, size = node.chunks, node.size
+            if node.content_dirty and dry:
+                chunks, clean = (Digest(f"{node.ino:016x}{node.version:016x}"),), False
+            elif node.content_dirty:
+                result = results.get(node.ino)
+                if result is None:  # written after the hashing phase began: hash it now
+                    assert node.scratch is not None
+                    result = HashResult(node.version, *self._store_file(str(self.scratch_dir / node.scratch)))
+                chunks, size = result.chunks, result.size
+                if result.version == node.version:
+                    node.chunks = chunks
+                    node.content_dirty = False
+                else:
+                    clean = False
+            entry = Entry(name, Kind.FILE, node.mode, node.uid, node.gid, node.mtime_ns, size,
+                          chunks, xattrs=xattrs)
+        else:
+            entry = Entry(name, Kind.SYMLINK, node.mode, node.uid, node.gid, node.mtime_ns,
+                          node.size, target=node.target, xattrs=xattrs)
+        if clean and not dry:
+            node.cached = entry
+        return entry, clean
+
+    def publish(self, pending: PendingCommit, *, if_unchanged: bool = False, origin: str = "mount") -> CommitResult:
+        """Phase 4 (any thread): merge the diff since the last commit onto the head."""
+        if pending.writer.pending:
+            self.catalog.put_trees(pending.writer.pending)
+        changes = diff(pending.writer, self.committed_view, pending.view)
+        result = commit_changes(self.store, self.volume.id, lambda head: changes,
+                                origin=origin, if_unchanged=if_unchanged)
+        pending.result = result
+        return result
+
+    def finish_commit(self, pending: PendingCommit) -> None:
+        """Phase 5 (loop): the committed view moves; closed scratch files become blobs."""
+        self.committed_view = pending.view
+        self.stats.commits += 1
+        for ino in list(self._scratch_nodes):
+            node = self.table.get(ino)
+            if node is None or not node.links:
+                continue
+            if node.opens == 0 and not node.content_dirty and node.cached is not None:
+                os.unlink(self.scratch_dir / node.scratch)  # type: ignore[operator]
+                node.scratch = None
+                self._scratch_nodes.discard(ino)
+        self._rewrite_journal()
+
+    def commit_now(self, *, if_unchanged: bool = False, origin: str = "mount") -> CommitResult:
+        """All phases in a row: for recovery, tests and the final commit."""
+        if self.read_only:
+            return CommitResult(None)
+        pending = self.build_view(self.hash_files(self.prepare_commit()))
+        result = self.publish(pending, if_unchanged=if_unchanged, origin=origin)
+        self.finish_commit(pending)
+        return result
+
+    def _rewrite_journal(self) -> None:
+        if self.journal is None:
+            return
+        records: list[list[Any]] = [["view", entry_to_json(self.committed_view), self.base_snapshot]]
+        for ino in sorted(self._scratch_nodes):
+            node = self.table.get(ino)
+            if node is None or not node.links or node.scratch is None:
+                continue
+            paths = sorted(self.path_of_link(self.table[p], n) for p, n in node.links)
+            records.append(["copyup", paths[0], node.scratch])
+            records.extend(["link", paths[0], other] for other in paths[1:])
+        self.journal.rewrite(records)
+
+    # -- reload ------------------------------------------------------------------------------
+    def open_files(self) -> Iterator[Node]:
+        for node in self.table:
+            if node.opens > 0:
+                yield node
+
+    def rebase(self, head: SnapshotRecord) -> list[Invalidation]:
+        """Switches the view to ``head`` in one step; returns the kernel invalidations.
+
+        The caller committed first and checked that nothing changed since and that no
+        file is open.
+        """
+        if self.dirty or any(True for _ in self.open_files()):
+            raise OpenFilesError("the view changed while reloading; try again")
+        invalidations: list[Invalidation] = []
+        self._rebase_dir(self.table[ROOT_INO], head.root, invalidations)
+        self.base_snapshot = head.id
+        self.committed_view = head.root
+        self.stats.reloads += 1
+        self._rewrite_journal()
+        return invalidations
+
+    def _rebase_dir(self, node: Node, new: Entry, out: list[Invalidation]) -> None:
+        old = node.cached
+        assert old is not None
+        meta_changed = any(getattr(old, f) != getattr(new, f) for f in META_FIELDS)
+        if old.tree == new.tree and not meta_changed:
+            return
+        self._set_meta(node, new)
+        node.base = new
+        node.cached = new
+        if meta_changed:
+            out.append(Invalidation(node.ino, attr_only=True))
+        if node.children is None:
+            return
+        assert new.tree is not None
+        tree = self.catalog.get_tree(new.tree)
+        for name, child_ino in list(node.children.items()):
+            child = self.table[child_ino]
+            entry = tree.get(name)
+            if entry is not None and entry.kind is child.kind is Kind.DIR:
+                self._rebase_dir(child, entry, out)
+                continue
+            if entry is not None and child.cached is not None and child.cached.same_content(entry):
+                if any(getattr(child.cached, f) != getattr(entry, f) for f in META_FIELDS):
+                    self._set_meta(child, entry)
+                    out.append(Invalidation(child.ino, attr_only=True))
+                child.cached = entry
+                continue
+            del node.children[name]
+            child.links.discard((node.ino, name))
+            out.append(Invalidation(node.ino, name))
+            self._maybe_drop(child)
+            if entry is not None:
+                self._add_child(node, entry)
+        for entry in tree.entries:
+            if entry.name not in node.children:
+                self._add_child(node, entry)
+                out.append(Invalidation(node.ino, entry.name))
+
+    def _add_child(self, parent: Node, entry: Entry) -> None:
+        child = self.table.from_entry(entry)
+        child.links.add((parent.ino, entry.name))
+        assert parent.children is not None
+        parent.children[entry.name] = child.ino
+
+    @staticmethod
+    def _set_meta(node: Node, entry: Entry) -> None:
+        node.mode, node.uid, node.gid = entry.mode, entry.uid, entry.gid
+        node.mtime_ns = node.ctime_ns = entry.mtime_ns
+        node.xattrs = dict(entry.xattrs)
+
+    # -- recovery ------------------------------------------------------------------------------
+    def replay(self, records: list[list[Any]]) -> int:
+        """Re-applies journal records (all but the first, "view") onto this view."""
+        self._replaying = True
+        applied = 0
+        try:
+            for record in records:
+                try:
+                    self._replay_one(record)
+                    applied += 1
+                except OSError as exc:
+                    log.warning("recover: skipping %s: %s", record[:2], exc)
+        finally:
+            self._replaying = False
+        for ino in list(self._scratch_nodes):
+            node = self.table.get(ino)
+            if node is not None and node.scratch is not None:
+                try:
+                    st = os.stat(self.scratch_dir / node.scratch)
+                except FileNotFoundError:
+                    continue
+                node.size = st.st_size
+                node.mtime_ns = st.st_mtime_ns
+        return applied
+
+    def _replay_one(self, record: list[Any]) -> None:
+        op, path, *args = record
+        if op == "create":
+            parent, name = self._resolve_parent(path)
+            mode, uid, gid, scratch = args
+            node = self.table.new(Kind.FILE, mode, uid, gid)
+            self._adopt(node, scratch)
+            self._attach(parent, name, node)
+        elif op == "copyup":
+            self._adopt(self.resolve(path), args[0])
+        elif op == "mkdir":
+            parent, name = self._resolve_parent(path)
+            self.mkdir(parent.ino, name, *args)
+        elif op == "symlink":
+            parent, name = self._resolve_parent(path)
+            self.symlink(parent.ino, name, *args)
+        elif op == "unlink":
+            parent, name = self._resolve_parent(path)
+            self.unlink(parent.ino, name)
+        elif op == "rmdir":
+            parent, name = self._resolve_parent(path)
+            self.rmdir(parent.ino, name)
+        elif op == "rename":
+            old_parent, old_name = self._resolve_parent(path)
+            new_parent, new_name = self._resolve_parent(args[0])
+            self.rename(old_parent.ino, old_name, new_parent.ino, new_name, args[1])
+        elif op == "link":
+            node = self.resolve(path)
+            parent, name = self._resolve_parent(args[0])
+            self.link(node.ino, parent.ino, name)
+        elif op == "setattr":
+            self.setattr(self.resolve(path), **args[0])
+        elif op == "setxattr":
+            self.setxattr(self.resolve(path), args[0], bytes.fromhex(args[1]))
+        elif op == "removexattr":
+            self.removexattr(self.resolve(path), args[0])
+        else:
+            raise _err(errno.EINVAL, f"unknown journal record {op!r}")
+
+    def _adopt(self, node: Node, scratch: str) -> None:
+        if not (self.scratch_dir / scratch).exists():
+            (self.scratch_dir / scratch).touch(mode=0o600)
+        node.scratch = scratch
+        node.content_dirty = True
+        node.version += 1
+        self._scratch_nodes.add(node.ino)
+        self._invalidate(node)
+
+    @staticmethod
+    def view_from_journal(records: list[list[Any]]) -> tuple[Entry, str]:
+        kind, root, base = records[0]
+        if kind != "view":
+            raise ValueError("journal does not start with its view")
+        return entry_from_json(root), base
+
+    def close(self) -> None:
+        for fd in self._blob_fds.values():
+            os.close(fd)
+        self._blob_fds.clear()
+        for node in self.table:
+            if node.fd is not None:
+                os.close(node.fd)
+                node.fd = None
+        if self.journal is not None:
+            self.journal.close()
