@@ -550,4 +550,5 @@ __all__ = ["UserError", "cli", "env_option", "json_option", "main", "open_store"
 
 
 # The mount commands live in their own module; importing it registers them on `cli`.
-from volfs import cli_mount  # noqa: E402,F401
+# Imported last: it imports `cli` and the helpers above from this module.
+from volfs import cli_mount  # noqa: F401
