@@ -9,7 +9,8 @@ content the writer had not seen:
   a removed directory loses only the entries the writer saw: what others added survives;
 - a SetMeta applies the changed fields to head's *current* entry (dropped if head no
   longer has one of that kind);
-- a Dir makes sure the directory exists (recreating it if someone removed it meanwhile);
+- a Dir makes sure the directory exists (recreating it if someone removed it meanwhile,
+  unless the writer only passed through it and has nothing left to put in it);
 - paths the writer did not touch keep head's version.
 
 Only the trees on changed paths are rewritten; untouched subtrees keep their digests.
@@ -103,17 +104,24 @@ def _apply(writer: TreeWriter, head: Entry | None, node: _Node, path: Path, resu
             base = _apply_meta(head, change.entry, change.set_meta)
         assert base.tree is not None
         tree = writer.get_tree(base.tree)
-    else:
-        if head is not None:
-            seen = change.seen if isinstance(change, Dir) else None
-            if not head.same_content(seen):
-                result.overwrites.append(path)
-        template = change.entry if isinstance(change, Dir) else Entry(path[-1], Kind.DIR, 0o755)
-        base = template
-        tree = EMPTY_TREE
+        if node.children:
+            tree = _apply_children(writer, tree, node, path, result)
+        return writer.dir_entry(base, tree)
+    # Head has no directory here any more: someone removed it (or put a file there) since.
+    tree = EMPTY_TREE
     if node.children:
         tree = _apply_children(writer, tree, node, path, result)
-    return writer.dir_entry(base, tree)
+    created = isinstance(change, Dir) and (change.seen is None or change.seen.kind is not Kind.DIR)
+    if not tree.entries and not created:
+        # The writer only passed through this directory (to remove or chmod what was in
+        # it) and nothing of its own is left to put there: head's version stays.
+        return head
+    if head is not None:
+        seen = change.seen if isinstance(change, Dir) else None
+        if not head.same_content(seen):
+            result.overwrites.append(path)
+    template = change.entry if isinstance(change, Dir) else Entry(path[-1], Kind.DIR, 0o755)
+    return writer.dir_entry(template, tree)
 
 
 def _remove(writer: TreeWriter, head: Entry | None, seen: Entry, path: Path, result: MergeResult) -> Entry | None:

@@ -22,6 +22,7 @@ Linux name round-trips). Pure: no I/O but through a :class:`TreeStore`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import struct
 from dataclasses import dataclass
@@ -117,9 +118,14 @@ _HEAD = struct.Struct("<BIIIqQ")
 
 
 def encode(tree: Tree) -> bytes:
-    out = [MAGIC, struct.pack("<I", len(tree.entries))]
-    for e in tree.entries:
-        name = os.fsencode(e.name)
+    # Sort here, not only in Tree.of: the encoding must be canonical however the Tree was
+    # built (a Tree(...) with unsorted entries or xattrs would otherwise get another digest).
+    items = sorted(((os.fsencode(e.name), e) for e in tree.entries), key=lambda item: item[0])
+    for (a, _), (b, _) in itertools.pairwise(items):
+        if a == b:
+            raise ValueError(f"duplicate name {os.fsdecode(a)!r} in a tree")
+    out = [MAGIC, struct.pack("<I", len(items))]
+    for name, e in items:
         out.append(struct.pack("<H", len(name)))
         out.append(name)
         out.append(_HEAD.pack(e.kind, e.mode, e.uid, e.gid, e.mtime_ns, e.size))
@@ -134,9 +140,9 @@ def encode(tree: Tree) -> bytes:
             target = os.fsencode(e.target)
             out.append(struct.pack("<H", len(target)))
             out.append(target)
-        out.append(struct.pack("<H", len(e.xattrs)))
-        for key, value in e.xattrs:
-            raw = os.fsencode(key)
+        xattrs = sorted((os.fsencode(key), value) for key, value in e.xattrs)
+        out.append(struct.pack("<H", len(xattrs)))
+        for raw, value in xattrs:
             out.append(struct.pack("<H", len(raw)))
             out.append(raw)
             out.append(struct.pack("<I", len(value)))
@@ -145,15 +151,28 @@ def encode(tree: Tree) -> bytes:
 
 
 def decode(data: bytes) -> Tree:
+    """The tree ``data`` encodes; ValueError if it is not a canonical tree encoding."""
     if data[:4] != MAGIC:
         raise ValueError("not a volfs tree (bad magic)")
+    try:
+        return _decode(data)
+    except struct.error as exc:
+        raise ValueError(f"truncated tree: {exc}") from None
+
+
+def _decode(data: bytes) -> Tree:
     (count,) = struct.unpack_from("<I", data, 4)
     pos = 8
-    entries = []
+    entries: list[Entry] = []
+    previous = b""
     for _ in range(count):
         (n,) = struct.unpack_from("<H", data, pos)
         pos += 2
-        name = os.fsdecode(data[pos : pos + n])
+        raw_name = data[pos : pos + n]
+        if entries and raw_name <= previous:
+            raise ValueError("tree entries out of order or duplicated")
+        previous = raw_name
+        name = os.fsdecode(raw_name)
         pos += n
         kind, mode, uid, gid, mtime_ns, size = _HEAD.unpack_from(data, pos)
         pos += _HEAD.size
