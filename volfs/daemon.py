@@ -258,6 +258,9 @@ class MountDaemon:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     continue
+                if self._stop.is_set():
+                    log.info("received %s: already stopping", signal.Signals(signum).name)
+                    continue
                 log.info("received %s: committing and unmounting", signal.Signals(signum).name)
                 self._stop.set()
 
@@ -280,11 +283,13 @@ class MountDaemon:
         exit_code = 0
         try:
             async with trio.open_nursery() as outer:
+                # Signals are watched for the daemon's whole life: a second SIGTERM during the
+                # final commit must not kill it half-way.
+                outer.start_soon(self._signals)
                 await outer.start(control.serve, self.socket_path, os.getuid(), self.handle)
                 async with trio.open_nursery() as inner:
                     inner.start_soon(self._fuse_main)
                     inner.start_soon(self._autocommit)
-                    inner.start_soon(self._signals)
                     if ready_fd is not None:
                         os.write(ready_fd, f"ready {self.mount_id}\n".encode())
                         os.close(ready_fd)
