@@ -62,6 +62,8 @@ def diff(store: TreeStore, old: Entry, new: Entry, prefix: Path = ()) -> Changes
     """
     out: Changes = {}
     _diff_dir(store, old, new, prefix, out)
+    if fields := meta_diff(old, new):  # the directory itself: chmod of a mount's root
+        out[prefix] = Dir(new, old, fields)
     return out
 
 

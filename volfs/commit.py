@@ -54,7 +54,7 @@ def describe(changes: Changes) -> list[list[str]]:
         op = ops[type(change)]
         if isinstance(change, Dir) and change.seen is not None and change.seen.is_dir:
             op = "meta"
-        out.append([op, join_path(path)])
+        out.append([op, join_path(path) or "/"])  # () is the root itself
     return out
 
 

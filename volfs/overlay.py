@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -218,7 +219,9 @@ class Overlay:
             raise _err(errno.EROFS)
 
     def _log(self, *record: Any) -> None:
-        if self.journal is not None and not self._replaying:
+        # A path of None: a file open but unlinked (fchmod, fsetxattr…) has nothing to
+        # recover, and the record would make the journal unreplayable.
+        if self.journal is not None and not self._replaying and record[1] is not None:
             self.journal.append(*record)
 
     def _invalidate(self, node: Node) -> None:
@@ -274,10 +277,16 @@ class Overlay:
             node.fd = os.open(self.scratch_dir / node.scratch, os.O_RDWR | os.O_CLOEXEC)
         return node.fd
 
+    @staticmethod
+    def _new_gid(parent: Node, gid: int) -> int:
+        """The group of a new entry: a setgid directory's own, as on ext4 (the kernel leaves
+        this to FUSE filesystems)."""
+        return parent.gid if parent.mode & stat.S_ISGID else gid
+
     def create(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Node:
         parent = self.node(parent_ino)
         self._check_new_name(parent, name)
-        node = self.table.new(Kind.FILE, mode & 0o7777, uid, gid)
+        node = self.table.new(Kind.FILE, mode & 0o7777, uid, self._new_gid(parent, gid))
         node.scratch, node.fd = self._new_scratch()
         node.content_dirty = True
         self._scratch_nodes.add(node.ino)
@@ -288,7 +297,8 @@ class Overlay:
     def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int) -> Node:
         parent = self.node(parent_ino)
         self._check_new_name(parent, name)
-        node = self.table.new(Kind.DIR, mode & 0o7777, uid, gid)
+        mode |= parent.mode & stat.S_ISGID  # a setgid directory's subdirectories stay setgid
+        node = self.table.new(Kind.DIR, mode & 0o7777, uid, self._new_gid(parent, gid))
         node.children = {}
         self._attach(parent, name, node)
         self._log("mkdir", self.path_of(node), node.mode, uid, gid)
@@ -297,7 +307,7 @@ class Overlay:
     def symlink(self, parent_ino: int, name: str, target: str, uid: int, gid: int) -> Node:
         parent = self.node(parent_ino)
         self._check_new_name(parent, name)
-        node = self.table.new(Kind.SYMLINK, 0o777, uid, gid)
+        node = self.table.new(Kind.SYMLINK, 0o777, uid, self._new_gid(parent, gid))
         node.target = target
         node.size = len(os.fsencode(target))
         self._attach(parent, name, node)
