@@ -19,8 +19,9 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
+from volfs.blobs import Digest
 from volfs.catalog import HeadMoved, SnapshotId, SnapshotRecord, MAX_CHANGES_RECORDED, new_id
 from volfs.changes import Changes, Dir, Path, Put, Remove, SetMeta
 from volfs.errors import ConflictError
@@ -79,13 +80,26 @@ def changed_since_seen(store: TreeStore, root: Entry, changes: Changes) -> list[
 
 
 def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin: str,
-                   if_unchanged: bool = False) -> CommitResult:
+                   if_unchanged: bool = False,
+                   extra_trees: Mapping[Digest, bytes] | None = None) -> CommitResult:
+    """Publishes ``build``'s changes; ``extra_trees`` (a mount's view) are stored with them.
+
+    The extra trees land in the same transaction as the head when there is a commit, and
+    on their own when there is nothing to commit: either way they are stored on return.
+    """
     catalog = store.catalog
+    extra = dict(extra_trees or {})
+
+    def nothing(attempt: int) -> CommitResult:
+        if extra:
+            catalog.put_trees(extra)
+        return CommitResult(None, attempts=attempt)
+
     for attempt in range(1, MAX_ATTEMPTS + 1):
         head = catalog.head(volume_id)
         changes = build(head.root)
         if not changes:
-            return CommitResult(None, attempts=attempt)
+            return nothing(attempt)
         result = merge(catalog, head.root, changes)
         if if_unchanged:
             conflicts = sorted(set(result.overwrites) | set(changed_since_seen(catalog, head.root, changes)))
@@ -93,7 +107,7 @@ def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin
                 paths = ", ".join(join_path(p) for p in conflicts[:5])
                 raise ConflictError(f"commit refused: changed by someone else since this mount's base: {paths}")
         if result.root == head.root:
-            return CommitResult(None, attempts=attempt)
+            return nothing(attempt)
         described = describe(changes)
         snapshot = SnapshotRecord(
             SnapshotId(new_id("sn")), head.volume_id, result.root, head.id, time.time(), origin,
@@ -101,7 +115,7 @@ def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin
             changed=described[:MAX_CHANGES_RECORDED], changed_count=len(described),
         )
         try:
-            catalog.advance_head(head.id, snapshot, result.writer.pending)
+            catalog.advance_head(head.id, snapshot, {**extra, **result.writer.pending})
         except HeadMoved:
             time.sleep(random.uniform(0, 0.002 * min(attempt, 20)))
             continue

@@ -196,6 +196,17 @@ def volfs_mountpoints() -> list[str]:
     return points
 
 
+def device_of(mountpoint: str) -> str | None:
+    """``major:minor`` of the volfs mount at ``mountpoint``, read without touching it."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split(" ")
+            if right.split(" ", 1)[0] == FSTYPE and _unescape(fields[4]) == mountpoint:
+                return fields[2]
+    return None
+
+
 def mount_info(path: str) -> MountInfo:
     """The control details of the volfs mount at ``path`` (its root)."""
     real = os.path.realpath(path)

@@ -118,7 +118,16 @@ class VolfsOperations(pyfuse3.Operations):
     # -- lookups and attributes ----------------------------------------------------------------
     @_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._entry(self.overlay.lookup(parent_inode, os.fsdecode(name)))
+        try:
+            node = self.overlay.lookup(parent_inode, os.fsdecode(name))
+        except FileNotFoundError:
+            # A negative entry the kernel may cache: the view only changes under the kernel at
+            # reload, which invalidates every name it adds.
+            missing = pyfuse3.EntryAttributes()
+            missing.st_ino = 0
+            missing.entry_timeout = CACHE_TIMEOUT
+            return missing
+        return self._entry(node)
 
     def forget(self, inode_list: list[tuple[int, int]]) -> None:  # type: ignore[override]
         try:
@@ -255,10 +264,6 @@ class VolfsOperations(pyfuse3.Operations):
         if not handle.write:
             raise pyfuse3.FUSEError(errno.EBADF)
         return self.overlay.write(handle.node, off, buf)
-
-    @_errors
-    async def flush(self, fh: int) -> None:
-        return None
 
     @_errors
     async def fsync(self, fh: int, datasync: bool) -> None:

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from volfs.blobs import Digest
+from volfs.blobs.local import BlobBatch
 from volfs.catalog import SnapshotRecord, VolumeRecord, entry_from_json, entry_to_json
-from volfs.changes import diff
+from volfs.changes import Dir, diff
 from volfs.commit import CommitResult, commit_changes
 from volfs.config import CHUNK_SIZE
 from volfs.errors import OpenFilesError, ReadOnlyError
@@ -545,24 +546,43 @@ class Overlay:
     def hash_files(self, jobs: list[HashJob]) -> dict[int, HashResult]:
         """Phase 2 (any thread): stores each scratch file's content as chunk blobs."""
         results = {}
-        for job in jobs:
-            try:
-                chunks, size = self._store_file(job.path)
-            except FileNotFoundError:
-                continue  # unlinked meanwhile
-            results[job.ino] = HashResult(job.version, chunks, size)
+        batch = self.blobs.batch()
+        try:
+            for job in jobs:
+                try:
+                    chunks, size = self._store_file(job.path, batch)
+                except FileNotFoundError:
+                    continue  # unlinked meanwhile
+                results[job.ino] = HashResult(job.version, chunks, size)
+            batch.flush()
+        except BaseException:
+            batch.discard()
+            raise
         return results
 
-    def _store_file(self, path: str) -> tuple[tuple[Digest, ...], int]:
+    def _store_file(self, path: str, batch: BlobBatch | None = None) -> tuple[tuple[Digest, ...], int]:
+        """Stores a scratch file as chunk blobs, copied in the kernel; durable once
+        ``batch`` is flushed (at once when no batch is given)."""
+        own = batch is None
+        batch = batch or self.blobs.batch()
         chunks = []
         size = 0
-        with open(path, "rb", buffering=0) as f:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # Every chunk but the last is exactly CHUNK_SIZE (reads rely on it): a file that
+            # shrinks while it is stored simply ends early; the commit after sees the rest.
             while True:
-                data = f.read(CHUNK_SIZE)
-                if not data:
+                digest, length = batch.add_range(fd, size, CHUNK_SIZE)
+                if length == 0:
                     break
-                chunks.append(self.blobs.put(data))
-                size += len(data)
+                chunks.append(digest)
+                size += length
+                if length < CHUNK_SIZE:
+                    break
+        finally:
+            os.close(fd)
+        if own:
+            batch.flush()
         self.stats.files_hashed += 1
         return tuple(chunks), size
 
@@ -579,7 +599,11 @@ class Overlay:
             return []
         writer = TreeWriter(self.catalog)
         view, _ = self._entry(self.table[ROOT_INO], "", writer, {}, dry=True)
-        return sorted("/".join(p) for p in diff(writer, self.committed_view, view))
+        changes = diff(writer, self.committed_view, view)
+        # A directory whose only change is its mtime changed because of its entries: the
+        # entries are what a user wants to see listed.
+        return sorted("/".join(path) or "/" for path, change in changes.items()
+                      if not (isinstance(change, Dir) and change.set_meta <= {"mtime_ns"}))
 
     def _entry(self, node: Node, name: str, writer: TreeWriter,
                results: dict[int, HashResult], dry: bool = False) -> tuple[Entry, bool]:
@@ -631,11 +655,9 @@ class Overlay:
 
     def publish(self, pending: PendingCommit, *, if_unchanged: bool = False, origin: str = "mount") -> CommitResult:
         """Phase 4 (any thread): merge the diff since the last commit onto the head."""
-        if pending.writer.pending:
-            self.catalog.put_trees(pending.writer.pending)
         changes = diff(pending.writer, self.committed_view, pending.view)
-        result = commit_changes(self.store, self.volume.id, lambda head: changes,
-                                origin=origin, if_unchanged=if_unchanged)
+        result = commit_changes(self.store, self.volume.id, lambda head: changes, origin=origin,
+                                if_unchanged=if_unchanged, extra_trees=pending.writer.pending)
         pending.result = result
         return result
 
@@ -837,3 +859,4 @@ class Overlay:
                 node.fd = None
         if self.journal is not None:
             self.journal.close()
+            self.journal = None

@@ -1,0 +1,422 @@
+"""volfs benchmarks, side by side with the native filesystem in one run.
+
+Every workload runs on a plain directory of the same disk and on a volfs mount,
+alternating, and is reported as absolute figures plus the ratio volfs / native (as a
+speed: 1.0 means as fast as native, 0.5 half as fast). Volfs-only figures (commit and
+reload latency, mount time, daemon memory, dedup) are reported as they are.
+
+    scripts/bench [--quick] [--json FILE] [--rounds N] [--only NAME,...]
+
+Runs as root (it drops the page cache between cold runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ContextManager, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from mounting import mounted, run_volfs  # noqa: E402
+
+from volfs import control  # noqa: E402
+from volfs.blobs import put_stream  # noqa: E402
+from volfs.changes import Dir, Put  # noqa: E402
+from volfs.commit import commit_changes  # noqa: E402
+from volfs.store import Store  # noqa: E402
+from volfs.tree import Entry, Kind  # noqa: E402
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    native: float | None
+    volfs: float
+    higher_is_better: bool = True
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.native is None or self.native == 0 or self.volfs == 0:
+            return None
+        return self.volfs / self.native if self.higher_is_better else self.native / self.volfs
+
+
+@dataclass
+class Bench:
+    quick: bool
+    rounds: int
+    workdir: Path
+    rows: list[Row] = field(default_factory=list)
+
+    @property
+    def store(self) -> Path:
+        return self.workdir / "store"
+
+
+def drop_caches() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+# -- workloads on a directory (native or a mount) ------------------------------------------------
+def seq_write(path: Path, size: int) -> None:
+    block = os.urandom(1 << 20)
+    with open(path, "wb", buffering=0) as f:
+        for i in range(size >> 20):
+            f.write(block[:16] + i.to_bytes(8, "little") + block[24:])
+        os.fsync(f.fileno())
+
+
+def seq_read(path: Path) -> int:
+    total = 0
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(1 << 20):
+            total += len(chunk)
+    return total
+
+
+def random_reads(path: Path, readers: int, seconds: float) -> float:
+    size = os.path.getsize(path)
+    blocks = size // 4096
+    counts = [0] * readers
+    stop = time.perf_counter() + seconds
+
+    def reader(index: int) -> None:
+        import random
+
+        rng = random.Random(index)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            n = 0
+            while time.perf_counter() < stop:
+                for _ in range(256):
+                    os.pread(fd, 4096, rng.randrange(blocks) * 4096)
+                n += 256
+            counts[index] = n
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / seconds
+
+
+def small_files(root: Path, files: int, dirs: int) -> dict[str, float]:
+    data = os.urandom(4096)
+    names = [(root / f"d{d:03d}", f"f{i:05d}") for i in range(files) for d in [i % dirs]]
+    out = {}
+
+    def create() -> None:
+        for d in {p for p, _ in names}:
+            os.mkdir(d)
+        for d, n in names:
+            with open(d / n, "wb") as f:
+                f.write(data)
+
+    out["create"] = timed(create)
+    drop_caches()
+    out["stat cold"] = timed(lambda: [os.stat(d / n) for d, n in names])
+    out["readdir"] = timed(lambda: [os.listdir(d) for d in {p for p, _ in names}])
+
+    def read_all() -> None:
+        for d, n in names:
+            with open(d / n, "rb") as f:
+                f.read()
+
+    out["read"] = timed(read_all)
+    out["delete"] = timed(lambda: [os.unlink(d / n) for d, n in names])
+    return out
+
+
+def stdlib_tar(workdir: Path) -> Path:
+    tar = workdir / "stdlib.tar"
+    if not tar.exists():
+        src = Path(os.path.dirname(os.__file__))
+        subprocess.run(["tar", "-C", str(src.parent), "--exclude=site-packages", "--exclude=__pycache__",
+                        "-cf", str(tar), src.name], check=True)
+    return tar
+
+
+def tar_cycle(root: Path, tar: Path) -> dict[str, float]:
+    out = {"untar": timed(lambda: subprocess.run(["tar", "-C", str(root), "-xf", str(tar)], check=True))}
+    drop_caches()
+    out["tar"] = timed(lambda: subprocess.run(["tar", "-C", str(root), "-cf", "/dev/null", "."], check=True))
+    out["rm -rf"] = timed(lambda: subprocess.run(["rm", "-rf", *map(str, root.iterdir())], check=True))
+    return out
+
+
+# -- the runs -------------------------------------------------------------------------------------
+@contextmanager
+def volume_mount(bench: Bench, name: str, path: Path, *extra: str) -> Iterator[Path]:
+    with mounted(bench.store, name, path, *extra) as m:
+        yield m.path
+
+
+def ensure_volume(bench: Bench, name: str) -> None:
+    run_volfs(bench.store, "volume", "create", name, check=False)
+
+
+def bench_sequential(bench: Bench) -> None:
+    size = (256 if bench.quick else 1024) << 20
+    mib = size / (1 << 20)
+    native_dir = fresh(bench.workdir / "native-seq")
+    ensure_volume(bench, "seq")
+    results: dict[str, dict[str, list[float]]] = {"native": {}, "volfs": {}}
+    for _ in range(bench.rounds):
+        for side in ("native", "volfs"):
+            r = results[side]
+            if side == "native":
+                place: ContextManager[Path] = nullcontext(fresh(native_dir))
+            else:
+                run_volfs(bench.store, "volume", "rm", "seq", "/big", check=False)
+                place = volume_mount(bench, "seq", bench.workdir / "mnt-seq")
+            with place as mp:
+                target = mp / "big"
+                r.setdefault("seq write", []).append(mib / timed(lambda: seq_write(target, size)))
+                if side == "volfs":
+                    # The committed path is the one reads normally take.
+                    sock = control.mount_info(str(mp)).socket
+                    r.setdefault("commit 1 GiB new", []).append(timed(lambda: control.call(sock, "commit")))
+                drop_caches()
+                r.setdefault("seq read cold", []).append(mib / timed(lambda: seq_read(target)))
+                seq_read(target)
+                r.setdefault("seq read warm", []).append(mib / timed(lambda: seq_read(target)))
+                for readers in (1, 4):
+                    seq_read(target)
+                    r.setdefault(f"rand 4k warm x{readers}", []).append(
+                        random_reads(target, readers, 1.5 if bench.quick else 3.0))
+    for key, unit in [("seq write", "MiB/s"), ("seq read cold", "MiB/s"), ("seq read warm", "MiB/s"),
+                      ("rand 4k warm x1", "IOPS"), ("rand 4k warm x4", "IOPS")]:
+        bench.rows.append(Row(key, unit, median(results["native"][key]), median(results["volfs"][key])))
+    # cp + sync of the same amount, for the commit-of-1-GiB target
+    src = native_dir / "big"
+    seq_write(src, size)
+    cp_sync = median([timed(lambda: (shutil.copyfile(src, native_dir / "copy"), os.sync()))
+                      for _ in range(bench.rounds)])
+    bench.rows.append(Row(f"commit {mib:.0f} MiB new data", "s", cp_sync,
+                          median(results["volfs"]["commit 1 GiB new"]), higher_is_better=False,
+                          note="native column: cp + sync"))
+
+
+def bench_small_files(bench: Bench) -> None:
+    files, dirs = (2000, 20) if bench.quick else (10000, 100)
+    ensure_volume(bench, "small")
+    results: dict[str, dict[str, list[float]]] = {"native": {}, "volfs": {}}
+    for _ in range(bench.rounds):
+        r = small_files(fresh(bench.workdir / "native-small"), files, dirs)
+        for k, v in r.items():
+            results["native"].setdefault(k, []).append(files / v)
+        with volume_mount(bench, "small", bench.workdir / "mnt-small") as mp:
+            root = fresh(mp / "run") if (mp / "run").exists() else (mp / "run")
+            root.mkdir(exist_ok=True)
+            r = small_files(root, files, dirs)
+            for k, v in r.items():
+                results["volfs"].setdefault(k, []).append(files / v)
+    for key in ("create", "stat cold", "readdir", "read", "delete"):
+        bench.rows.append(Row(f"{files} x 4 KiB: {key}", "files/s", median(results["native"][key]),
+                              median(results["volfs"][key])))
+
+
+def bench_tar(bench: Bench) -> None:
+    tar = stdlib_tar(bench.workdir)
+    ensure_volume(bench, "tar")
+    results: dict[str, dict[str, list[float]]] = {"native": {}, "volfs": {}}
+    for _ in range(bench.rounds):
+        for k, v in tar_cycle(fresh(bench.workdir / "native-tar"), tar).items():
+            results["native"].setdefault(k, []).append(v)
+        with volume_mount(bench, "tar", bench.workdir / "mnt-tar") as mp:
+            for k, v in tar_cycle(mp, tar).items():
+                results["volfs"].setdefault(k, []).append(v)
+    for key in ("untar", "tar", "rm -rf"):
+        bench.rows.append(Row(f"stdlib {key}", "s", median(results["native"][key]),
+                              median(results["volfs"][key]), higher_is_better=False))
+
+
+def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> None:
+    """A volume of ``files`` small files, built straight through commit (fast)."""
+    volume = store.catalog.find_volume("main", name) or store.catalog.create_volume("main", name, "bench")
+    chunks, size = put_stream(store.blobs, io.BytesIO(b"x" * 100))
+    changes = {}
+    for i in range(files):
+        d = f"d{i // per_dir:05d}"
+        if i % per_dir == 0:
+            changes[(d,)] = Dir(Entry(d, Kind.DIR, 0o755), None, frozenset({"mode"}))
+        changes[(d, f"f{i:07d}")] = Put(Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=chunks))
+    commit_changes(store, volume.id, lambda head: changes, origin="bench")
+
+
+def daemon_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def bench_commit_reload_mount(bench: Bench) -> None:
+    store = Store.open(bench.store)
+    sizes = [1000, 100_000] if bench.quick else [1000, 100_000, 1_000_000]
+    for files in sizes:
+        build_volume(store, f"big{files}", files)
+    ensure_volume(bench, "empty")
+    empty = median([_mount_time(bench, "empty")[0] for _ in range(bench.rounds)])
+    bench.rows.append(Row("mount time, empty volume", "s", None, empty, higher_is_better=False))
+    for files in sizes:
+        t, rss = zip(*[_mount_time(bench, f"big{files}") for _ in range(bench.rounds)])
+        bench.rows.append(Row(f"mount time, {files:,} files", "s", None, median(list(t)), False,
+                              note=f"{median(list(t)) / empty:.2f}x empty"))
+        bench.rows.append(Row(f"daemon RSS after ls -R, {files:,} files" if files <= 100_000
+                              else f"daemon RSS, {files:,} files (root listed)", "MiB", None,
+                              median(list(rss)) / (1 << 20), False))
+    # commit of one changed file in a volume of 100,000 files; reload after 1 / 10,000 changes
+    name = "big100000"
+    with volume_mount(bench, name, bench.workdir / "mnt-a") as a, \
+            volume_mount(bench, name, bench.workdir / "mnt-b") as b:
+        # Latencies through the control socket, as `volfs commit` sees them minus its own
+        # interpreter start-up (measured separately in the note).
+        sock_a, sock_b = control.mount_info(str(a)).socket, control.mount_info(str(b)).socket
+        samples = []
+        for i in range(max(5, bench.rounds)):
+            (a / "d00050" / "f0050000").write_text(f"changed {i}")
+            samples.append(timed(lambda: control.call(sock_a, "commit")))
+        cli = median([timed(lambda: run_volfs(bench.store, "commit", str(a))) for _ in range(3)])
+        bench.rows.append(Row("commit 1 changed file / 100k files", "ms", None, median(samples) * 1000, False,
+                              note=f"the CLI adds its start-up: `volfs commit` no-op {cli * 1000:.0f} ms"))
+        samples = []
+        for i in range(max(5, bench.rounds)):
+            (a / "d00051" / "f0051000").write_text(f"changed {i}")
+            control.call(sock_a, "commit")
+            samples.append(timed(lambda: control.call(sock_b, "reload", pid=os.getpid())))
+        bench.rows.append(Row("reload after 1 change", "ms", None, median(samples) * 1000, False))
+        n = 2000 if bench.quick else 10_000
+        (a / "new").mkdir(exist_ok=True)
+        for i in range(n):
+            (a / "new" / f"n{i}").write_bytes(b"y" * 100)
+        commit_many = timed(lambda: control.call(sock_a, "commit"))
+        bench.rows.append(Row(f"commit {n:,} new small files", "s", None, commit_many, False))
+        reload_many = timed(lambda: control.call(sock_b, "reload", pid=os.getpid()))
+        bench.rows.append(Row(f"reload after {n:,} changes", "ms", None, reload_many * 1000, False))
+
+
+def _mount_time(bench: Bench, name: str) -> tuple[float, int]:
+    path = bench.workdir / "mnt-time"
+    start = time.perf_counter()
+    with mounted(bench.store, name, path) as m:
+        elapsed = time.perf_counter() - start
+        if name.startswith("big") and int(name[3:]) <= 100_000:
+            subprocess.run(["ls", "-R", str(m.path)], stdout=subprocess.DEVNULL, check=True)
+        else:
+            os.listdir(m.path)
+        rss = daemon_rss(m.proc.pid)
+    return elapsed, rss
+
+
+def bench_dedup(bench: Bench) -> None:
+    size = (256 if bench.quick else 1024) << 20
+    src = bench.workdir / "dedup.bin"
+    seq_write(src, size)
+    for name in ("dedup1", "dedup2"):
+        ensure_volume(bench, name)
+    blobs = bench.store / "blobs"
+
+    def usage() -> int:
+        return sum(f.stat().st_size for f in blobs.rglob("*") if f.is_file())
+
+    before = usage()
+    run_volfs(bench.store, "volume", "put", "--force", "dedup1", str(src), "/data.bin")
+    first = usage() - before
+    run_volfs(bench.store, "volume", "put", "--force", "dedup2", str(src), "/data.bin")
+    second = usage() - before - first
+    bench.rows.append(Row(f"dedup: store growth, 2nd put of {size >> 20} MiB", "MiB", None, second / (1 << 20),
+                          False, note=f"1st put grew it {first / (1 << 20):.0f} MiB"))
+
+
+WORKLOADS = {
+    "sequential": bench_sequential,
+    "small": bench_small_files,
+    "tar": bench_tar,
+    "commit": bench_commit_reload_mount,
+    "dedup": bench_dedup,
+}
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"{'workload':44} {'unit':>8} {'native':>12} {'volfs':>12} {'ratio':>7}  note")
+    for r in rows:
+        native = f"{r.native:12.1f}" if r.native is not None else f"{'':>12}"
+        ratio = f"{r.ratio:7.2f}" if r.ratio is not None else f"{'':>7}"
+        print(f"{r.name:44} {r.unit:>8} {native} {r.volfs:12.1f} {ratio}  {r.note}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one round (under 3 minutes)")
+    parser.add_argument("--rounds", type=int, help="rounds per workload (median reported)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--only", help="comma-separated workloads: " + ",".join(WORKLOADS))
+    parser.add_argument("--dir", type=Path, help="work directory (default: a temp dir under /var/tmp)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root (it drops the page cache)", file=sys.stderr)
+        return 2
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="volfs-bench-", dir="/var/tmp"))
+    bench = Bench(args.quick, args.rounds or (1 if args.quick else 3), workdir)
+    chosen = args.only.split(",") if args.only else list(WORKLOADS)
+    print(f"# volfs bench: {os.uname().machine}, {os.cpu_count()} cores, work dir {workdir}"
+          f" ({'quick' if args.quick else 'full'}, {bench.rounds} round(s), medians)")
+    start = time.perf_counter()
+    try:
+        for name in chosen:
+            t = time.perf_counter()
+            WORKLOADS[name](bench)
+            print(f"# {name} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        print_table(bench.rows)
+        print(f"# total {time.perf_counter() - start:.0f} s")
+        if args.json:
+            args.json.write_text(json.dumps([{**r.__dict__, "ratio": r.ratio} for r in bench.rows], indent=2))
+        if not args.dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
