@@ -11,7 +11,8 @@ callback, so it sees the very head the change lands on; if another writer wins t
 compare-and-swap, the build runs again against the new head.
 
 Must not: import click, pyfuse3, trio or sockets; print; reach a mount other than through
-:mod:`volfs.control`, imported lazily by ``commit()``/``reload()`` (the mount side owns it).
+:mod:`volfs.control` and :mod:`volfs.daemon`, imported lazily by ``commit()``/``reload()``/
+``mount()`` (the mount side owns them), so ``import volfs`` stays free of FUSE.
 
 Concurrency: a :class:`Volume` is a light handle (store, environment, name, id). Its
 methods can run from several threads and processes at once; the catalog serialises head
@@ -25,8 +26,11 @@ import getpass
 import io
 import os
 import secrets
+import signal
 import stat as statmod
+import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,16 +44,18 @@ from volfs import blobs
 from volfs.catalog import SnapshotId, VolumeId, VolumeRecord
 from volfs.changes import ALL_META, Changes, Dir, Put, Remove
 from volfs.commit import CommitResult, commit_changes
-from volfs.config import READ_CHUNK, default_environment
+from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS, READ_CHUNK, default_environment
 from volfs.errors import (
     AlreadyExistsError,
     InvalidError,
     IsADirectoryPathError,
+    MountError,
     NotADirectoryPathError,
     NotFoundError,
     PathExistsError,
     PathNotFoundError,
     ReadOnlyError,
+    VolfsError,
 )
 from volfs.names import (
     PathParts,
@@ -401,10 +407,61 @@ class Volume:
         control.commit_volume(self.object_id)
 
     def reload(self) -> None:
-        """Commits, then switches every mount of this volume to the current head."""
+        """Commits, then switches every mount of this volume to the current head.
+
+        All of them commit before any of them switches, so that they all end up on one
+        head holding every mount's changes (one after the other, the first to reload would
+        miss what the later ones had not committed yet).
+        """
         from volfs import control
 
+        control.commit_volume(self.object_id)
         control.reload_volume(self.object_id)
+
+    @contextmanager
+    def mount(self, path: str | os.PathLike[str], read_only: bool = False, *,
+              autocommit: float = DEFAULT_AUTOCOMMIT_SECONDS) -> Iterator[Path]:
+        """Mounts this volume at ``path`` for a ``with`` block; yields the mount's real path.
+
+        For scripts and tests that want a real filesystem without shelling out: a background
+        daemon serves the mount exactly as ``volfs mount`` does, so the block may use plain
+        file I/O, subprocesses and :func:`volfs.commit`/:func:`volfs.reload` on it.
+
+        On exit — also when the block raised, as a container's changes survive its crash —
+        the mount's changes are committed and it is unmounted; this returns only once the
+        path is no longer mounted and the daemon has exited, so the next line can rely on
+        the head. Files the block left open are committed with what was written and stop
+        working afterwards. A handle from :meth:`read_only` or :meth:`snapshot` mounts
+        read-only (that snapshot). ``autocommit`` as ``volfs mount --autocommit``.
+
+        Raises MountError when the mount cannot start, or when its changes could not be
+        committed on exit (the daemon died, or the final commit failed: ``volfs recover``
+        then finds them); the mount is gone either way.
+        """
+        from volfs import daemon  # lazy: pyfuse3 and trio load only in processes that mount
+
+        record = self._record()  # NotFoundError here, not in the daemon's log
+        options = daemon.MountOptions(
+            str(self._store.root), record.name, self._environment, os.fspath(path),
+            read_only=read_only or self._read_only, snapshot=self._snapshot,
+            autocommit=autocommit)
+        log_name = f"daemon-{int(time.time())}-{os.getpid()}-{secrets.token_hex(3)}.log"
+        log_path = self._store.run_dir / log_name
+        # start_daemon drops its Popen while the daemon runs, and Popen.__del__ warns about
+        # that; the daemon is meant to outlive the call, and _Daemon reaps it by pid.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            pid, _ = daemon.start_daemon(options, log_path)
+        served = _Daemon(os.path.realpath(path), pid, log_path)
+        try:
+            yield Path(served.path)
+        except BaseException as exc:
+            try:
+                served.stop()
+            except (VolfsError, OSError) as cleanup_error:
+                exc.add_note(f"volfs: while unmounting after this error: {cleanup_error}")
+            raise
+        served.stop()
 
     # -- reading --------------------------------------------------------------------------
     def _record(self) -> VolumeRecord:
@@ -598,6 +655,92 @@ class Volume:
         assert src.tree is not None
         for child in self._store.catalog.get_tree(src.tree).entries:
             self._copy_entry(view, child, (*target, child.name), changes)
+
+
+class _Daemon:
+    """The daemon :meth:`Volume.mount` started: commits, unmounts and waits for it to leave.
+
+    It is this process's child (``start_daemon`` spawns it), so it is reaped here by pid:
+    an unreaped daemon would stay in ``/proc`` as a zombie and look alive.
+    """
+
+    #: Once the daemon has answered "unmount" (its final commit done), it only has to exit.
+    EXIT_DEADLINE = 60.0
+
+    def __init__(self, path: str, pid: int, log_path: Path) -> None:
+        self.path = path
+        self.pid = pid
+        self.log_path = log_path
+        self.exit_code: int | None = None
+
+    def gone(self) -> bool:
+        """True once the daemon has exited (and been reaped)."""
+        if self.exit_code is not None:
+            return True
+        try:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere (subprocess's own cleanup)
+            if os.path.exists(f"/proc/{self.pid}"):
+                return False
+            self.exit_code = 0
+            return True
+        if done == 0:
+            return False
+        self.exit_code = os.waitstatus_to_exitcode(status)
+        return True
+
+    def mounted(self) -> bool:
+        from volfs import control
+
+        return self.path in control.volfs_mountpoints()
+
+    def detach(self) -> None:
+        """Lazily detaches a mount whose daemon is gone (every access gives ENOTCONN)."""
+        subprocess.run(["fusermount3", "-u", "-z", self.path], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        """Commits and unmounts; returns once the path is unmounted and the daemon gone."""
+        from volfs import control
+
+        problem = ""
+        if not self.gone() and self.mounted():
+            try:
+                info = control.mount_info(self.path)
+                if info.pid != self.pid:
+                    raise MountError(f"{self.path} is served by pid {info.pid}, not ours")
+                result = control.call(info.socket, "unmount", force=True, pid=os.getpid())
+                problem = str(result.get("error") or "")
+            except VolfsError as exc:
+                # Unreachable, or the commit was refused: SIGTERM does the same as unmount
+                # (final commit with retries, the overlay kept for `volfs recover` if it fails).
+                problem = str(exc)
+                self._signal()
+        elif not self.gone():
+            self._signal()  # someone unmounted the path: the daemon is finishing on its own
+        deadline = time.monotonic() + self.EXIT_DEADLINE
+        detached = False
+        while not (self.gone() and not self.mounted()):
+            if self.gone() and not detached:
+                self.detach()  # the daemon is gone but its mount is not: it died
+                detached = True
+                problem = problem or "its daemon died"
+                continue
+            if time.monotonic() > deadline:
+                raise MountError(f"the daemon of {self.path} (pid {self.pid}) did not exit in "
+                                 f"{self.EXIT_DEADLINE:.0f}s; see {self.log_path}")
+            time.sleep(0.02)
+        if self.exit_code:
+            problem = problem or f"its daemon exited with status {self.exit_code}"
+        if problem:
+            raise MountError(f"unmounting {self.path}: {problem}; uncommitted changes, if any, "
+                             f"are kept for `volfs recover` (daemon log: {self.log_path})")
+
+    def _signal(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 @dataclass
