@@ -30,7 +30,6 @@ import signal
 import stat as statmod
 import subprocess
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -447,11 +446,7 @@ class Volume:
             autocommit=autocommit)
         log_name = f"daemon-{int(time.time())}-{os.getpid()}-{secrets.token_hex(3)}.log"
         log_path = self._store.run_dir / log_name
-        # start_daemon drops its Popen while the daemon runs, and Popen.__del__ warns about
-        # that; the daemon is meant to outlive the call, and _Daemon reaps it by pid.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            pid, _ = daemon.start_daemon(options, log_path)
+        pid, _ = daemon.start_daemon(options, log_path)
         served = _Daemon(os.path.realpath(path), pid, log_path)
         try:
             yield Path(served.path)

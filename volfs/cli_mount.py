@@ -97,9 +97,11 @@ def unmount_cmd(path: str, no_commit: bool, yes: bool, force: bool) -> None:
 def _wait_gone(path: str, pid: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        daemon.reap(pid)
         if path not in control.volfs_mountpoints() and not os.path.exists(f"/proc/{pid}"):
             return
         time.sleep(0.02)
+    _say(f"warning: the daemon of {path} (pid {pid}) has not exited after {timeout:.0f} s")
 
 
 @cli.command("commit")

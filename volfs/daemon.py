@@ -231,11 +231,15 @@ class MountDaemon:
             if not request.get("force"):
                 await trio.to_thread.run_sync(self._check_nothing_open, request.get("pid", peer.pid))
             self._discard = bool(request.get("discard", False))
+            first: dict[str, Any] = {}
             if not self._discard:
-                await self.commit()
+                first = await self.commit()
             self._stop.set()
             await self._finished.wait()
-            return self.final_result or {}
+            result = dict(self.final_result or {})
+            if not result.get("snapshot") and first.get("snapshot"):
+                result["snapshot"] = first["snapshot"]  # the final commit found nothing left
+            return result
         raise InvalidError(f"unknown control operation {op!r}")
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -419,11 +423,31 @@ def start_daemon(options: MountOptions, log_path: Path) -> tuple[int, str]:
     finally:
         os.close(read_fd)
     if line.startswith("ready "):
+        _DAEMONS[proc.pid] = proc
         return proc.pid, line.split(" ", 1)[1].strip()
     if proc.poll() is None:
         proc.kill()
     message = line[len("error "):].strip() if line.startswith("error ") else _tail(log_path)
     raise MountError(f"mount failed: {message}")
+
+
+#: Daemons this process started and that still run. Holding their handles keeps Python
+#: from warning about children it never waited for; :func:`reap` collects them once done.
+_DAEMONS: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def reap(pid: int, timeout: float = 0.0) -> int | None:
+    """The exit code of a daemon this process started, once it has exited (else None)."""
+    proc = _DAEMONS.get(pid)
+    if proc is None:
+        return None
+    try:
+        code = proc.wait(timeout=timeout) if timeout else proc.poll()
+    except subprocess.TimeoutExpired:
+        return None
+    if code is not None:
+        del _DAEMONS[pid]
+    return code
 
 
 def _read_line(fd: int, timeout: float, proc: subprocess.Popen[bytes]) -> str:
