@@ -552,3 +552,4 @@ __all__ = ["UserError", "cli", "env_option", "json_option", "main", "open_store"
 # The mount commands live in their own module; importing it registers them on `cli`.
 # Imported last: it imports `cli` and the helpers above from this module.
 from volfs import cli_mount  # noqa: F401
+from volfs import cli_store  # noqa: F401  (volfs store init/info: distributed mode)

@@ -656,8 +656,14 @@ class Overlay:
     def publish(self, pending: PendingCommit, *, if_unchanged: bool = False, origin: str = "mount") -> CommitResult:
         """Phase 4 (any thread): merge the diff since the last commit onto the head."""
         changes = diff(pending.writer, self.committed_view, pending.view)
-        result = commit_changes(self.store, self.volume.id, lambda head: changes, origin=origin,
-                                if_unchanged=if_unchanged, extra_trees=pending.writer.pending)
+        try:
+            result = commit_changes(self.store, self.volume.id, lambda head: changes, origin=origin,
+                                    if_unchanged=if_unchanged, extra_trees=pending.writer.pending)
+        except BaseException:
+            # Not published (a backend unreachable, a conflict): build_view cached the view's
+            # root, which would make the mount look clean; the next commit must try again.
+            self.table[ROOT_INO].cached = None
+            raise
         pending.result = result
         return result
 

@@ -9,6 +9,8 @@ Layout (all private, 0700)::
     <store>/tmp/           blobs being written
     <store>/overlays/mo-…/ each mount's scratch area (see overlay.py)
     <store>/run/mo-….sock  each mount's control socket
+    <store>/backend.json   distributed mode only: PostgreSQL + bucket (see remote.py);
+                           then catalog/ and blobs/ are this machine's cache
 
 Opening a store is cheap and idempotent; one :class:`Store` per path per process.
 """
@@ -19,6 +21,7 @@ import os
 import threading
 from pathlib import Path
 
+from volfs import remote
 from volfs.blobs.local import LocalBlobStore
 from volfs.catalog import FORMAT_VERSION, Catalog
 from volfs.config import default_store_path
@@ -46,8 +49,12 @@ class Store:
                 (root / sub).mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise from_os_error(exc, f"opening the store at {root}") from exc
-        self.catalog = Catalog(root)
-        self.blobs = LocalBlobStore(root / "blobs", root / "tmp")
+        config = remote.load(root)  # distributed mode: PostgreSQL + S3, local cache (remote.py)
+        if config is not None:
+            self.catalog, self.blobs = remote.open_backends(root, config)
+        else:
+            self.catalog = Catalog(root)
+            self.blobs = LocalBlobStore(root / "blobs", root / "tmp")
 
     @property
     def overlays_dir(self) -> Path:

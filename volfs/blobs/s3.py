@@ -1,0 +1,443 @@
+"""The S3 blob backend: immutable blobs in any S3-compatible bucket, a local cache in front.
+
+Distributed mode (see ``volfs/remote.py``) keeps every blob, and every tree, in a bucket
+under content-addressed keys::
+
+    <prefix>/blobs/ab/cdef…     a blob, named by its xxh3-128 digest
+    <prefix>/trees/ab/cdef…     a tree's canonical encoding (written by pgcatalog.py)
+
+Names are digests and an object is written once with the bytes its name promises, so no
+conditional write is ever needed: two machines uploading the same blob write the same
+bytes. Addressing is path-style; endpoint, region and credentials come from the options
+or the usual ``AWS_*`` variables (boto3's own chain).
+
+The local :class:`LocalBlobStore` of the store is the **cache**: a blob is fetched once,
+verified against its digest on arrival (a mismatch is logged and raised as
+:class:`CorruptionError`, never served), and then read at local speed. The cache is
+bounded (``cache_size``): past it, the least recently used blobs are evicted. Evicting is
+always safe: every blob a head names is in the bucket, and a blob not uploaded yet is
+named by no head (its commit has not landed; its bytes are still in the mount's scratch).
+
+Commit writes go through :class:`S3Batch`: like the local batch (the bytes land in the
+cache first), then ``flush`` uploads what the bucket lacks, in parallel, multipart for
+large objects. A failure to reach the bucket raises :class:`BackendUnavailableError`
+(one line) and changes no head.
+
+Concurrency: the boto3 client is thread-safe and created lazily per process (it must not
+cross a fork). ``VOLFS_S3_TRACE=<file>`` appends one line per request to that file (the
+tests count GETs with it); :attr:`Bucket.stats` counts them in-process.
+
+Knows nothing of trees' meaning, volumes, PostgreSQL or FUSE.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from volfs.blobs import Digest, digest_of
+from volfs.blobs.local import BlobBatch, LocalBlobStore
+from volfs.errors import CorruptionError, PathNotFoundError, VolfsError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+UPLOAD_THREADS = 16
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+MULTIPART_CHUNK = 8 * 1024 * 1024
+TOUCH_INTERVAL = 60.0
+
+
+class BackendUnavailableError(VolfsError):
+    """PostgreSQL or the object store cannot be reached (or refused a request)."""
+
+    errno = errno.EIO
+    exit_code = 11
+
+
+class Bucket:
+    """A bucket and a key prefix, spoken to through boto3; errors become one clear line."""
+
+    def __init__(self, bucket: str, prefix: str, *, endpoint: str | None = None,
+                 region: str | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint = endpoint
+        self.region = region
+        self._client: Any = None
+        self._client_pid = 0
+        self._lock = threading.Lock()
+        self._trace = os.environ.get("VOLFS_S3_TRACE")
+        #: Requests made by this process, by kind ("GET blobs", "PUT trees", "HEAD blobs", …).
+        self.stats: Counter[str] = Counter()
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None or self._client_pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._client_pid != os.getpid():
+                    import boto3
+                    from botocore.config import Config
+
+                    # botocore logs "Found credentials in …" at INFO on every client: noise
+                    # in a daemon's log.
+                    logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
+
+                    config = Config(s3={"addressing_style": "path"},
+                                    retries={"max_attempts": 3, "mode": "standard"},
+                                    connect_timeout=3, read_timeout=30,
+                                    max_pool_connections=UPLOAD_THREADS * 2,
+                                    request_checksum_calculation="when_required",
+                                    response_checksum_validation="when_required")
+                    self._client = boto3.session.Session().client(
+                        "s3", endpoint_url=self.endpoint, region_name=self.region or None, config=config)
+                    self._client_pid = os.getpid()
+        return self._client
+
+    def key(self, kind: str, digest: str) -> str:
+        return f"{self.prefix}/{kind}/{digest[:2]}/{digest[2:]}" if self.prefix else \
+            f"{kind}/{digest[:2]}/{digest[2:]}"
+
+    def _note(self, op: str, key: str) -> None:
+        parts = key[len(self.prefix) + 1:].split("/", 1) if self.prefix else key.split("/", 1)
+        kind = f"{op} {parts[0]}"
+        self.stats[kind] += 1
+        if self._trace:
+            with open(self._trace, "a") as f:
+                f.write(f"{os.getpid()} {op} {key}\n")
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code", "?")
+            raise BackendUnavailableError(
+                f"object store {self.describe()}: {what} failed: {code} {error.get('Message', '')}".rstrip()
+            ) from None
+        except (BotoCoreError, OSError) as exc:
+            raise BackendUnavailableError(f"cannot reach the object store {self.describe()} ({what}): {exc}") from None
+
+    def get(self, kind: str, digest: str) -> bytes | None:
+        """The object's bytes, or None if there is no such object."""
+        from botocore.exceptions import ClientError
+
+        key = self.key(kind, digest)
+        self._note("GET", key)
+
+        def fetch() -> bytes | None:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+
+        return self._call(f"reading {kind} {digest}", fetch)
+
+    def head(self, kind: str, digest: str) -> int | None:
+        """The object's size, or None if there is no such object."""
+        from botocore.exceptions import ClientError
+
+        key = self.key(kind, digest)
+        self._note("HEAD", key)
+
+        def fetch() -> int | None:
+            try:
+                return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+
+        return self._call(f"checking {kind} {digest}", fetch)
+
+    def put(self, kind: str, digest: str, data: bytes) -> None:
+        key = self.key(kind, digest)
+        self._note("PUT", key)
+        self._call(f"writing {kind} {digest}",
+                   lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data))
+
+    def upload_file(self, kind: str, digest: str, path: str | os.PathLike[str]) -> None:
+        """Uploads a local file; multipart (in parallel parts) past ``MULTIPART_THRESHOLD``."""
+        from boto3.s3.transfer import TransferConfig
+
+        key = self.key(kind, digest)
+        self._note("PUT", key)
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
+                                multipart_chunksize=MULTIPART_CHUNK, max_concurrency=4)
+        self._call(f"uploading {kind} {digest}",
+                   lambda: self.client.upload_file(os.fspath(path), self.bucket, key, Config=config))
+
+    def delete(self, kind: str, digests: list[str]) -> None:
+        for start in range(0, len(digests), 1000):
+            keys = [{"Key": self.key(kind, d)} for d in digests[start:start + 1000]]
+            self._note("DELETE", self.key(kind, "00"))
+            self._call(f"deleting {len(keys)} {kind}", lambda keys=keys: self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}))
+
+    def list(self, kind: str) -> Iterator[tuple[Digest, int, float]]:
+        """(digest, size, last-modified time) of every object of ``kind``."""
+        prefix = f"{self.prefix}/{kind}/" if self.prefix else f"{kind}/"
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if token:
+                kwargs["ContinuationToken"] = token
+            self._note("LIST", prefix + "x")
+            page = self._call(f"listing {kind}", lambda kwargs=kwargs: self.client.list_objects_v2(**kwargs))
+            for obj in page.get("Contents", []):
+                rest = obj["Key"][len(prefix):]
+                fan, _, tail = rest.partition("/")
+                if len(fan) == 2 and tail:
+                    yield Digest(fan + tail), int(obj["Size"]), obj["LastModified"].timestamp()
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+
+    def check(self) -> None:
+        """Fails with one line if the bucket cannot be reached."""
+        self._note("HEAD", self.key("bucket", "00"))
+        self._call("checking the bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
+
+
+class S3BlobStore:
+    """The :class:`BlobStore` of distributed mode: the bucket is the truth, ``cache`` a cache."""
+
+    def __init__(self, cache: LocalBlobStore, bucket: Bucket, cache_size: int) -> None:
+        self.cache = cache
+        self.bucket = bucket
+        self.cache_size = cache_size
+        self.root = cache.root
+        self.tmp_dir = cache.tmp_dir
+        self.stats = cache.stats
+        #: Digests this process knows are in the bucket (uploaded, seen, or fetched).
+        self._remote: set[Digest] = set()
+        self._cached_bytes: int | None = None
+        self._touched: dict[Digest, float] = {}
+        self._lock = threading.Lock()
+
+    # -- the BlobStore interface -----------------------------------------------------------
+    def path(self, digest: Digest) -> Path:
+        return self.cache.path(digest)
+
+    def has(self, digest: Digest) -> bool:
+        if digest in self._remote:
+            return True
+        if self.bucket.head("blobs", digest) is not None:
+            self._remote.add(digest)
+            return True
+        return False
+
+    def size(self, digest: Digest) -> int:
+        if self.cache.has(digest):
+            return self.cache.size(digest)
+        size = self.bucket.head("blobs", digest)
+        if size is None:
+            raise PathNotFoundError(f"blob {digest} is missing from {self.bucket.describe()}")
+        self._remote.add(digest)
+        return size
+
+    def freshen(self, digest: Digest) -> bool:
+        """True if the bucket holds the blob (the cached copy, if any, is marked used)."""
+        if self.cache.has(digest):
+            self._touch(digest)
+        return self.has(digest)
+
+    def put(self, data: bytes) -> Digest:
+        digest = self.cache.put(data)
+        self._note_cached(len(data))
+        if digest not in self._remote:
+            self.bucket.put("blobs", digest, data)
+            self._remote.add(digest)
+        return digest
+
+    def put_file(self, path: str | os.PathLike[str], digest: Digest) -> None:
+        self.cache.put_file(path, digest)
+        self._ensure_uploaded({digest}, set())
+
+    def get(self, digest: Digest) -> bytes:
+        if self.cache.has(digest):
+            try:
+                data = self.cache.get(digest)
+                self._touch(digest)
+                return data
+            except CorruptionError:
+                # A damaged cached copy is dropped and fetched again; the bucket is the truth.
+                log.error("cached blob %s is damaged; fetching it again", digest)
+                self.cache.delete(digest)
+        return self._fetch(digest)
+
+    def open_verified(self, digest: Digest) -> int:
+        """An O_RDONLY fd of the cached blob, fetched and verified first if it is not cached."""
+        if not self.cache.has(digest):
+            self._fetch(digest)
+        else:
+            self._touch(digest)
+        try:
+            return self.cache.open_verified(digest)
+        except CorruptionError:
+            log.error("cached blob %s is damaged; fetching it again", digest)
+            self.cache.delete(digest)
+            self._fetch(digest)
+            return self.cache.open_verified(digest)
+
+    def delete(self, digest: Digest) -> None:
+        self.cache.delete(digest)
+        self.bucket.delete("blobs", [digest])
+        self._remote.discard(digest)
+
+    def digests(self) -> Iterator[Digest]:
+        for digest, _, _ in self.bucket.list("blobs"):
+            yield digest
+
+    def batch(self) -> S3Batch:
+        return S3Batch(self)
+
+    # -- fetching and uploading ------------------------------------------------------------
+    def _fetch(self, digest: Digest) -> bytes:
+        data = self.bucket.get("blobs", digest)
+        if data is None:
+            log.error("blob %s is missing from %s", digest, self.bucket.describe())
+            raise CorruptionError(f"blob {digest} is missing from the object store")
+        if digest_of(data) != digest:
+            log.error("blob %s from %s fails its digest check (%d bytes); not served",
+                      digest, self.bucket.describe(), len(data))
+            raise CorruptionError(f"blob {digest} is damaged in the object store (digest mismatch)")
+        self._remote.add(digest)
+        self.cache.put(data)
+        self.cache._verified.add(digest)  # just hashed: no need to read it back
+        self._note_cached(len(data))
+        return data
+
+    def _ensure_uploaded(self, new: set[Digest], maybe: set[Digest]) -> None:
+        """Uploads ``new`` (just written) and whichever of ``maybe`` the bucket lacks."""
+
+        def one(item: tuple[Digest, bool]) -> None:
+            digest, known_new = item
+            if digest in self._remote:
+                return
+            if not known_new and self.bucket.head("blobs", digest) is not None:
+                self._remote.add(digest)
+                return
+            self.bucket.upload_file("blobs", digest, self.cache.path(digest))
+            self._remote.add(digest)
+
+        items = [(d, True) for d in new if d not in self._remote]
+        items += [(d, False) for d in maybe - new if d not in self._remote]
+        if len(items) <= 2:
+            for item in items:
+                one(item)
+            return
+        with ThreadPoolExecutor(min(UPLOAD_THREADS, len(items))) as pool:
+            for _ in pool.map(one, items):  # re-raises the first failure
+                pass
+
+    # -- the cache's bound -----------------------------------------------------------------
+    def _touch(self, digest: Digest) -> None:
+        """Marks a cached blob used (its atime/mtime: LRU order), at most once a minute."""
+        now = time.time()
+        if now - self._touched.get(digest, 0.0) < TOUCH_INTERVAL:
+            return
+        self._touched[digest] = now
+        try:
+            os.utime(self.cache.path(digest))
+        except OSError:
+            pass
+
+    def cached_bytes(self) -> int:
+        total = 0
+        for fan in os.scandir(self.cache.root):
+            if len(fan.name) == 2 and fan.is_dir():
+                for entry in os.scandir(fan.path):
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:
+                        pass
+        return total
+
+    def _note_cached(self, size: int) -> None:
+        with self._lock:
+            if self._cached_bytes is None:
+                self._cached_bytes = self.cached_bytes()
+            else:
+                self._cached_bytes += size
+            over = self._cached_bytes > self.cache_size
+        if over:
+            self.evict()
+
+    def evict(self, target: float = 0.8) -> int:
+        """Deletes least recently used cached blobs until the cache is under ``target`` of
+        its bound; returns the bytes freed. Safe at any time (see the module docstring)."""
+        with self._lock:
+            entries = []
+            for fan in os.scandir(self.cache.root):
+                if len(fan.name) != 2 or not fan.is_dir():
+                    continue
+                for entry in os.scandir(fan.path):
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    entries.append((max(st.st_atime, st.st_mtime), st.st_size, Digest(fan.name + entry.name)))
+            total = sum(size for _, size, _ in entries)
+            freed = 0
+            limit = self.cache_size * target
+            for _, size, digest in sorted(entries):
+                if total - freed <= limit:
+                    break
+                self.cache.delete(digest)
+                self._touched.pop(digest, None)
+                freed += size
+            self._cached_bytes = total - freed
+        if freed:
+            log.info("blob cache: evicted %d bytes (bound %d)", freed, self.cache_size)
+        return freed
+
+
+class S3Batch:
+    """A commit's blobs: written to the cache like a local batch, uploaded by :meth:`flush`."""
+
+    def __init__(self, store: S3BlobStore) -> None:
+        self.store = store
+        self.local: BlobBatch = store.cache.batch()
+        self._new: set[Digest] = set()
+        self._seen: set[Digest] = set()
+        self._bytes = 0
+
+    def add_range(self, fd: int, offset: int, length: int) -> tuple[Digest, int]:
+        before = len(self.local._pending)
+        digest, size = self.local.add_range(fd, offset, length)
+        if size:
+            if len(self.local._pending) > before:
+                self._new.add(digest)
+                self._bytes += size
+            else:
+                self._seen.add(digest)
+        return digest, size
+
+    def flush(self) -> None:
+        """Durable in the cache, then in the bucket; raises (changing no head) if it cannot."""
+        self.local.flush()
+        self.store._ensure_uploaded(self._new, self._seen)
+        self.store._note_cached(self._bytes)  # after the upload: eviction may drop them now
+        self._new.clear()
+        self._seen.clear()
+        self._bytes = 0
+
+    def discard(self) -> None:
+        self.local.discard()
