@@ -12,20 +12,38 @@ database       key                                   value
 ``volumes``    volume id                             JSON :class:`VolumeRecord`
 ``snapshots``  snapshot id (``sn-…``)                JSON :class:`SnapshotRecord`
 ``trees``      16-byte raw digest                    canonical tree encoding (see tree.py)
+``fresh``      16-byte raw digest                    f64 LE: when it was last written
+``settings``   ``b"retention\\0" + volume id``        JSON {"keep_last": int|null,
+                                                     "keep_days": float|null}
+``damaged``    snapshot id                           JSON {"time", "problems": [str, …]}
 =============  ====================================  ==========================================
+
+``fresh`` protects trees that no snapshot names (a mount's view, stored with its commit or
+on its own) from ``volfs gc`` for its grace window (see collect.py): ``put_trees`` and
+``advance_head`` write a record for every tree they are given, stored before or not, and
+gc prunes records older than its window.
+``damaged`` holds the snapshots ``volfs fsck --repair`` found damaged (a flag, nothing is
+deleted). A missing ``settings`` retention record means "keep every snapshot".
 
 ``runtime/`` — not synced (rebuilt from live processes; losing it loses nothing):
 
 =============  ====================================  ==========================================
 ``mounts``     mount id (``mo-…``)                   JSON :class:`MountRecord`
 ``handles``    mount id + ``b"\\0"`` + fh (u64 BE)    JSON {"path", "pid", "cmdline", "write"}
+``leases``     lease id (``le-…``)                   JSON :class:`Lease`: a process writing blobs
+                                                     for a commit that has not landed yet
 =============  ====================================  ==========================================
 
+A mount's record names its *current* base snapshot (the daemon updates it on reload), so
+``volfs gc`` keeps it; a lease makes gc keep every unreferenced blob written since it began.
+
 Invariants: a volume's ``head`` names a snapshot in ``snapshots``; a snapshot's root and
-every tree below it are in ``trees`` and every chunk they name is a durable blob. Trees,
-the snapshot and the head move in **one** write transaction, and the head only moves if
-it still equals what the writer merged onto (compare-and-swap), so a crash leaves the
-old head or the new one, never a torn one. LMDB serialises writers across processes.
+every tree below it are in ``trees`` and every chunk they name is a durable blob. A
+snapshot's ``parent`` may be missing: history retention (``volfs gc``) drops old
+snapshots, and history stops there. Trees, the snapshot and the head move in **one**
+write transaction, and the head only moves if it still equals what the writer merged onto
+(compare-and-swap), so a crash leaves the old head or the new one, never a torn one.
+LMDB serialises writers across processes.
 
 Concurrency: one ``lmdb.Environment`` per path per process (LMDB forbids opening the
 same environment twice in one process); each transaction opens and closes inside one
@@ -44,6 +62,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, NewType
 
@@ -137,6 +156,42 @@ class MountRecord:
     started_at: float
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A process writing blobs for a commit that has not landed yet (see :meth:`Catalog.lease`)."""
+
+    id: str
+    pid: int
+    #: The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22), so
+    #: a reused pid is not taken for the lease holder; None where /proc is unreadable.
+    start: int | None
+    #: Every blob written since this time may be about to be referenced.
+    since: float
+    what: str
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks since boot; None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 2 (the command) may hold spaces and parentheses: count from the last ")".
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def process_alive(pid: int, start: int | None) -> bool:
+    """True if ``pid`` runs and (when ``start`` is known) is the process that started then."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    return start is None or process_start(pid) in (start, None)
+
+
 MAX_CHANGES_RECORDED = 1000
 _ENVS: dict[str, lmdb.Environment] = {}
 _ENVS_LOCK = threading.Lock()
@@ -149,7 +204,7 @@ def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
         if env is None:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
-                env = lmdb.open(key, map_size=1 << 38, max_dbs=8, max_readers=1024,
+                env = lmdb.open(key, map_size=1 << 38, max_dbs=16, max_readers=1024,
                                 sync=durable, metasync=durable, readahead=False)
             except lmdb.Error as exc:
                 raise VolfsError(f"cannot open the catalog at {key}: {exc}") from exc
@@ -174,6 +229,10 @@ class Catalog:
         self._trees = self.env.open_db(b"trees")
         self._mounts = self.runtime.open_db(b"mounts")
         self._handles = self.runtime.open_db(b"handles")
+        self._fresh = self.env.open_db(b"fresh")
+        self._settings = self.env.open_db(b"settings")
+        self._damaged = self.env.open_db(b"damaged")
+        self._leases = self.runtime.open_db(b"leases")
         self._tree_cache: OrderedDict[Digest, Tree] = OrderedDict()
         self._cache_lock = threading.Lock()
         #: Counters the tests assert on where cost matters.
@@ -219,10 +278,17 @@ class Catalog:
         return tree
 
     def put_trees(self, trees: dict[Digest, bytes]) -> None:
-        """Stores trees that no head names yet (a mount's view, for its next diff)."""
+        """Stores trees that no head names yet (a mount's view, for its next diff).
+
+        Each is marked fresh (``fresh``), even if it was stored before: ``volfs gc`` keeps a
+        fresh tree for its grace window, though no snapshot names it.
+        """
+        now = struct.pack("<d", time.time())
         with self._write() as txn:
             for digest, data in trees.items():
-                txn.put(bytes.fromhex(digest), data, db=self._trees, overwrite=False)
+                key = bytes.fromhex(digest)
+                txn.put(key, data, db=self._trees, overwrite=False)
+                txn.put(key, now, db=self._fresh)
 
     def has_tree(self, digest: Digest) -> bool:
         with self.env.begin() as txn:
@@ -232,6 +298,22 @@ class Catalog:
         with self.env.begin() as txn:
             for key, value in txn.cursor(db=self._trees):
                 yield Digest(bytes(key).hex()), bytes(value)
+
+    def get_tree_raw(self, digest: Digest) -> bytes | None:
+        """The stored bytes of a tree, unverified and uncached (for fsck); None if missing."""
+        with self.env.begin() as txn:
+            raw = txn.get(bytes.fromhex(digest), db=self._trees)
+        return bytes(raw) if raw is not None else None
+
+    def tree_digests(self) -> list[Digest]:
+        with self.env.begin() as txn:
+            return [Digest(bytes(key).hex()) for key in txn.cursor(db=self._trees).iternext(values=False)]
+
+    def fresh_trees(self) -> dict[Digest, float]:
+        """Trees written within gc's reach, and when each was last written."""
+        with self.env.begin() as txn:
+            return {Digest(bytes(k).hex()): struct.unpack("<d", bytes(v))[0]
+                    for k, v in txn.cursor(db=self._fresh)}
 
     # -- volumes -------------------------------------------------------------------------
     def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord:
@@ -323,8 +405,10 @@ class Catalog:
                 volume = _volume_from_json(raw)
                 if volume.head != expected:
                     raise HeadMoved(f"head of {volume.name} moved from {expected} to {volume.head}")
+                now = struct.pack("<d", time.time())
                 for digest, data in trees.items():
                     txn.put(bytes.fromhex(digest), data, db=self._trees, overwrite=False)
+                    txn.put(bytes.fromhex(digest), now, db=self._fresh)  # see ``fresh``
                 txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
                 txn.put(volume.id.encode(), _volume_json(dataclasses.replace(volume, head=snapshot.id)), db=self._volumes)
         except lmdb.MapFullError as exc:
@@ -336,12 +420,95 @@ class Catalog:
         self.stats["trees_written"] += len(trees)
 
     def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
+        """The head, then its parents; stops where retention dropped a parent."""
         snapshot: SnapshotRecord | None = self.head(volume_id)
         count = 0
         while snapshot is not None and (limit is None or count < limit):
             yield snapshot
             count += 1
-            snapshot = self.get_snapshot(snapshot.parent) if snapshot.parent else None
+            snapshot = self.find_snapshot(snapshot.parent) if snapshot.parent else None
+
+    def find_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        with self.env.begin() as txn:
+            raw = txn.get(snapshot_id.encode(), db=self._snapshots)
+        return SnapshotRecord.from_json(raw) if raw is not None else None
+
+    def iter_snapshots_raw(self) -> list[tuple[str, bytes]]:
+        """Every snapshot record, undecoded (fsck reports the ones that do not decode)."""
+        with self.env.begin() as txn:
+            return [(bytes(k).decode(errors="replace"), bytes(v)) for k, v in txn.cursor(db=self._snapshots)]
+
+    def iter_names(self) -> list[tuple[str, str, str]]:
+        """(environment, name, volume id) of every entry of the name index."""
+        out = []
+        with self.env.begin() as txn:
+            for key, value in txn.cursor(db=self._names):
+                environment, _, name = bytes(key).partition(b"\0")
+                out.append((environment.decode(), name.decode(), bytes(value).decode()))
+        return out
+
+    def rollback_head(self, expected: SnapshotId, snapshot: SnapshotRecord, source: SnapshotId) -> None:
+        """Moves the head to ``snapshot`` (whose root is ``source``'s), if head is ``expected``.
+
+        Like :meth:`advance_head` with no new trees, but it also checks, in the same
+        transaction, that ``source`` and its root tree still exist: ``volfs gc`` may have
+        dropped them since the caller read them.
+        """
+        with self._write() as txn:
+            raw = txn.get(snapshot.volume_id.encode(), db=self._volumes)
+            if raw is None:
+                raise NotFoundError(f"volume {snapshot.volume_id} was deleted")
+            volume = _volume_from_json(bytes(raw))
+            if volume.head != expected:
+                raise HeadMoved(f"head of {volume.name} moved from {expected} to {volume.head}")
+            if txn.get(source.encode(), db=self._snapshots) is None:
+                raise NotFoundError(f"snapshot {source} was dropped by retention meanwhile")
+            assert snapshot.root.tree is not None
+            if txn.get(bytes.fromhex(snapshot.root.tree), db=self._trees) is None:
+                raise CorruptionError(f"the root tree of snapshot {source} is missing; run `volfs fsck`")
+            txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
+            txn.put(volume.id.encode(), _volume_json(dataclasses.replace(volume, head=snapshot.id)), db=self._volumes)
+
+    # -- retention and damage marks -------------------------------------------------------
+    def get_retention(self, volume_id: str) -> dict[str, Any] | None:
+        with self.env.begin() as txn:
+            raw = txn.get(b"retention\0" + volume_id.encode(), db=self._settings)
+        return json.loads(raw) if raw is not None else None
+
+    def set_retention(self, volume_id: str, policy: dict[str, Any] | None) -> None:
+        """Sets a volume's retention (None: keep every snapshot)."""
+        key = b"retention\0" + volume_id.encode()
+        with self._write() as txn:
+            if txn.get(volume_id.encode(), db=self._volumes) is None:
+                raise NotFoundError(f"volume {volume_id} not found (deleted?)")
+            if policy is None:
+                txn.delete(key, db=self._settings)
+            else:
+                txn.put(key, json.dumps(policy).encode(), db=self._settings)
+
+    def mark_damaged(self, snapshot_id: str, problems: list[str]) -> None:
+        record = {"time": time.time(), "problems": problems}
+        with self._write() as txn:
+            txn.put(snapshot_id.encode(), json.dumps(record).encode(), db=self._damaged)
+
+    def clear_damaged(self, snapshot_id: str) -> None:
+        with self._write() as txn:
+            txn.delete(snapshot_id.encode(), db=self._damaged)
+
+    def damaged(self) -> dict[str, dict[str, Any]]:
+        """Snapshots ``volfs fsck --repair`` marked damaged, with what it found."""
+        with self.env.begin() as txn:
+            return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor(db=self._damaged)}
+
+    @contextmanager
+    def sweep(self) -> Iterator[Sweep]:
+        """One write transaction for ``volfs gc``: no commit lands while it is open."""
+        with self._write() as txn:
+            sweep = Sweep(self, txn)
+            yield sweep
+        with self._cache_lock:
+            for digest in sweep.deleted_trees:
+                self._tree_cache.pop(digest, None)
 
     # -- runtime: mounts and open handles -------------------------------------------------
     def register_mount(self, mount: MountRecord) -> None:
@@ -350,6 +517,16 @@ class Catalog:
 
     def update_mount(self, mount: MountRecord) -> None:
         self.register_mount(mount)
+
+    def set_mount_base(self, mount_id: str, base: SnapshotId) -> None:
+        """A mount reloaded onto ``base``: its record names it, so ``volfs gc`` keeps it."""
+        with self.runtime.begin(write=True) as txn:
+            raw = txn.get(mount_id.encode(), db=self._mounts)
+            if raw is None:
+                return
+            record = json.loads(bytes(raw))
+            record["base"] = base
+            txn.put(mount_id.encode(), json.dumps(record).encode(), db=self._mounts)
 
     def unregister_mount(self, mount_id: str) -> None:
         prefix = mount_id.encode() + b"\0"
@@ -373,6 +550,30 @@ class Catalog:
         with self.runtime.begin(write=True) as txn:
             txn.delete(mount_id.encode() + b"\0" + struct.pack(">Q", fh), db=self._handles)
 
+    @contextmanager
+    def lease(self, what: str, since: float | None = None) -> Iterator[Lease]:
+        """Held by a writer from its first blob to its head move: gc keeps what it wrote.
+
+        ``volfs gc`` deletes no unreferenced blob written after the oldest live lease's
+        ``since`` (a lease of a dead process is ignored and pruned).
+        """
+        lease = Lease(new_id("le"), os.getpid(), process_start(os.getpid()),
+                      time.time() if since is None else since, what)
+        with self.runtime.begin(write=True) as txn:
+            txn.put(lease.id.encode(), json.dumps(dataclasses.asdict(lease)).encode(), db=self._leases)
+        try:
+            yield lease
+        finally:
+            self.drop_lease(lease.id)
+
+    def list_leases(self) -> list[Lease]:
+        with self.runtime.begin() as txn:
+            return [Lease(**json.loads(bytes(v))) for _, v in txn.cursor(db=self._leases)]
+
+    def drop_lease(self, lease_id: str) -> None:
+        with self.runtime.begin(write=True) as txn:
+            txn.delete(lease_id.encode(), db=self._leases)
+
     def handles(self, mount_id: str) -> list[dict[str, Any]]:
         prefix = mount_id.encode() + b"\0"
         out = []
@@ -392,3 +593,70 @@ def _volume_json(volume: VolumeRecord) -> bytes:
 
 def _volume_from_json(raw: bytes) -> VolumeRecord:
     return VolumeRecord(**json.loads(bytes(raw)))
+
+
+class Sweep:
+    """What ``volfs gc`` reads and deletes inside its one write transaction (see collect.py).
+
+    Everything read here includes every commit that landed before the transaction began,
+    and no commit lands until it ends: LMDB serialises writers.
+    """
+
+    def __init__(self, catalog: Catalog, txn: lmdb.Transaction) -> None:
+        self._c = catalog
+        self._txn = txn
+        self.deleted_trees: list[Digest] = []
+
+    def heads(self) -> dict[VolumeId, SnapshotId]:
+        return {v.id: v.head for v in (_volume_from_json(bytes(raw)) for _, raw in
+                                       self._txn.cursor(db=self._c._volumes))}
+
+    def snapshot_ids(self) -> set[str]:
+        return {bytes(k).decode(errors="replace")
+                for k in self._txn.cursor(db=self._c._snapshots).iternext(values=False)}
+
+    def snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        raw = self._txn.get(snapshot_id.encode(), db=self._c._snapshots)
+        return SnapshotRecord.from_json(bytes(raw)) if raw is not None else None
+
+    def tree(self, digest: Digest) -> Tree | None:
+        """The tree, or None if it is missing; CorruptionError if it does not verify."""
+        raw = self._txn.get(bytes.fromhex(digest), db=self._c._trees)
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        try:
+            if digest_of(raw) != digest:
+                raise ValueError("digest mismatch")
+            return decode(raw)
+        except ValueError as exc:
+            raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
+
+    def fresh_trees(self) -> dict[Digest, float]:
+        return {Digest(bytes(k).hex()): struct.unpack("<d", bytes(v))[0]
+                for k, v in self._txn.cursor(db=self._c._fresh)}
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self._txn.delete(snapshot_id.encode(), db=self._c._snapshots)
+        self._txn.delete(snapshot_id.encode(), db=self._c._damaged)
+
+    def delete_tree(self, digest: Digest) -> None:
+        key = bytes.fromhex(digest)
+        self._txn.delete(key, db=self._c._trees)
+        self._txn.delete(key, db=self._c._fresh)
+        self.deleted_trees.append(digest)
+
+    def forget_fresh(self, digest: Digest) -> None:
+        self._txn.delete(bytes.fromhex(digest), db=self._c._fresh)
+
+    def drop_settings_of_deleted_volumes(self) -> int:
+        """Retention records of volumes that no longer exist."""
+        stale = []
+        for key in self._txn.cursor(db=self._c._settings).iternext(values=False):
+            key = bytes(key)
+            _, _, volume_id = key.partition(b"\0")
+            if self._txn.get(volume_id, db=self._c._volumes) is None:
+                stale.append(key)
+        for key in stale:
+            self._txn.delete(key, db=self._c._settings)
+        return len(stale)

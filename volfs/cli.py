@@ -37,6 +37,7 @@ from volfs.errors import (
     PathExistsError,
     VolfsError,
 )
+from volfs.history import get_retention
 from volfs.names import split_path
 from volfs.store import Store
 
@@ -476,10 +477,12 @@ def delete_cmd(ctx: click.Context, name: str, yes: bool, environment: str) -> No
 def info_cmd(ctx: click.Context, name: str, environment: str, as_json: bool) -> None:
     """Show what volume NAME is: id, creation, head snapshot, size, files, format."""
     i = _volume(ctx, name, environment).info()
+    retention = get_retention(open_store(ctx), i.object_id)
     data = {"name": i.name, "id": i.object_id, "environment": i.environment,
             "created_at": i.created_at.isoformat(), "created_by": i.created_by,
             "head": i.head, "head_at": i.head_at.isoformat(), "size": i.size, "files": i.files,
-            "format_version": i.format_version}
+            "format_version": i.format_version,
+            "retention": None if retention.keeps_everything else retention.to_json()}
     if as_json:
         _print_json(data)
         return
@@ -487,7 +490,8 @@ def info_cmd(ctx: click.Context, name: str, environment: str, as_json: bool) -> 
             ("Created at", _local_time(i.created_at)), ("Created by", i.created_by),
             ("Head", f"{i.head} ({_local_time(i.head_at)})"),
             ("Size", f"{human_size(i.size)} ({i.size} bytes)"), ("Files", str(i.files)),
-            ("Format", f"volfs store format {i.format_version}")]
+            ("Format", f"volfs store format {i.format_version}"),
+            ("Retention", retention.describe())]
     for key, value in rows:
         click.echo(f"{key + ':':<13}{value}")
 
@@ -502,7 +506,8 @@ def info_cmd(ctx: click.Context, name: str, environment: str, as_json: bool) -> 
 def log_cmd(ctx: click.Context, name: str, max_count: int | None, environment: str,
             as_json: bool) -> None:
     """Show the history of volume NAME, newest first: what each commit changed."""
-    history = _volume(ctx, name, environment).history(max_count)
+    vol = _volume(ctx, name, environment)
+    history = vol.history(max_count)
     if as_json:
         _print_json([{"id": s.id, "parent": s.parent, "time": s.time.isoformat(),
                       "origin": s.origin, "changed_count": s.changed_count,
@@ -520,6 +525,11 @@ def log_cmd(ctx: click.Context, name: str, max_count: int | None, environment: s
             click.echo(f"    … and {s.changed_count - shown} more")
         for p, prev in s.overwrites:
             click.echo(f"    overwrote {p} (unseen version kept in {prev})")
+    if history and history[-1].parent and (max_count is None or len(history) < max_count):
+        click.echo(f"(older history, from {history[-1].parent} back, was dropped by retention)")
+    retention = get_retention(open_store(ctx), vol.object_id)
+    if not retention.keeps_everything:
+        click.echo(f"retention: {retention.describe()}")
 
 
 def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoReturn:
@@ -549,7 +559,8 @@ def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoR
 __all__ = ["UserError", "cli", "env_option", "json_option", "main", "open_store", "volume"]
 
 
-# The mount commands live in their own module; importing it registers them on `cli`.
-# Imported last: it imports `cli` and the helpers above from this module.
-from volfs import cli_mount  # noqa: F401
+# The mount commands (cli_mount) and the maintenance ones (cli_admin: fsck, gc, volume
+# retention/rollback) live in their own modules; importing them registers them on `cli`.
+# Imported last: they import `cli` and the helpers above from this module.
+from volfs import cli_admin, cli_mount  # noqa: F401
 from volfs import cli_store  # noqa: F401  (volfs store init/info: distributed mode)

@@ -1,0 +1,433 @@
+"""Verifying a store (``volfs fsck``): every head, snapshot, tree and blob, and what is left over.
+
+What it checks, for every volume and every snapshot history still keeps:
+
+- the catalog: each name maps to a volume and back; each head names a snapshot (a head
+  naming none is *torn*); each snapshot record decodes, belongs to a volume, its root is a
+  directory, its parent chain has no cycle and stays in its volume (a parent retention
+  dropped ends the chain: a note, not damage);
+- every tree reachable from them: stored, its bytes match its digest and decode; each
+  directory entry's totals (bytes, files) match its tree's;
+- every chunk blob those trees name: stored, its content matches its digest (read in
+  full; ``quick`` only checks it is there and its size), and each file's size is the sum
+  of its chunks';
+- left-overs: blobs and trees nothing keeps, snapshots of deleted volumes and temp files
+  (the same rule as ``volfs gc`` without retention: collect.py), and overlays of crashed
+  mounts (``volfs recover`` handles those).
+
+Each tree digest and each blob is read once, however many snapshots share it: a first
+pass walks every snapshot and records, per tree, whether anything below it is damaged;
+only if something is does a second pass walk down the damaged subtrees of each snapshot
+to name the affected paths as (volume, snapshot, path).
+
+``repair`` does only what is safe and says what it did: it deletes what gc would
+(orphans older than the grace window: blobs, trees, temp files, deleted volumes'
+snapshots — not when trees are damaged, since what cannot be read might reference
+anything), and marks damaged snapshots in the catalog (``Catalog.mark_damaged``),
+clearing the mark of those now found clean. It never deletes anything a snapshot
+references, and never touches a crashed mount's overlay.
+
+Must not: write anything unless ``repair``; import click.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import xxhash
+
+from volfs import collect
+from volfs.blobs import Digest, digest_of
+from volfs.catalog import SnapshotRecord, VolumeRecord, process_alive
+from volfs.errors import CorruptionError
+from volfs.recover import find_orphans
+from volfs.store import Store
+from volfs.tree import Kind, Tree, decode
+
+READ_SIZE = 1 << 20
+
+
+@dataclass
+class Affected:
+    volume: str
+    volume_id: str
+    snapshot: str
+    head: bool
+    path: str
+
+
+@dataclass(eq=False)  # compared (and hashed) by identity: one object per piece of damage
+class Problem:
+    """One piece of damage. ``kind`` is one of :data:`KINDS`."""
+
+    kind: str
+    subject: str  # a digest, a snapshot or volume id
+    detail: str
+    affected: list[Affected] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return f"{self.kind} {self.subject}: {self.detail}"
+
+
+KINDS = {
+    "head-missing": "a volume's head names no snapshot (torn head)",
+    "name-index": "the name index and the volume records disagree",
+    "snapshot-unreadable": "a snapshot record does not decode",
+    "snapshot-chain": "a parent chain loops or leaves its volume",
+    "root-not-dir": "a snapshot's root is not a directory",
+    "tree-missing": "a tree a snapshot reaches is not in the catalog",
+    "tree-damaged": "a stored tree fails its digest or does not decode",
+    "blob-missing": "a chunk a file names is not in the blob store",
+    "blob-damaged": "a blob's content fails its digest",
+    "file-size": "a file's size is not the sum of its chunks'",
+    "dir-totals": "a directory's bytes/files totals do not match its tree",
+}
+
+
+@dataclass
+class FsckReport:
+    store: str
+    quick: bool
+    volumes: int = 0
+    snapshots: int = 0
+    trees: int = 0
+    blobs: int = 0
+    bytes_read: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    #: Snapshot id -> summaries of the problems below its root.
+    damaged_snapshots: dict[str, list[str]] = field(default_factory=dict)
+    orphans: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["clean"] = self.clean
+        return out
+
+
+class _Checker:
+    """The first pass: each tree and blob checked once; damage recorded where it is."""
+
+    def __init__(self, store: Store, report: FsckReport) -> None:
+        self.store = store
+        self.report = report
+        #: Tree digest -> True if it or anything below it is damaged.
+        self.bad: dict[Digest, bool] = {}
+        #: Tree digest -> (bytes, files) its entries add up to; None if unreadable.
+        self.totals: dict[Digest, tuple[int, int] | None] = {}
+        #: Damaged trees, decoded (for the second pass); None where unreadable.
+        self.bad_trees: dict[Digest, Tree | None] = {}
+        #: Blob digest -> its size; None if missing or damaged.
+        self.blob_size: dict[Digest, int | None] = {}
+        self.blob_problem: dict[Digest, Problem] = {}
+        #: (tree, entry name or None for the tree itself) -> problems found there.
+        self.at: dict[tuple[Digest, str | None], list[Problem]] = {}
+        self.tree_problems = 0
+        self._open: dict[Digest, Tree] = {}
+
+    def _problem(self, problem: Problem, where: tuple[Digest, str | None] | None) -> Problem:
+        self.report.problems.append(problem)
+        if where is not None:
+            self.at.setdefault(where, []).append(problem)
+        return problem
+
+    # -- blobs ---------------------------------------------------------------------------------
+    def blob(self, digest: Digest) -> int | None:
+        if digest in self.blob_size:
+            return self.blob_size[digest]
+        size: int | None = None
+        path = self.store.blobs.path(digest)
+        try:
+            if self.report.quick:
+                size = os.stat(path).st_size
+            else:
+                size = self._hash(path, digest)
+        except FileNotFoundError:
+            self.blob_problem[digest] = self._problem(
+                Problem("blob-missing", digest, "the blob is missing from the store"), None)
+        except OSError as exc:
+            self.blob_problem[digest] = self._problem(
+                Problem("blob-damaged", digest, f"the blob cannot be read ({exc.strerror or exc})"), None)
+        self.blob_size[digest] = size
+        return size
+
+    def _hash(self, path: os.PathLike[str] | str, digest: Digest) -> int | None:
+        hasher = xxhash.xxh3_128()
+        size = 0
+        with open(path, "rb", buffering=0) as f:
+            while data := f.read(READ_SIZE):
+                hasher.update(data)
+                size += len(data)
+        self.report.bytes_read += size
+        if hasher.hexdigest() != digest:
+            self.blob_problem[digest] = self._problem(Problem(
+                "blob-damaged", digest, f"the content fails its digest ({size} bytes on disk)"), None)
+            return None
+        return size
+
+    # -- trees -----------------------------------------------------------------------------------
+    def _read(self, digest: Digest) -> Tree | None:
+        raw = self.store.catalog.get_tree_raw(digest)
+        if raw is None:
+            self._problem(Problem("tree-missing", digest, "the tree is missing from the catalog"),
+                          (digest, None))
+            return None
+        try:
+            if digest_of(raw) != digest:
+                raise ValueError("its bytes fail its digest")
+            return decode(raw)
+        except ValueError as exc:
+            self._problem(Problem("tree-damaged", digest, f"the stored tree is damaged: {exc}"),
+                          (digest, None))
+            return None
+
+    def tree(self, root: Digest) -> None:
+        """Checks the tree ``root`` and everything below it (post-order, no recursion)."""
+        stack: list[tuple[Digest, bool]] = [(root, False)]
+        while stack:
+            digest, expanded = stack.pop()
+            if digest in self.bad:
+                continue
+            if not expanded:
+                if digest in self._open:
+                    continue  # already on the stack (a shared subtree)
+                tree = self._read(digest)
+                if tree is None:
+                    self.tree_problems += 1
+                    self.bad[digest] = True
+                    self.totals[digest] = None
+                    self.bad_trees[digest] = None
+                    continue
+                self._open[digest] = tree
+                stack.append((digest, True))
+                for e in tree.entries:
+                    if e.kind is Kind.DIR and e.tree is not None and e.tree not in self.bad:
+                        stack.append((e.tree, False))
+                continue
+            tree = self._open.pop(digest)
+            self.bad[digest] = self._check_entries(digest, tree)
+            self.totals[digest] = tree.totals()
+            if self.bad[digest]:
+                self.bad_trees[digest] = tree
+
+    def _check_entries(self, digest: Digest, tree: Tree) -> bool:
+        bad = False
+        for e in tree.entries:
+            if e.kind is Kind.FILE:
+                sizes = [self.blob(c) for c in e.chunks]
+                broken = [self.blob_problem[c] for c in e.chunks if self.blob_size[c] is None]
+                if broken:
+                    for problem in dict.fromkeys(broken):
+                        self.at.setdefault((digest, e.name), []).append(problem)
+                    bad = True
+                elif sum(s or 0 for s in sizes) != e.size:
+                    self._problem(Problem("file-size", digest, f"{e.name!r} says {e.size} bytes, its "
+                                          f"chunks hold {sum(s or 0 for s in sizes)}"), (digest, e.name))
+                    bad = True
+            elif e.kind is Kind.DIR:
+                if e.tree is None or e.tree not in self.bad:
+                    self._problem(Problem("tree-missing", digest, f"{e.name!r} names no tree"),
+                                  (digest, e.name))
+                    bad = True
+                    continue
+                bad = bad or self.bad[e.tree]
+                totals = self.totals[e.tree]
+                if totals is not None and totals != (e.size, e.files):
+                    self._problem(Problem("dir-totals", digest, f"{e.name!r} says {e.size} bytes in "
+                                          f"{e.files} files, its tree holds {totals[0]} in {totals[1]}"),
+                                  (digest, e.name))
+                    bad = True
+        return bad
+
+    # -- the second pass ---------------------------------------------------------------------------
+    def name_paths(self, snapshot: SnapshotRecord, volume: VolumeRecord) -> list[Problem]:
+        """Adds (volume, snapshot, path) to each problem below ``snapshot``'s root."""
+        found: list[Problem] = []
+
+        def hit(problems: list[Problem], path: tuple[str, ...]) -> None:
+            for p in problems:
+                p.affected.append(Affected(volume.name, volume.id, snapshot.id,
+                                           snapshot.id == volume.head, "/".join(path) or "/"))
+                found.append(p)
+
+        assert snapshot.root.tree is not None
+        stack: list[tuple[Digest, tuple[str, ...]]] = [(snapshot.root.tree, ())]
+        while stack:
+            digest, path = stack.pop()
+            hit(self.at.get((digest, None), []), path)
+            tree = self.bad_trees.get(digest)
+            if tree is None:
+                continue
+            for e in tree.entries:
+                child = path + (e.name,)
+                hit(self.at.get((digest, e.name), []), child)
+                if e.kind is Kind.DIR and e.tree is not None and self.bad.get(e.tree):
+                    stack.append((e.tree, child))
+        return list(dict.fromkeys(found))
+
+
+def fsck(store: Store, *, repair: bool = False, quick: bool = False,
+         grace: float = collect.DEFAULT_GRACE) -> FsckReport:
+    collect.require_local(store, "`volfs fsck`")
+    catalog = store.catalog
+    report = FsckReport(str(store.root), quick)
+    checker = _Checker(store, report)
+
+    # The catalog's records.
+    volumes: dict[str, VolumeRecord] = {v.id: v for v in catalog.list_volumes()}
+    report.volumes = len(volumes)
+    names = catalog.iter_names()
+    for environment, name, volume_id in names:
+        v = volumes.get(volume_id)
+        if v is None or (v.environment, v.name) != (environment, name):
+            report.problems.append(Problem("name-index", volume_id,
+                                           f"name {environment}/{name} points at {volume_id}, "
+                                           "which is not a volume of that name"))
+    named = {volume_id for _, _, volume_id in names}
+    for v in volumes.values():
+        if v.id not in named:
+            report.problems.append(Problem("name-index", v.id, f"volume {v.name!r} has no name entry"))
+    snapshots: dict[str, SnapshotRecord] = {}
+    for snapshot_id, raw in catalog.iter_snapshots_raw():
+        try:
+            snapshots[snapshot_id] = SnapshotRecord.from_json(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            report.problems.append(Problem("snapshot-unreadable", snapshot_id, f"the record does not decode: {exc}"))
+    for v in volumes.values():
+        if v.head not in snapshots:
+            report.problems.append(Problem(
+                "head-missing", v.id, f"the head of volume {v.name!r} names {v.head}, which does not exist",
+                [Affected(v.name, v.id, v.head, True, "/")]))
+        _check_chain(v, snapshots, report)
+
+    # Pass 1: every snapshot of every volume, each tree and blob once.
+    verified = [s for s in snapshots.values() if s.volume_id in volumes]
+    verified.sort(key=lambda s: (volumes[s.volume_id].name, -s.time))
+    root_problems: dict[str, Problem] = {}
+    for s in verified:
+        if s.root.kind is not Kind.DIR or s.root.tree is None:
+            root_problems[s.id] = Problem("root-not-dir", s.id, "the snapshot's root is not a directory")
+            report.problems.append(root_problems[s.id])
+            continue
+        checker.tree(s.root.tree)
+        totals = checker.totals.get(s.root.tree)
+        if totals is not None and totals != (s.root.size, s.root.files):
+            root_problems[s.id] = Problem("dir-totals", s.id, f"the root says {s.root.size} bytes in "
+                                          f"{s.root.files} files, its tree holds {totals[0]} in {totals[1]}")
+            report.problems.append(root_problems[s.id])
+    report.snapshots = len(verified)
+    report.trees = len(checker.bad) - checker.tree_problems
+    report.blobs = len(checker.blob_size)
+
+    # Pass 2: only if something is damaged, name the paths.
+    for s in verified:
+        volume = volumes[s.volume_id]
+        found = []
+        if s.id in root_problems:
+            p = root_problems[s.id]
+            p.affected.append(Affected(volume.name, volume.id, s.id, s.id == volume.head, "/"))
+            found.append(p)
+        if s.root.tree is not None and checker.bad.get(s.root.tree):
+            found += checker.name_paths(s, volume)
+        if found:
+            report.damaged_snapshots[s.id] = [p.summary for p in found]
+
+    _orphans(store, report, checker, verified, repair=repair, grace=grace)
+    if repair:
+        _mark_damage(store, report, {s.id for s in verified})
+    return report
+
+
+def _check_chain(volume: VolumeRecord, snapshots: dict[str, SnapshotRecord], report: FsckReport) -> None:
+    seen: set[str] = set()
+    current = snapshots.get(volume.head)
+    while current is not None:
+        seen.add(current.id)
+        parent_id = current.parent
+        if parent_id is None:
+            return
+        parent = snapshots.get(parent_id)
+        if parent is None:
+            report.notes.append(f"history of {volume.name!r} starts at {current.id}: its parent "
+                                f"{parent_id} is no longer kept")
+            return
+        if parent.volume_id != volume.id or parent.id in seen:
+            why = "loops" if parent.id in seen else f"leaves the volume at {parent.id}"
+            report.problems.append(Problem("snapshot-chain", current.id,
+                                           f"the history of {volume.name!r} {why}",
+                                           [Affected(volume.name, volume.id, current.id,
+                                                     current.id == volume.head, "/")]))
+            return
+        current = parent
+
+
+def _orphans(store: Store, report: FsckReport, checker: _Checker, verified: list[SnapshotRecord],
+             *, repair: bool, grace: float) -> None:
+    orphans: dict[str, Any] = {"overlays": [], "temp_files": []}
+    for orphan in find_orphans(store):
+        record = orphan.record
+        orphans["overlays"].append({"mount_id": orphan.mount_id,
+                                    "volume": record.volume_name if record else None,
+                                    "path": record.path if record else None})
+    stale = [m for m in store.catalog.list_mounts()
+             if not process_alive(m.pid, None) and not os.path.exists(m.overlay)]
+    for m in stale:
+        report.notes.append(f"stale mount record {m.id} ({m.volume_name} at {m.path}, pid {m.pid} gone)")
+    if checker.tree_problems:
+        orphans["skipped"] = "trees are missing or damaged: what they referenced is unknown"
+        report.orphans = orphans
+        if repair:
+            report.repairs.append("deleted no orphans: trees are missing or damaged, and what they "
+                                  "referenced cannot be known")
+        return
+    marked = collect.Marked({s.id for s in verified}, set(checker.bad), set(checker.blob_size))
+    try:
+        gc = collect.collect(store, grace=grace, dry_run=not repair, apply_retention=False,
+                             premarked=marked)
+    except CorruptionError as exc:  # a torn head or an unreadable snapshot record
+        orphans["skipped"] = str(exc)
+        report.orphans = orphans
+        if repair:
+            report.repairs.append(f"deleted no orphans: {exc}")
+        return
+    orphans.update({
+        "snapshots": gc.snapshots_dropped, "trees": gc.trees_deleted, "trees_young": gc.trees_young,
+        "blobs": gc.blobs_deleted, "blob_bytes": gc.bytes_freed, "blobs_young": gc.blobs_young,
+        "temp_files": gc.temp_files_deleted, "temp_files_young": gc.temp_files_young,
+    })
+    report.orphans = orphans
+    report.notes += gc.notes
+    if repair:
+        done = (f"deleted {gc.blobs_deleted} orphan blobs ({gc.bytes_freed} bytes), "
+                f"{gc.trees_deleted} orphan trees, {gc.temp_files_deleted} temp files")
+        if gc.snapshots_dropped:
+            done += f" and {len(gc.snapshots_dropped)} snapshots of deleted volumes"
+        report.repairs.append(done)
+        if gc.blobs_young or gc.trees_young or gc.temp_files_young:
+            report.repairs.append(f"kept {gc.blobs_young} blobs, {gc.trees_young} trees and "
+                                  f"{gc.temp_files_young} temp files younger than the grace window")
+
+
+def _mark_damage(store: Store, report: FsckReport, verified: set[str]) -> None:
+    catalog = store.catalog
+    marked = catalog.damaged()
+    newly = [s for s in report.damaged_snapshots if s not in marked]
+    for snapshot_id, problems in report.damaged_snapshots.items():
+        catalog.mark_damaged(snapshot_id, problems)
+    cleared = [s for s in marked if s in verified and s not in report.damaged_snapshots]
+    for snapshot_id in cleared:
+        catalog.clear_damaged(snapshot_id)
+    if report.damaged_snapshots:
+        report.repairs.append(f"marked {len(report.damaged_snapshots)} snapshots damaged"
+                              f" ({len(newly)} newly): " + ", ".join(report.damaged_snapshots))
+    if cleared:
+        report.repairs.append(f"cleared the damage mark of {len(cleared)} snapshots now found clean: "
+                              + ", ".join(cleared))
