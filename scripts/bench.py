@@ -369,12 +369,65 @@ def bench_dedup(bench: Bench) -> None:
                           False, note=f"1st put grew it {first / (1 << 20):.0f} MiB"))
 
 
+@contextmanager
+def ceiling_mount(path: Path) -> Iterator[Path]:
+    """The minimal pyfuse3 filesystem of scripts/fuse_ceiling.py, mounted at ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fuse_ceiling.py"), str(path)])
+    try:
+        deadline = time.monotonic() + 20
+        while not _is_fuse_mount(path):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the ceiling filesystem did not mount")
+            time.sleep(0.02)
+        yield path
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _is_fuse_mount(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(" ")[4] == str(path) and " - fuse" in line for line in f)
+
+
+def bench_ceiling(bench: Bench) -> None:
+    """Small files and untar on the minimal pyfuse3 filesystem: the Python-FUSE ceiling."""
+    files, dirs = (2000, 20) if bench.quick else (10000, 100)
+    tar = stdlib_tar(bench.workdir)
+    native: dict[str, list[float]] = {}
+    ceiling: dict[str, list[float]] = {}
+    for _ in range(bench.rounds):
+        for k, v in small_files(fresh(bench.workdir / "native-ceiling"), files, dirs).items():
+            native.setdefault(k, []).append(files / v)
+        native.setdefault("untar", []).append(1 / timed(lambda: subprocess.run(
+            ["tar", "-C", str(fresh(bench.workdir / "native-ceiling")), "-xf", str(tar)], check=True)))
+        with ceiling_mount(bench.workdir / "mnt-ceiling") as mp:
+            root = mp / f"run{len(ceiling.get('create', []))}"
+            root.mkdir()
+            for k, v in small_files(root, files, dirs).items():
+                ceiling.setdefault(k, []).append(files / v)
+            untar_root = mp / f"tar{len(ceiling.get('untar', []))}"
+            untar_root.mkdir()
+            ceiling.setdefault("untar", []).append(1 / timed(lambda: subprocess.run(
+                ["tar", "-C", str(untar_root), "-xf", str(tar)], check=True)))
+    for key in ("create", "stat cold", "readdir", "read", "delete", "untar"):
+        unit = "1/s" if key == "untar" else "files/s"
+        bench.rows.append(Row(f"CEILING pyfuse3 minimal: {key}", unit, median(native[key]),
+                              median(ceiling[key]), note="in-memory pyfuse3 fs: the Python-FUSE limit"))
+
+
 WORKLOADS = {
     "sequential": bench_sequential,
     "small": bench_small_files,
     "tar": bench_tar,
     "commit": bench_commit_reload_mount,
     "dedup": bench_dedup,
+    "ceiling": bench_ceiling,
 }
 
 

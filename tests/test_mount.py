@@ -442,3 +442,27 @@ def test_tar_of_the_mount_equals_tar_of_the_source(store: Path, tmp_path: Path) 
             return sorted(out)  # readdir order is the filesystem's own
 
     assert members(tmp_path / "vol.tar") == members(tmp_path / "src.tar")
+
+
+def test_open_handles_are_recorded_in_the_catalog(store: Path, tmp_path: Path) -> None:
+    from volfs.store import Store
+
+    create(store)
+    with mounted(store, "vol", tmp_path / "a") as a:
+        (a.path / "held.txt").write_text("x")
+        mount_id = json.loads(os.getxattr(a.path, "user.volfs.control"))["mount_id"]
+        catalog = Store.open(store).catalog
+
+        def rows() -> list[str]:
+            return sorted(h["path"] for h in catalog.handles(mount_id))
+
+        def wait_for(expected: list[str]) -> None:
+            deadline = time.monotonic() + 10
+            while rows() != expected:
+                assert time.monotonic() < deadline, f"handle table shows {rows()}, expected {expected}"
+                time.sleep(0.05)
+
+        with open(a.path / "held.txt") as f:
+            wait_for(["held.txt"])
+            assert f.read() == "x"
+        wait_for([])

@@ -550,6 +550,18 @@ class Catalog:
         with self.runtime.begin(write=True) as txn:
             txn.delete(mount_id.encode() + b"\0" + struct.pack(">Q", fh), db=self._handles)
 
+    def set_handles(self, mount_id: str, handles: dict[int, dict[str, Any]]) -> None:
+        """Replaces a mount's open-handle rows with ``handles`` in one transaction."""
+        prefix = mount_id.encode() + b"\0"
+        with self.runtime.begin(write=True) as txn:
+            cursor = txn.cursor(db=self._handles)
+            if cursor.set_range(prefix):
+                while cursor.key().startswith(prefix):
+                    if not cursor.delete():
+                        break
+            for fh, info in handles.items():
+                txn.put(prefix + struct.pack(">Q", fh), json.dumps(info).encode(), db=self._handles)
+
     @contextmanager
     def lease(self, what: str, since: float | None = None) -> Iterator[Lease]:
         """Held by a writer from its first blob to its head move: gc keeps what it wrote.

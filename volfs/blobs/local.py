@@ -6,9 +6,11 @@ Several processes may write the same blob at once; the rename makes the last one
 with identical bytes.
 
 A :class:`BlobBatch` does the same for many blobs at once (a commit's): it copies each
-range of a file into a temp file in the kernel (``copy_file_range``), makes all of them
-durable with one ``syncfs``, renames them into place, and makes the names durable with a
-second ``syncfs`` — two flushes per commit instead of two per blob.
+range of a file into a temp file in the kernel (``copy_file_range``), fsyncs all of them
+concurrently (the filesystem's journal merges concurrent fsyncs into few commits; measured
+here: 2,000 small files 1.0 s one by one, 0.28 s from 32 threads), renames them into place,
+and fsyncs the fan-out directories it touched. ``syncfs`` would be fewer calls but flushes
+everything dirty on the disk, scratch files included (a 1-file commit took 71 ms).
 
 A writer that finds its blob already stored *freshens* it (sets its mtime to now) instead
 of writing it again: ``volfs gc`` deletes only blobs older than its grace window, so a blob
@@ -18,12 +20,12 @@ shared and gc's delete holds it exclusive, so the two never interleave (collect.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import logging
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -31,18 +33,6 @@ from volfs.blobs import Digest, digest_of
 from volfs.errors import CorruptionError, PathNotFoundError, from_os_error
 
 log = logging.getLogger(__name__)
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def syncfs(path: Path) -> None:
-    """Flushes the whole filesystem holding ``path`` (syncfs(2))."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if _libc.syncfs(fd) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code), str(path))
-    finally:
-        os.close(fd)
 
 
 class LocalBlobStore:
@@ -254,12 +244,14 @@ class BlobBatch:
         if not self._pending:
             return
         try:
-            syncfs(self.store.tmp_dir)
+            _fsync_all(list(self._pending.values()))
+            directories = set()
             for digest, tmp in self._pending.items():
                 final = self.store.path(digest)
                 final.parent.mkdir(mode=0o700, exist_ok=True)
                 os.rename(tmp, final)
-            syncfs(self.store.root)
+                directories.add(str(final.parent))
+            _fsync_all(sorted(directories))
         except OSError as exc:
             raise from_os_error(exc, "making blobs durable") from exc
         self._pending.clear()
@@ -271,6 +263,26 @@ class BlobBatch:
             except FileNotFoundError:
                 pass
         self._pending.clear()
+
+
+FSYNC_THREADS = 32
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_all(paths: list[str]) -> None:
+    if len(paths) <= 2:
+        for path in paths:
+            _fsync_path(path)
+        return
+    with ThreadPoolExecutor(min(FSYNC_THREADS, len(paths))) as pool:
+        list(pool.map(_fsync_path, paths))
 
 
 def _read(path: str) -> bytes:
