@@ -165,6 +165,10 @@ class MountDaemon:
 
     async def _commit_locked(self, *, if_unchanged: bool = False, origin: str | None = None) -> dict[str, Any]:
         overlay = self.overlay
+        if self._mounted and not self.read_only and self.ops.enable_writeback_cache:
+            # Written data the kernel still caches reaches us as WRITE requests, which this
+            # loop serves while the worker thread waits in syncfs.
+            await trio.to_thread.run_sync(pyfuse3.syncfs, self.mountpoint)
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
         jobs = overlay.prepare_commit()

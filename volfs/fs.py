@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import pyfuse3
 
-from volfs.errors import VolfsError
+from volfs.errors import CorruptionError, VolfsError
 from volfs.inodes import Node
 from volfs.overlay import Overlay
 from volfs.tree import Kind
@@ -45,7 +45,7 @@ def _errors(handler: F) -> F:
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except VolfsError as exc:
-            if exc.errno == errno.EIO:
+            if exc.errno == errno.EIO and not isinstance(exc, CorruptionError):  # the store logged it
                 log.error("%s failed: %s", handler.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
@@ -65,7 +65,10 @@ class _Handle:
 
 class VolfsOperations(pyfuse3.Operations):
     supports_dot_lookup = True
-    enable_writeback_cache = False
+    #: The kernel gathers small writes into large WRITE requests (measured: 4 KiB writes
+    #: 0.11 -> ~0.5 of native). It then holds written data until it writes it back, so a
+    #: commit first flushes the mount (``daemon.py``: syncfs before hashing).
+    enable_writeback_cache = True
 
     def __init__(self, overlay: Overlay, *, control_info: bytes = b"",
                  on_open: Callable[[int, Node, int, bool], None] | None = None,
