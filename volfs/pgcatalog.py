@@ -459,8 +459,8 @@ class PgCatalog(Catalog):
 
     @contextmanager
     def sweep(self) -> Iterator[Any]:
-        raise VolfsError("`volfs gc` of the local catalog does not apply in distributed mode: "
-                         "use `volfs store gc`")
+        raise VolfsError("`volfs gc` is not available in distributed mode yet: the bucket is "
+                         "shared by every machine and cross-machine gc is not implemented")
         yield  # pragma: no cover
 
 

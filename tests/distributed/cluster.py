@@ -103,10 +103,11 @@ class Services:
     def start_s3(self, cmdline: list[str]) -> None:
         pidfile = self._s3_pidfile()
         if self.engine == "seaweedfs":
-            with open(pidfile.parent / "weed.log", "ab") as log:
-                proc = subprocess.Popen(cmdline, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                        start_new_session=True)
-            pidfile.write_text(f"{proc.pid}\n")
+            # Detached through sh (as the start script does with nohup): not our child.
+            out = subprocess.run(["sh", "-c", 'setsid "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh", *cmdline],
+                                 env={**os.environ, "LOG": str(pidfile.parent / "weed.log")},
+                                 capture_output=True, text=True, check=True, timeout=30)
+            pidfile.write_text(out.stdout.strip() + "\n")
         else:
             subprocess.run(cmdline, check=True, timeout=60)  # radosgw daemonizes, writes its pid file
         _wait(_s3_answers, "the S3 gateway to answer again", 90)

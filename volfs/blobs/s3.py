@@ -98,7 +98,7 @@ class Bucket:
                     config = Config(s3={"addressing_style": "path"},
                                     retries={"max_attempts": 3, "mode": "standard"},
                                     connect_timeout=3, read_timeout=30,
-                                    max_pool_connections=UPLOAD_THREADS * 2,
+                                    max_pool_connections=128,
                                     request_checksum_calculation="when_required",
                                     response_checksum_validation="when_required")
                     self._client = boto3.session.Session().client(
@@ -177,6 +177,12 @@ class Bucket:
         from boto3.s3.transfer import TransferConfig
 
         key = self.key(kind, digest)
+        if os.path.getsize(path) < MULTIPART_THRESHOLD:
+            # One PUT: boto3's transfer manager costs threads and ms per call.
+            with open(path, "rb") as f:
+                data = f.read()
+            self.put(kind, digest, data)
+            return
         self._note("PUT", key)
         config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
                                 multipart_chunksize=MULTIPART_CHUNK, max_concurrency=4)
