@@ -21,10 +21,13 @@ Listing every volfs mount reads ``/proc/self/mountinfo`` (type ``fuse.volfs``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import struct
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -70,7 +73,7 @@ async def serve(path: Path, owner_uid: int, handler: Handler,
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    listener.listen(16)
+    listener.listen(128)
     task_status.started()
     try:
         async with trio.open_nursery() as nursery:
@@ -123,11 +126,12 @@ async def _read_request(conn: trio.socket.SocketType) -> dict[str, Any]:
     line = data.split(b"\n", 1)[0]
     try:
         request = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # [[[[… nests too deep
         raise errors.InvalidError("malformed control request: not a JSON line") from None
     if not isinstance(request, dict) or not isinstance(request.get("op"), str):
         raise errors.InvalidError("malformed control request: expected an object with an 'op'")
-    if request.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+    version = request.get("v", PROTOCOL_VERSION)
+    if type(version) is not int or version != PROTOCOL_VERSION:  # true == 1 in Python
         raise errors.InvalidError(f"unsupported control protocol version {request.get('v')!r}")
     return request
 
@@ -138,12 +142,22 @@ def call(socket_path: str, op: str, timeout: float | None = 600.0, **args: Any) 
     request = {"v": PROTOCOL_VERSION, "op": op, **args}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        try:
-            sock.connect(socket_path)
-        except PermissionError:
-            raise PermissionDeniedError("permission denied: this mount belongs to another user") from None
-        except OSError as exc:
-            raise MountError(f"cannot reach the mount's daemon at {socket_path}: {exc.strerror}") from None
+        deadline = time.monotonic() + (timeout if timeout is not None else 600.0)
+        while True:
+            try:
+                sock.connect(socket_path)
+                break
+            except PermissionError:
+                raise PermissionDeniedError("permission denied: this mount belongs to another user") from None
+            except BlockingIOError:
+                # The listen backlog is full (a burst of clients): a Unix socket refuses at once
+                # instead of waiting, so wait here, as a blocking connect would.
+                if time.monotonic() > deadline:
+                    raise MountError(f"cannot reach the mount's daemon at {socket_path}: "
+                                     "it accepts no connection") from None
+                time.sleep(0.005)
+            except OSError as exc:
+                raise MountError(f"cannot reach the mount's daemon at {socket_path}: {exc.strerror}") from None
         sock.sendall((json.dumps(request) + "\n").encode())
         data = b""
         while not data.endswith(b"\n"):
@@ -207,13 +221,37 @@ def device_of(mountpoint: str) -> str | None:
     return None
 
 
+ANSWER_TIMEOUT = 5.0
+
+
+def _getxattr_within(path: str, name: str, timeout: float) -> bytes:
+    """``os.getxattr``, given up after ``timeout``: a hung daemon blocks its callers in the
+    kernel for good, and one must not hang ``volfs status`` for every other mount."""
+    result: list[bytes | OSError] = []
+
+    def ask() -> None:
+        try:
+            result.append(os.getxattr(path, name))
+        except OSError as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=ask, daemon=True, name=f"getxattr {path}")
+    thread.start()
+    thread.join(timeout)
+    if not result:
+        raise OSError(errno.ETIMEDOUT, "no answer within %.0f s" % timeout)
+    if isinstance(result[0], OSError):
+        raise result[0]
+    return result[0]
+
+
 def mount_info(path: str) -> MountInfo:
     """The control details of the volfs mount at ``path`` (its root)."""
     real = os.path.realpath(path)
     if real not in volfs_mountpoints():
         raise errors.InvalidError(f"{path} is not a volfs mount")
     try:
-        raw = os.getxattr(real, XATTR_CONTROL)
+        raw = _getxattr_within(real, XATTR_CONTROL, ANSWER_TIMEOUT)
     except OSError as exc:
         raise MountError(f"the volfs mount at {real} does not answer ({exc.strerror}); "
                          "its daemon may have died: run `volfs recover`") from None

@@ -240,14 +240,16 @@ class MountDaemon:
         if op == "status":
             return self.status()
         if op == "commit":
-            return await self.commit(if_unchanged=bool(request.get("if_unchanged", False)))
+            return await self.commit(if_unchanged=_field(request, "if_unchanged", bool, False))
         if op == "reload":
-            pid = request.get("pid", peer.pid)
-            return await self.reload(pid if isinstance(pid, int) else peer.pid)
+            return await self.reload(_field(request, "pid", int, peer.pid))
         if op == "unmount":
-            if not request.get("force"):
-                await trio.to_thread.run_sync(self._check_nothing_open, request.get("pid", peer.pid))
-            self._discard = bool(request.get("discard", False))
+            # Every field checked before anything happens: "discard": "false" must not discard.
+            force, pid = _field(request, "force", bool, False), _field(request, "pid", int, peer.pid)
+            discard = _field(request, "discard", bool, False)
+            if not force:
+                await trio.to_thread.run_sync(self._check_nothing_open, pid)
+            self._discard = discard
             first: dict[str, Any] = {}
             if not self._discard:
                 first = await self.commit()
@@ -262,7 +264,9 @@ class MountDaemon:
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def _fuse_main(self) -> None:
         try:
-            await pyfuse3.main(min_tasks=1, max_tasks=1)
+            # Handlers never await but for chunk verification of cold reads; a few tasks let
+            # other requests through meanwhile.
+            await pyfuse3.main(min_tasks=1, max_tasks=8)
         finally:
             self._stop.set()
 
@@ -294,6 +298,9 @@ class MountDaemon:
         """
         if os.getuid() != 0:
             return
+        # The kernel sets the read-ahead from the FUSE INIT reply, after pyfuse3.main starts:
+        # a stat answered by this daemon proves INIT is done, so the value set here sticks.
+        os.stat(self.mountpoint)
         device = control.device_of(self.mountpoint)
         if device is None:
             return
@@ -327,6 +334,7 @@ class MountDaemon:
                 outer.start_soon(self._signals)
                 await outer.start(control.serve, self.socket_path, os.getuid(), self.handle)
                 async with trio.open_nursery() as inner:
+                    self.ops.spawn = inner.start_soon
                     inner.start_soon(self._fuse_main)
                     inner.start_soon(trio.to_thread.run_sync, self._tune_readahead)
                     inner.start_soon(self._autocommit)
@@ -379,6 +387,14 @@ class MountDaemon:
     def _remove_overlay(self) -> None:
         self.overlay.close()
         shutil.rmtree(self.overlay_dir, ignore_errors=True)
+
+
+def _field(request: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    """A control request's field, of exactly this type (bool is no int here, nor int a bool)."""
+    value = request.get(name, default)
+    if type(value) is not kind:
+        raise InvalidError(f"control request field {name!r} must be {kind.__name__}, not {value!r}")
+    return value
 
 
 def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:

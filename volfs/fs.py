@@ -20,6 +20,7 @@ import stat
 from typing import Any, Awaitable, Callable, TypeVar
 
 import pyfuse3
+import trio
 
 from volfs.errors import CorruptionError, VolfsError
 from volfs.inodes import Node
@@ -81,6 +82,9 @@ class VolfsOperations(pyfuse3.Operations):
         self._next_fh = 1
         self._on_open = on_open
         self._on_release = on_release
+        #: Starts a background task (the daemon's nursery); None: verify inline, no read-ahead.
+        self.spawn: Callable[..., Any] | None = None
+        self._verifying: dict[Digest, trio.Event] = {}
 
     # -- helpers -----------------------------------------------------------------------------
     def attrs(self, node: Node) -> pyfuse3.EntryAttributes:
@@ -259,7 +263,37 @@ class VolfsOperations(pyfuse3.Operations):
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.overlay.read(self._handles[fh].node, off, size)
+        node = self._handles[fh].node
+        if self.spawn is not None:
+            need, ahead = self.overlay.chunks_to_verify(node, off, size)
+            for digest in ahead:
+                if digest not in self._verifying:
+                    self.spawn(self._verify_quietly, digest)
+            for digest in need:
+                await self._verify(digest)
+        return self.overlay.read(node, off, size)
+
+    async def _verify(self, digest: Digest) -> None:
+        """Verifies a chunk in a worker thread; concurrent readers of it wait for one check."""
+        running = self._verifying.get(digest)
+        if running is not None:
+            await running.wait()
+            if digest in self._verifying:  # that check failed: fail this read the same way
+                return self.overlay.verify_chunk(digest)
+            return None
+        done = self._verifying[digest] = trio.Event()
+        try:
+            await trio.to_thread.run_sync(self.overlay.verify_chunk, digest)
+            del self._verifying[digest]
+        finally:
+            done.set()
+        return None
+
+    async def _verify_quietly(self, digest: Digest) -> None:
+        try:
+            await self._verify(digest)
+        except Exception:
+            pass  # a read-ahead: the read that needs this chunk reports the error
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

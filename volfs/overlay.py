@@ -118,6 +118,7 @@ class Overlay:
         self._scratch_nodes: set[int] = set()
         self._seq = 1 + max((int(n[1:]) for n in os.listdir(self.scratch_dir) if n[1:].isdigit()), default=0)
         self._blob_fds: OrderedDict[Digest, int] = OrderedDict()
+        self._verified_chunks: set[Digest] = set()
         self._replaying = False
         self.stats = OverlayStats()
         self.journal: Journal | None = None
@@ -193,6 +194,26 @@ class Overlay:
             parts.append(os.pread(self._blob_fd(node.chunks[index]), count, within))
             offset += count
         return b"".join(parts)
+
+    def chunks_to_verify(self, node: Node, offset: int, size: int) -> tuple[list[Digest], list[Digest]]:
+        """(chunks a read of this range needs verified first, the chunk after it).
+
+        A chunk is verified by reading and hashing all of it once per process; doing that
+        off the loop, one chunk ahead of a sequential reader, keeps cold reads streaming.
+        """
+        if node.scratch is not None or not node.chunks or size <= 0:
+            return [], []
+        first = offset // CHUNK_SIZE
+        last = min((offset + size - 1) // CHUNK_SIZE, len(node.chunks) - 1)
+        need = [d for d in node.chunks[first:last + 1] if d not in self._verified_chunks]
+        ahead = [node.chunks[last + 1]] if last + 1 < len(node.chunks) else []
+        return need, [d for d in ahead if d not in self._verified_chunks]
+
+    def verify_chunk(self, digest: Digest) -> None:
+        """Reads and checks one chunk blob (any thread); raises CorruptionError if damaged."""
+        if digest not in self._verified_chunks:
+            os.close(self.blobs.open_verified(digest))
+            self._verified_chunks.add(digest)
 
     def _blob_fd(self, digest: Digest) -> int:
         fd = self._blob_fds.get(digest)
