@@ -61,15 +61,22 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NewType
+from typing import Any, NewType
 
 import lmdb
 
 from volfs.blobs import Digest, digest_of
-from volfs.errors import AlreadyExistsError, CorruptionError, NotFoundError, VolfsError, from_os_error
+from volfs.errors import (
+    AlreadyExistsError,
+    CorruptionError,
+    NotFoundError,
+    VolfsError,
+    from_os_error,
+)
 from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode, encode, tree_digest
 
 FORMAT_VERSION = 1

@@ -15,7 +15,6 @@ A rename is a :class:`Remove` at the old path plus a :class:`Put`/:class:`Dir` a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from volfs.tree import META_FIELDS, Entry, Kind, TreeStore
 
@@ -46,7 +45,7 @@ class SetMeta:
     fields: frozenset[str]
 
 
-Change = Union[Put, Dir, Remove, SetMeta]
+Change = Put | Dir | Remove | SetMeta
 Changes = dict[Path, Change]
 ALL_META = frozenset(META_FIELDS)
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from volfs.blobs import Digest
-from volfs.catalog import HeadMoved, SnapshotId, SnapshotRecord, MAX_CHANGES_RECORDED, new_id
+from volfs.catalog import MAX_CHANGES_RECORDED, HeadMoved, SnapshotId, SnapshotRecord, new_id
 from volfs.changes import Changes, Dir, Path, Put, Remove, SetMeta
 from volfs.errors import ConflictError
 from volfs.merge import merge

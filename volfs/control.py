@@ -28,9 +28,10 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -102,7 +103,7 @@ async def _serve_one(conn: trio.socket.SocketType, owner_uid: int, handler: Hand
             reply = _error_reply(VolfsError("control request timed out"))
         except VolfsError as exc:
             reply = _error_reply(exc)
-        except Exception as exc:  # the daemon must outlive any one bad request
+        except Exception as exc:  # noqa: BLE001 -- the daemon must outlive any one bad request
             reply = _error_reply(VolfsError(f"internal error: {exc}"))
         try:
             await conn.send((json.dumps(reply) + "\n").encode())
@@ -239,7 +240,7 @@ def _getxattr_within(path: str, name: str, timeout: float) -> bytes:
     thread.start()
     thread.join(timeout)
     if not result:
-        raise OSError(errno.ETIMEDOUT, "no answer within %.0f s" % timeout)
+        raise OSError(errno.ETIMEDOUT, f"no answer within {timeout:.0f} s")
     if isinstance(result[0], OSError):
         raise result[0]
     return result[0]

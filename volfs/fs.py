@@ -17,11 +17,13 @@ import functools
 import logging
 import os
 import stat
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pyfuse3
 import trio
 
+from volfs.blobs import Digest
 from volfs.errors import CorruptionError, VolfsError
 from volfs.inodes import Node
 from volfs.overlay import Overlay
@@ -292,8 +294,9 @@ class VolfsOperations(pyfuse3.Operations):
     async def _verify_quietly(self, digest: Digest) -> None:
         try:
             await self._verify(digest)
-        except Exception:
-            pass  # a read-ahead: the read that needs this chunk reports the error
+        except (VolfsError, OSError) as exc:
+            # A read-ahead: the read that needs this chunk reports the error to its caller.
+            log.debug("read-ahead check of chunk %s failed: %s", digest, exc)
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

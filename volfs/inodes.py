@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from volfs.blobs import Digest
 from volfs.tree import Entry, Kind
@@ -25,9 +25,29 @@ ROOT_INO = 1
 
 class Node:
     __slots__ = (
-        "ino", "kind", "mode", "uid", "gid", "size", "mtime_ns", "ctime_ns", "atime_ns",
-        "xattrs", "target", "chunks", "scratch", "fd", "content_dirty", "version",
-        "children", "base", "links", "lookups", "opens", "writers", "cached",
+        "atime_ns",
+        "base",
+        "cached",
+        "children",
+        "chunks",
+        "content_dirty",
+        "ctime_ns",
+        "fd",
+        "gid",
+        "ino",
+        "kind",
+        "links",
+        "lookups",
+        "mode",
+        "mtime_ns",
+        "opens",
+        "scratch",
+        "size",
+        "target",
+        "uid",
+        "version",
+        "writers",
+        "xattrs",
     )
 
     def __init__(self, ino: int, kind: Kind, mode: int, uid: int, gid: int) -> None:

@@ -41,8 +41,7 @@ class Journal:
     def rewrite(self, records: list[list[Any]]) -> None:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            for record in records:
-                f.write(json.dumps(record, separators=(",", ":")) + "\n")
+            f.writelines(json.dumps(record, separators=(",", ":")) + "\n" for record in records)
         os.replace(tmp, self.path)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)

@@ -32,9 +32,10 @@ import os
 import stat
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from volfs.blobs import Digest
 from volfs.blobs.local import BlobBatch
@@ -42,7 +43,7 @@ from volfs.catalog import SnapshotRecord, VolumeRecord, entry_from_json, entry_t
 from volfs.changes import Dir, diff
 from volfs.commit import CommitResult, commit_changes
 from volfs.config import CHUNK_SIZE
-from volfs.errors import OpenFilesError, ReadOnlyError
+from volfs.errors import OpenFilesError
 from volfs.inodes import ROOT_INO, InodeTable, Node
 from volfs.journal import Journal
 from volfs.store import Store
@@ -500,8 +501,7 @@ class Overlay:
 
     def write(self, node: Node, offset: int, data: bytes) -> int:
         written = os.pwrite(self._scratch_fd(node), data, offset)
-        if offset + written > node.size:
-            node.size = offset + written
+        node.size = max(node.size, offset + written)
         node.mtime_ns = node.ctime_ns = time.time_ns()
         self._content_changed(node)
         return written

@@ -27,7 +27,7 @@ from volfs.catalog import FORMAT_VERSION, Catalog
 from volfs.config import default_store_path
 from volfs.errors import VolfsError, from_os_error
 
-_STORES: dict[str, "Store"] = {}
+_STORES: dict[str, Store] = {}
 _LOCK = threading.Lock()
 
 

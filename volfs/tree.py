@@ -25,9 +25,10 @@ import dataclasses
 import itertools
 import os
 import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterator, Mapping, Protocol
+from typing import Protocol
 
 from volfs.blobs import Digest, digest_of
 

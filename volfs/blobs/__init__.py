@@ -8,7 +8,8 @@ Every read is verified against the digest: a mismatch raises
 
 from __future__ import annotations
 
-from typing import BinaryIO, Iterator, NewType, Protocol
+from collections.abc import Iterator
+from typing import BinaryIO, NewType, Protocol
 
 import xxhash
 
