@@ -69,7 +69,7 @@ from typing import Any, NewType
 
 import lmdb
 
-from volfs.blobs import Digest, digest_of
+from volfs.blobs import Digest
 from volfs.errors import (
     AlreadyExistsError,
     CorruptionError,
@@ -77,7 +77,7 @@ from volfs.errors import (
     VolfsError,
     from_os_error,
 )
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode, encode, tree_digest
+from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode_verified, encode, tree_digest
 
 FORMAT_VERSION = 1
 VolumeId = NewType("VolumeId", str)
@@ -271,9 +271,7 @@ class Catalog:
         # Verify like a blob (xxh3 costs little next to decoding): a damaged tree must
         # fail loudly, never list wrong entries.
         try:
-            if digest_of(raw) != digest:
-                raise ValueError("digest mismatch")
-            tree = decode(raw)
+            tree = decode_verified(raw, digest)
         except ValueError as exc:
             log.error("tree %s in the catalog is damaged (%s)", digest, exc)
             raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
@@ -643,11 +641,8 @@ class Sweep:
         raw = self._txn.get(bytes.fromhex(digest), db=self._c._trees)
         if raw is None:
             return None
-        raw = bytes(raw)
         try:
-            if digest_of(raw) != digest:
-                raise ValueError("digest mismatch")
-            return decode(raw)
+            return decode_verified(bytes(raw), digest)
         except ValueError as exc:
             raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
 

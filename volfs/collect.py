@@ -51,13 +51,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from volfs.blobs import Digest, digest_of
+from volfs.blobs import Digest
 from volfs.blobs.local import LocalBlobStore
 from volfs.catalog import Catalog, SnapshotRecord, VolumeRecord, entry_from_json, process_alive
 from volfs.errors import CorruptionError, InvalidError
 from volfs.history import Retention, get_retention, retained
 from volfs.store import Store
-from volfs.tree import EMPTY_TREE, Kind, Tree, decode, tree_digest
+from volfs.tree import EMPTY_TREE, Kind, Tree, decode_verified, tree_digest
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,7 @@ def read_tree(store: Store, digest: Digest) -> Tree | None:
     if raw is None:
         return None
     try:
-        if digest_of(raw) != digest:
-            raise ValueError("digest mismatch")
-        return decode(raw)
+        return decode_verified(raw, digest)
     except ValueError as exc:
         raise CorruptionError(f"tree {digest} is damaged ({exc}); run `volfs fsck`") from None
 

@@ -39,12 +39,12 @@ from typing import Any
 import xxhash
 
 from volfs import collect
-from volfs.blobs import Digest, digest_of
+from volfs.blobs import Digest
 from volfs.catalog import SnapshotRecord, VolumeRecord, process_alive
 from volfs.errors import CorruptionError
 from volfs.recover import find_orphans
 from volfs.store import Store
-from volfs.tree import Kind, Tree, decode
+from volfs.tree import Kind, Tree, decode_verified
 
 READ_SIZE = 1 << 20
 
@@ -181,9 +181,7 @@ class _Checker:
                           (digest, None))
             return None
         try:
-            if digest_of(raw) != digest:
-                raise ValueError("its bytes fail its digest")
-            return decode(raw)
+            return decode_verified(raw, digest)
         except ValueError as exc:
             self._problem(Problem("tree-damaged", digest, f"the stored tree is damaged: {exc}"),
                           (digest, None))

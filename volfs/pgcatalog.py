@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from volfs.blobs import Digest, digest_of
+from volfs.blobs import Digest
 from volfs.blobs.s3 import UPLOAD_THREADS, BackendUnavailableError, Bucket
 from volfs.catalog import (
     FORMAT_VERSION,
@@ -61,7 +61,7 @@ from volfs.catalog import (
     new_id,
 )
 from volfs.errors import AlreadyExistsError, CorruptionError, NotFoundError, VolfsError
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode, encode, tree_digest
+from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode, decode_verified, encode, tree_digest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -198,9 +198,7 @@ class PgCatalog(Catalog):
             log.error("tree %s is missing from %s", digest, self.bucket.describe())
             raise CorruptionError(f"tree {digest} is missing from the object store")
         try:
-            if digest_of(raw) != digest:
-                raise ValueError("digest mismatch")
-            decode(raw)
+            decode_verified(raw, digest)
         except ValueError as exc:
             log.error("tree %s from %s is damaged (%s); not used", digest, self.bucket.describe(), exc)
             raise CorruptionError(f"tree {digest} is damaged in the object store ({exc})") from None

@@ -214,6 +214,13 @@ def _decode(data: bytes) -> Tree:
     return Tree(tuple(entries))
 
 
+def decode_verified(raw: bytes, digest: Digest) -> Tree:
+    """Decodes stored tree bytes after checking them against their name (ValueError if not)."""
+    if digest_of(raw) != digest:
+        raise ValueError("digest mismatch")
+    return decode(raw)
+
+
 def tree_digest(tree: Tree) -> Digest:
     return digest_of(encode(tree))
 
