@@ -18,6 +18,7 @@ Extending: the mount side adds its top-level commands (``mount``, ``commit``, ``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -532,16 +533,38 @@ def log_cmd(ctx: click.Context, name: str, max_count: int | None, environment: s
         click.echo(f"retention: {retention.describe()}")
 
 
+class _CliLogHandler(logging.Handler):
+    """Where the log records of a CLI process go. A command reports the error that ends it
+    as its one ``Error:`` line, so ERROR records (the blob store logs the damage it finds)
+    would only repeat it, as a second line; warnings show as ``warning: …``. A daemon
+    configures the root logger and keeps every record in its log instead."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR and not logging.getLogger().handlers:
+            click.echo(f"warning: {record.getMessage()}", err=True)
+
+
 def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoReturn:
     """The console script: runs :data:`cli` and exits with its code.
 
     Errors inside commands are formatted by :class:`VolfsGroup`; this catches what
     happens outside them, so even those end as one ``Error:`` line.
     """
+    logger = logging.getLogger("volfs")
+    if not any(isinstance(h, _CliLogHandler) for h in logger.handlers):
+        logger.addHandler(_CliLogHandler())
     try:
         rv = cli.main(args=list(args) if args is not None else None,
                       prog_name=prog_name or "volfs", standalone_mode=False)
-    except click.ClickException as exc:  # usage errors (exit 2) and UserError
+    except click.UsageError as exc:  # exit 2; one line, like every other error
+        command = exc.ctx.command_path if exc.ctx is not None else (prog_name or "volfs")
+        click.echo(f"Error: {' '.join(exc.format_message().split())} (see '{command} --help')",
+                   err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # UserError
         exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -46,7 +46,9 @@ def mount_cmd(ctx: click.Context, name: str, path: str, environment: str, read_o
               snapshot: str | None, autocommit: float, foreground: bool, ready_fd: int | None) -> None:
     """Mount volume NAME at PATH; returns once the mount is ready."""
     check_volume_name(name)
-    if autocommit < 0:
+    if snapshot is not None and not snapshot.strip():  # an empty $VAR: not "the head, writable"
+        raise InvalidError("--snapshot needs a snapshot id (see `volfs volume log NAME`)")
+    if not autocommit >= 0:  # also refuses nan, which would end the daemon at its first sleep
         raise InvalidError("--autocommit must be 0 (off) or a positive number of seconds")
     store = open_store(ctx)
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log

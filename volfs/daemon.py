@@ -118,6 +118,7 @@ class MountDaemon:
                                    on_open=self._opened, on_release=self._released)
         self._opens: dict[int, tuple[int, str, bool]] = {}
         self._handles_changed = False
+        self._handles_failing = False
         self._lock = trio.Lock()
         self._stop = trio.Event()
         self._discard = False
@@ -144,7 +145,17 @@ class MountDaemon:
                 self._handles_changed = False
                 rows = {fh: {"path": path, "pid": pid, "write": write}
                         for fh, (pid, path, write) in self._opens.items()}
-                self.store.catalog.set_handles(self.mount_id, rows)
+                try:
+                    self.store.catalog.set_handles(self.mount_id, rows)
+                except Exception as exc:  # lmdb's DiskError on a full disk, say
+                    # Only a mirror for observers: it must never end the mount. Retried.
+                    self._handles_changed = True
+                    if not self._handles_failing:
+                        log.warning("recording the open files of %s failed (retrying): %s",
+                                    self.mountpoint, exc)
+                    self._handles_failing = True
+                else:
+                    self._handles_failing = False
 
     def _check_nothing_open(self, requester: int | None) -> None:
         prefix = "there are open files preventing the operation"
@@ -168,7 +179,13 @@ class MountDaemon:
         if self._mounted and not self.read_only and self.ops.enable_writeback_cache:
             # Written data the kernel still caches reaches us as WRITE requests, which this
             # loop serves while the worker thread waits in syncfs.
-            await trio.to_thread.run_sync(pyfuse3.syncfs, self.mountpoint)
+            try:
+                await trio.to_thread.run_sync(pyfuse3.syncfs, self.mountpoint)
+            except OSError as exc:
+                # A cached write we could not take (the store's disk was full, say) already
+                # failed for its writer, at close or fsync; the commit goes on with what
+                # reached us, as for a file still open. Not an "internal error" of the commit.
+                log.warning("flushing cached writes of %s before a commit: %s", self.mountpoint, exc)
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
         jobs = overlay.prepare_commit()

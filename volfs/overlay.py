@@ -692,15 +692,20 @@ class Overlay:
         """Phase 5 (loop): the committed view moves; closed scratch files become blobs."""
         self.committed_view = pending.view
         self.stats.commits += 1
+        done: list[str] = []
         for ino in list(self._scratch_nodes):
             node = self.table.get(ino)
             if node is None or not node.links:
                 continue
             if node.opens == 0 and not node.content_dirty and node.cached is not None:
-                os.unlink(self.scratch_dir / node.scratch)  # type: ignore[operator]
+                done.append(node.scratch)  # type: ignore[arg-type]
                 node.scratch = None
                 self._scratch_nodes.discard(ino)
+        # The journal first: until it names the view just committed, its records name these
+        # scratch files, and a crash in between would have recover replay them as empty files.
         self._rewrite_journal()
+        for name in done:
+            os.unlink(self.scratch_dir / name)
 
     def commit_now(self, *, if_unchanged: bool = False, origin: str = "mount") -> CommitResult:
         """All phases in a row: for recovery, tests and the final commit."""

@@ -77,12 +77,14 @@ def find_orphans(store: Store) -> list[Orphan]:
 
 def clean_stale_mount(path: str) -> bool:
     """Detaches a FUSE mount whose daemon is gone; True if there was one."""
-    from volfs.control import volfs_mountpoints
+    from volfs.control import XATTR_CONTROL, volfs_mountpoints
 
     if path not in volfs_mountpoints():
         return False
     try:
-        os.stat(path)
+        # Not os.stat: the kernel answers that from its attribute cache long after the
+        # daemon died. Extended attributes always reach the daemon.
+        os.getxattr(path, XATTR_CONTROL)
         return False  # it answers: someone else serves it now
     except OSError:
         pass

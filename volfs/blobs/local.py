@@ -44,6 +44,7 @@ class LocalBlobStore:
         #: Digests this process has verified by reading the whole blob once; blobs are
         #: immutable, so later partial reads of them need not hash again.
         self._verified: set[Digest] = set()
+        self._reported: set[Digest] = set()  # damaged blobs already logged
         self._lock_path = self.root / ".lock"
         #: Counters the tests assert on where cost matters.
         self.stats = {"blobs_written": 0, "bytes_written": 0, "blobs_read": 0}
@@ -156,13 +157,21 @@ class LocalBlobStore:
             with open(self.path(digest), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
+            self._report(digest, "blob %s is missing from the store", digest)
             raise CorruptionError(f"blob {digest} is missing from the store") from None
         self.stats["blobs_read"] += 1
         if digest_of(data) != digest:
-            log.error("blob %s fails its digest check (%d bytes on disk)", digest, len(data))
+            self._report(digest, "blob %s fails its digest check (%d bytes on disk)", digest, len(data))
             raise CorruptionError(f"blob {digest} is damaged (digest mismatch)")
         self._verified.add(digest)
         return data
+
+    def _report(self, digest: Digest, message: str, *args: object) -> None:
+        """One ERROR line per damaged blob and process: a damaged file read over and over
+        (the kernel retries, readahead) must not flood a daemon's log."""
+        if digest not in self._reported:
+            self._reported.add(digest)
+            log.error(message, *args)
 
     def open_verified(self, digest: Digest) -> int:
         """An O_RDONLY fd of the blob, verified once per process before first use."""
@@ -171,6 +180,7 @@ class LocalBlobStore:
         try:
             return os.open(self.path(digest), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
+            self._report(digest, "blob %s is missing from the store", digest)
             raise CorruptionError(f"blob {digest} is missing from the store") from None
 
     def delete(self, digest: Digest) -> None:
@@ -214,6 +224,7 @@ class BlobBatch:
         digest = digest_of(data)
         if digest in self._pending or self.store.freshen(digest):
             return digest, len(data)
+        tmp = None
         try:
             tmp_fd, tmp = tempfile.mkstemp(dir=self.store.tmp_dir, prefix="blob-")
             try:
@@ -227,14 +238,19 @@ class BlobBatch:
                 os.fchmod(tmp_fd, 0o444)
             finally:
                 os.close(tmp_fd)
+            if os.path.getsize(tmp) != len(data) or digest_of(_read(tmp)) != digest:
+                # The source changed between the hash and the copy: keep the hashed bytes.
+                os.chmod(tmp, 0o600)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, 0o444)
         except OSError as exc:
+            if tmp is not None:  # a partial temp file would hold space on a full disk until gc
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
             raise from_os_error(exc, f"writing blob {digest}") from exc
-        if os.path.getsize(tmp) != len(data) or digest_of(_read(tmp)) != digest:
-            # The source changed between the hash and the copy: keep the hashed bytes.
-            os.chmod(tmp, 0o600)
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o444)
         self._pending[digest] = tmp
         self.store.stats["blobs_written"] += 1
         self.store.stats["bytes_written"] += len(data)
