@@ -419,7 +419,7 @@ def test_three_mounts_follow_the_model(world: World) -> None:
     run_state_machine_as_test(
         VolumeMachine,
         settings=settings(
-            max_examples=400 if FULL else 150,
+            max_examples=800 if FULL else 250,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=list(HealthCheck),
