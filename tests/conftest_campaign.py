@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
-from mounting import MOUNT_DEADLINE, Mount, run_volfs, volfs_mountpoints
+from mounting import MOUNT_DEADLINE, Mount, run_volfs, stop_daemon, volfs_mountpoints
 
 from volfs.store import Store
 from volfs.tree import Entry, Kind
@@ -121,22 +121,7 @@ def _answers(path: Path) -> bool:
 
 def stop_mount(mount: Mount) -> None:
     """Unmounts by path (lazily if it must), then ends the daemon by pid."""
-    path = str(mount.path)
-    for args in (["-u"], ["-u", "-z"]):
-        if path in volfs_mountpoints():
-            subprocess.run(["fusermount3", *args, path], capture_output=True, timeout=30)
-    proc = mount.proc
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+    stop_daemon(mount.proc, mount.path)
 
 
 @contextlib.contextmanager

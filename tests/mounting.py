@@ -66,7 +66,8 @@ class Mount:
             return ""
 
 
-def _stop(proc: subprocess.Popen[bytes], path: Path) -> None:
+def stop_daemon(proc: subprocess.Popen[bytes], path: Path) -> None:
+    """Unmounts by path (lazily if it must), then ends the daemon by pid."""
     if str(path) in volfs_mountpoints():
         subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, timeout=30)
     if str(path) in volfs_mountpoints():
@@ -110,7 +111,7 @@ def mounted(store: Path, name: str, path: Path, *extra: str, autocommit: str = "
         raise
     finally:
         if stop:
-            _stop(proc, path)
+            stop_daemon(proc, path)
 
 
 def _answers(path: Path) -> bool:
