@@ -61,7 +61,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +281,16 @@ class Catalog:
             if len(self._tree_cache) > self.TREE_CACHE_SIZE:
                 self._tree_cache.popitem(last=False)
         return tree
+
+    def remember_trees(self, trees: Mapping[Digest, Tree]) -> None:
+        """Caches trees this process built and stored, so reading them back decodes nothing
+        (a commit's new trees are the next commit's and the next reload's first reads)."""
+        with self._cache_lock:
+            for digest, tree in trees.items():
+                self._tree_cache[digest] = tree
+                self._tree_cache.move_to_end(digest)
+            while len(self._tree_cache) > self.TREE_CACHE_SIZE:
+                self._tree_cache.popitem(last=False)
 
     def put_trees(self, trees: dict[Digest, bytes]) -> None:
         """Stores trees that no head names yet (a mount's view, for its next diff).

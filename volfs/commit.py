@@ -119,6 +119,7 @@ def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin
         except HeadMoved:
             time.sleep(random.uniform(0, 0.002 * min(attempt, 20)))
             continue
+        catalog.remember_trees(result.writer.decoded)
         return CommitResult(snapshot.id, len(result.writer.pending),
                             [join_path(p) for p in result.overwrites], attempt)
     raise ConflictError(f"commit gave up after {MAX_ATTEMPTS} attempts: the head keeps moving")

@@ -685,6 +685,7 @@ class Overlay:
             # root, which would make the mount look clean; the next commit must try again.
             self.table[ROOT_INO].cached = None
             raise
+        self.catalog.remember_trees(pending.writer.decoded)
         pending.result = result
         return result
 

@@ -243,6 +243,11 @@ class TreeWriter:
         tree = self._decoded.get(digest)
         return tree if tree is not None else self.base.get_tree(digest)
 
+    @property
+    def decoded(self) -> dict[Digest, Tree]:
+        """The trees written here, as objects (a catalog may keep them in its cache)."""
+        return self._decoded
+
     def put_tree(self, tree: Tree) -> Digest:
         data = encode(tree)
         digest = digest_of(data)
