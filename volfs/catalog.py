@@ -331,13 +331,19 @@ class Catalog:
                     for k, v in txn.cursor(db=self._fresh)}
 
     # -- volumes -------------------------------------------------------------------------
-    def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord:
+    @staticmethod
+    def new_volume_records(environment: str, name: str, created_by: str) -> tuple[VolumeRecord, SnapshotRecord]:
+        """A new volume and its first snapshot (an empty root), not stored yet."""
         volume_id = VolumeId(new_id("vo"))
         now = time.time()
         root = Entry("", Kind.DIR, 0o755, os.getuid(), os.getgid(), time.time_ns(),
                      tree=tree_digest(EMPTY_TREE))
         snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume_id, root, None, now, "create")
-        volume = VolumeRecord(volume_id, name, environment, now, created_by, snapshot.id)
+        return VolumeRecord(volume_id, name, environment, now, created_by, snapshot.id), snapshot
+
+    def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord:
+        volume, snapshot = self.new_volume_records(environment, name, created_by)
+        volume_id = volume.id
         with self._write() as txn:
             if not txn.put(_name_key(environment, name), volume_id.encode(), db=self._names, overwrite=False):
                 raise AlreadyExistsError(f"volume {name!r} already exists in environment {environment!r}")

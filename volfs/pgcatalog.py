@@ -58,10 +58,9 @@ from volfs.catalog import (
     SnapshotRecord,
     VolumeId,
     VolumeRecord,
-    new_id,
 )
 from volfs.errors import AlreadyExistsError, CorruptionError, NotFoundError, VolfsError
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode, decode_verified, encode, tree_digest
+from volfs.tree import EMPTY_TREE, Kind, Tree, decode, decode_verified, encode, tree_digest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -272,19 +271,14 @@ class PgCatalog(Catalog):
     def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord:
         import psycopg
 
-        volume_id = VolumeId(new_id("vo"))
-        now = time.time()
-        root = Entry("", Kind.DIR, 0o755, os.getuid(), os.getgid(), time.time_ns(),
-                     tree=tree_digest(EMPTY_TREE))
-        snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume_id, root, None, now, "create")
-        volume = VolumeRecord(volume_id, name, environment, now, created_by, snapshot.id)
+        volume, snapshot = self.new_volume_records(environment, name, created_by)
         self._publish_trees({tree_digest(EMPTY_TREE): encode(EMPTY_TREE)}, None)
 
         def insert(conn: Any) -> None:
             with conn.transaction():
                 _insert_snapshot(conn, snapshot)
                 conn.execute(f"INSERT INTO volfs_volumes ({_VOLUME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                             (volume.id, name, environment, now, created_by, snapshot.id, FORMAT_VERSION))
+                             (volume.id, name, environment, volume.created_at, created_by, snapshot.id, FORMAT_VERSION))
 
         try:
             self._db("creating a volume", insert)
