@@ -19,6 +19,7 @@ from volfs.api import (
 )
 from volfs.errors import (
     AlreadyExistsError,
+    BackendUnavailableError,
     ConflictError,
     CorruptionError,
     InvalidError,
@@ -70,6 +71,7 @@ def reload(path: str | os.PathLike[str] | None = None) -> None:
 
 __all__ = [
     "AlreadyExistsError",
+    "BackendUnavailableError",
     "ConflictError",
     "CorruptionError",
     "FileEntry",

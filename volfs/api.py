@@ -22,6 +22,7 @@ moves. Reads see the head at the time of the call (or one pinned snapshot, see
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import io
 import os
@@ -785,6 +786,9 @@ class VolumeUploadContextManager:
         self._gid = os.getgid()
         #: The commit's outcome, once the block has ended (None: nothing to commit).
         self.result: CommitResult | None = None
+        #: Held from the first stored blob to the commit: gc keeps what the batch stored.
+        self._lease = contextlib.ExitStack()
+        self._leased = False
 
     def __enter__(self) -> Self:
         return self
@@ -794,10 +798,11 @@ class VolumeUploadContextManager:
         if self._done:
             return
         self._done = True
-        if exc_type is not None:
-            return  # the block failed: publish nothing
-        if self._files or self._dirs:
-            self.result = self._volume._commit(self._build, "api:put")
+        with self._lease:
+            if exc_type is not None:
+                return  # the block failed: publish nothing
+            if self._files or self._dirs:
+                self.result = self._volume._commit(self._build, "api:put")
 
     # -- checks ---------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -959,6 +964,9 @@ class VolumeUploadContextManager:
         reader: BinaryIO = f
         if self._progress is not None:
             reader = _CountingReader(f, self._progress)  # type: ignore[assignment]
+        if not self._leased:
+            self._lease.enter_context(self._store.catalog.lease("api:put batch"))
+            self._leased = True
         chunks, size = blobs.put_stream(self._store.blobs, reader)
         entry = Entry(parts[-1], Kind.FILE, mode & 0o7777, self._uid, self._gid, mtime_ns, size,
                       chunks)

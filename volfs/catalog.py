@@ -570,6 +570,13 @@ class Catalog:
     def remove_handle(self, mount_id: str, fh: int) -> None:
         with self.runtime.begin(write=True) as txn:
             txn.delete(mount_id.encode() + b"\0" + struct.pack(">Q", fh), db=self._handles)
+    def mount_committed(self, mount_id: str, base: SnapshotId, view: Digest | None) -> None:
+        """A mount committed: its view is now ``view`` (a root tree) on ``base``.
+
+        Nothing to do here: this machine's gc reads a mount's view from its journal. The
+        distributed catalog records it where other machines' gc sees it (a pin).
+        """
+
 
     def set_handles(self, mount_id: str, handles: dict[int, dict[str, Any]]) -> None:
         """Replaces a mount's open-handle rows with ``handles`` in one transaction."""

@@ -146,7 +146,11 @@ def reload_cmd(path: str | None, as_json: bool) -> None:
 @cli.command("status")
 @json_option
 def status_cmd(as_json: bool) -> None:
-    """Every volfs mount: volume, path, pid, base snapshot, dirty paths, open files."""
+    """Every volfs mount: volume, path, pid, base snapshot, dirty paths, open files.
+
+    A mount whose volume's head has moved past what its view holds (others committed; a
+    `volfs reload` would show it) is marked "behind head sn-…".
+    """
     rows: list[dict[str, Any]] = []
     for point in control.volfs_mountpoints():
         try:
@@ -164,7 +168,8 @@ def status_cmd(as_json: bool) -> None:
         if "error" in r:
             table.append([r["path"], "?", "?", "?", "?", "?", r["error"]])
             continue
-        table.append([r["path"], r["volume"], str(r["pid"]), r["base_snapshot"],
+        base = r["base_snapshot"] + (f" (behind head {r['head']})" if r.get("behind") else "")
+        table.append([r["path"], r["volume"], str(r["pid"]), base,
                       "ro" if r["read_only"] else "rw", str(len(r["dirty_paths"])),
                       ", ".join(r["open_files"][:3]) + (" …" if len(r["open_files"]) > 3 else "")])
     _table(["path", "volume", "pid", "base", "mode", "dirty", "open files"], table)

@@ -36,6 +36,9 @@ meets damage (a missing or corrupt tree, a head naming no snapshot, a snapshot r
 that does not decode) gc deletes nothing and says to run ``volfs fsck``: what cannot be
 read might reference anything.
 
+A distributed store (PostgreSQL + a bucket) is collected by distgc.py: the same rules,
+marked from PostgreSQL and every machine's mount pins, swept from the bucket.
+
 Must not: delete a tree or blob any retained snapshot or live mount can reach; import
 click or the mount side (``recover``/``overlay``): overlays are read as files here.
 """
@@ -272,6 +275,11 @@ def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
 
     ``apply_retention=False`` (fsck --repair) keeps every snapshot of every volume.
     """
+    from volfs import distgc  # distgc imports this module
+
+    if distgc.is_distributed(store):
+        return distgc.collect_bucket(store, grace=grace, dry_run=dry_run, apply_retention=apply_retention,
+                                     now=now, premarked=premarked)
     require_local(store, "`volfs gc`")
     now = time.time() if now is None else now
     catalog = store.catalog

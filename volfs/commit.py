@@ -40,6 +40,8 @@ class CommitResult:
     trees_written: int = 0
     overwrites: list[str] = field(default_factory=list)
     attempts: int = 0
+    #: The head the changes were merged onto (the new snapshot's parent).
+    parent: SnapshotId | None = None
 
     @property
     def committed(self) -> bool:
@@ -121,5 +123,5 @@ def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin
             continue
         catalog.remember_trees(result.writer.decoded)
         return CommitResult(snapshot.id, len(result.writer.pending),
-                            [join_path(p) for p in result.overwrites], attempt)
+                            [join_path(p) for p in result.overwrites], attempt, head.id)
     raise ConflictError(f"commit gave up after {MAX_ATTEMPTS} attempts: the head keeps moving")

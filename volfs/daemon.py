@@ -39,8 +39,9 @@ from volfs.catalog import MountRecord, MountId, new_id
 from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError, VolfsError
 from volfs.fs import VolfsOperations
 from volfs.inodes import Node
-from volfs.overlay import Invalidation, Overlay
+from volfs.overlay import HashResult, Invalidation, Overlay
 from volfs.store import Store
+from volfs.tree import Entry
 
 log = logging.getLogger("volfs.daemon")
 READY_TIMEOUT = 60.0
@@ -125,6 +126,9 @@ class MountDaemon:
         self._mounted = False
         self.final_result: dict[str, Any] | None = None
         self._finished = trio.Event()
+        #: The newest snapshot whose content the view holds in full: the base, or this
+        #: mount's own commit when it landed directly on it. ``status`` compares it with head.
+        self._synced: str = base.id
 
     # -- open handles ---------------------------------------------------------------------------
     # Kept in memory for reload and status, and mirrored to the catalog's runtime table
@@ -189,12 +193,41 @@ class MountDaemon:
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
         jobs = overlay.prepare_commit()
-        results = await trio.to_thread.run_sync(overlay.hash_files, jobs)
-        pending = overlay.build_view(results)
-        origin = origin or f"mount {self.mount_id} pid {os.getpid()} {self.mountpoint}"
-        result = await trio.to_thread.run_sync(
-            partial(overlay.publish, pending, if_unchanged=if_unchanged, origin=origin))
-        overlay.finish_commit(pending)
+        catalog = self.store.catalog
+        # A lease from the first blob to the head move (and the mount's pin naming the new
+        # view): gc keeps what it wrote or reused. Taken in the worker thread: in distributed
+        # mode it may wait for a running gc, which must not stall the FUSE loop.
+        lease = catalog.lease(f"commit of mount {self.mount_id}")
+
+        held: list[bool] = []
+
+        def hash_files() -> dict[int, HashResult]:
+            lease.__enter__()
+            held.append(True)
+            return overlay.hash_files(jobs)
+
+        def release(view: Entry | None) -> None:
+            try:
+                if view is not None:
+                    catalog.mount_committed(self.mount_id, overlay.base_snapshot, view.tree)
+            finally:
+                lease.__exit__(None, None, None)
+
+        view = None
+        try:
+            results = await trio.to_thread.run_sync(hash_files)
+            pending = overlay.build_view(results)
+            origin = origin or f"mount {self.mount_id} pid {os.getpid()} {self.mountpoint}"
+            result = await trio.to_thread.run_sync(
+                partial(overlay.publish, pending, if_unchanged=if_unchanged, origin=origin))
+            overlay.finish_commit(pending)
+            view = overlay.committed_view
+            if result.snapshot is not None and result.parent == self._synced:
+                self._synced = result.snapshot
+        finally:
+            if held:
+                with trio.CancelScope(shield=True):  # a lease must never be left held
+                    await trio.to_thread.run_sync(release, view)
         if result.overwrites:
             log.info("commit %s overwrote changes made by others: %s", result.snapshot, result.overwrites)
         return {"snapshot": result.snapshot, "committed": result.committed,
@@ -215,6 +248,7 @@ class MountDaemon:
                 self._check_open_handles_only(requester)
                 invalidations = self.overlay.rebase(head)
                 self.store.catalog.set_mount_base(self.mount_id, head.id)  # gc keeps a mount's base
+                self._synced = head.id
                 break
             else:
                 raise ConflictError("reload gave up: the mount keeps changing")
@@ -249,13 +283,25 @@ class MountDaemon:
             "autocommit": self.options.autocommit,
         }
 
+    def _head_id(self) -> str | None:
+        """The volume's current head, or None if it cannot be read now (status still answers)."""
+        try:
+            return self.store.catalog.get_volume_by_id(self.volume.id).head
+        except VolfsError as exc:
+            log.warning("status: cannot read the head of %s: %s", self.volume.name, exc)
+            return None
+
     # -- control requests ------------------------------------------------------------------------------
     async def handle(self, request: dict[str, Any], peer: control.Peer) -> dict[str, Any]:
         op = request["op"]
         if op == "ping":
             return {"pong": True}
         if op == "status":
-            return self.status()
+            status = self.status()
+            head = await trio.to_thread.run_sync(self._head_id)  # one query in distributed mode
+            status["head"] = head
+            status["behind"] = head is not None and head != self._synced
+            return status
         if op == "commit":
             return await self.commit(if_unchanged=_field(request, "if_unchanged", bool, False))
         if op == "reload":

@@ -19,7 +19,8 @@ from it, so ``except FileNotFoundError`` works on volfs as it does on modal::
     ├── PermissionDeniedError      control-socket peer not allowed        (EACCES, 7)
     ├── CorruptionError            stored bytes fail their digest        (EIO, 8)
     ├── StoreFullError             the store's disk is full              (ENOSPC, 9)
-    └── MountError                 mount, daemon or control-socket failure (EIO, 10)
+    ├── MountError                 mount, daemon or control-socket failure (EIO, 10)
+    └── BackendUnavailableError    PostgreSQL or the object store unreachable (EIO, 11)
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ class StoreFullError(VolfsError):
 class MountError(VolfsError):
     errno = errno.EIO
     exit_code = 10
+
+
+class BackendUnavailableError(VolfsError):
+    """Distributed mode: PostgreSQL or the object store cannot be reached (or refused a request)."""
+
+    errno = errno.EIO
+    exit_code = 11
 
 
 def from_os_error(exc: OSError, what: str) -> VolfsError:

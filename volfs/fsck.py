@@ -27,6 +27,12 @@ anything), and marks damaged snapshots in the catalog (``Catalog.mark_damaged``)
 clearing the mark of those now found clean. It never deletes anything a snapshot
 references, and never touches a crashed mount's overlay.
 
+A distributed store (PostgreSQL + a bucket) is checked the same way against one listing
+of the bucket (``_BucketChecker``): every kept snapshot's trees must be in the bucket and
+verify, its blobs must be there with the right sizes (their contents are verified on
+every read). Orphans are counted, and with ``repair`` deleted, by distgc.py (under the gc
+lock); damage marks go to PostgreSQL.
+
 Must not: write anything unless ``repair``; import click.
 """
 
@@ -272,12 +278,68 @@ class _Checker:
         return list(dict.fromkeys(found))
 
 
+class _BucketChecker(_Checker):
+    """Distributed mode: presence and sizes from one listing of the bucket, trees verified.
+
+    A blob's content is not downloaded (every read verifies it against its digest); a
+    tree must be in the bucket (a copy in this machine's cache does not count) and is
+    verified — the bucket's copy, or with ``quick`` the cached copy where there is one.
+    """
+
+    def __init__(self, store: Store, report: FsckReport) -> None:
+        super().__init__(store, report)
+        bucket = store.catalog.bucket  # type: ignore[attr-defined]
+        self.bucket = bucket
+        self.listed_blobs = {d: size for d, size, _ in bucket.list("blobs")}
+        self.listed_trees = {d for d, _, _ in bucket.list("trees")}
+        report.notes.append(f"checked {bucket.describe()}: {len(self.listed_blobs)} blobs and "
+                            f"{len(self.listed_trees)} trees listed; blob contents are verified "
+                            "on every read, not here")
+
+    def blob(self, digest: Digest) -> int | None:
+        if digest in self.blob_size:
+            return self.blob_size[digest]
+        size = self.listed_blobs.get(digest)
+        if size is None:
+            self.blob_problem[digest] = self._problem(
+                Problem("blob-missing", digest, "the blob is missing from the object store"), None)
+        self.blob_size[digest] = size
+        return size
+
+    def _read(self, digest: Digest) -> Tree | None:
+        if digest == collect.EMPTY_TREE_DIGEST:  # built into every catalog, never uploaded
+            return super()._read(digest)
+        if digest not in self.listed_trees:
+            self._problem(Problem("tree-missing", digest, "the tree is missing from the object store"),
+                          (digest, None))
+            return None
+        raw = self.store.catalog.get_tree_raw(digest) if self.report.quick else None
+        if raw is None:
+            raw = self.bucket.get("trees", digest)
+            if raw is None:  # deleted since the listing
+                self._problem(Problem("tree-missing", digest, "the tree is missing from the object store"),
+                              (digest, None))
+                return None
+            self.report.bytes_read += len(raw)
+        try:
+            return decode_verified(raw, digest)
+        except ValueError as exc:
+            self._problem(Problem("tree-damaged", digest, f"the tree in the object store is damaged: {exc}"),
+                          (digest, None))
+            return None
+
+
 def fsck(store: Store, *, repair: bool = False, quick: bool = False,
          grace: float = collect.DEFAULT_GRACE) -> FsckReport:
-    collect.require_local(store, "`volfs fsck`")
+    from volfs import distgc
+
     catalog = store.catalog
     report = FsckReport(str(store.root), quick)
-    checker = _Checker(store, report)
+    if distgc.is_distributed(store):
+        checker: _Checker = _BucketChecker(store, report)
+    else:
+        collect.require_local(store, "`volfs fsck`")
+        checker = _Checker(store, report)
 
     # The catalog's records.
     volumes: dict[str, VolumeRecord] = {v.id: v for v in catalog.list_volumes()}

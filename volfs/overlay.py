@@ -712,9 +712,10 @@ class Overlay:
         """All phases in a row: for recovery, tests and the final commit."""
         if self.read_only:
             return CommitResult(None)
-        pending = self.build_view(self.hash_files(self.prepare_commit()))
-        result = self.publish(pending, if_unchanged=if_unchanged, origin=origin)
-        self.finish_commit(pending)
+        with self.catalog.lease(f"{origin} commit"):  # gc keeps what it writes or reuses
+            pending = self.build_view(self.hash_files(self.prepare_commit()))
+            result = self.publish(pending, if_unchanged=if_unchanged, origin=origin)
+            self.finish_commit(pending)
         return result
 
     def _rewrite_journal(self) -> None:

@@ -14,6 +14,17 @@ Schema (PostgreSQL; created if missing, under an advisory lock)::
     volfs_snapshots (id text PK, volume_id, parent, time, record text -- SnapshotRecord JSON)
     volfs_settings  (key text PK, value text)   -- "retention:<volume id>" -> JSON policy
     volfs_damaged   (snapshot_id text PK, record text)
+    volfs_pins      (id text PK -- mount id, machine, volume_id, snapshot_id -- its base,
+                     view_tree -- its last committed view or null, heartbeat timestamptz)
+    "gc_epoch" in volfs_settings: changed by every gc sweep (see ``lease``)
+
+Pins: a mount's daemon writes its row at mount, reload and commit (``register_mount``,
+``set_mount_base``, ``mount_committed``), a thread refreshes ``heartbeat`` every
+``PIN_HEARTBEAT`` seconds, and unmount deletes it; ``volfs gc`` on any machine keeps what
+live pins name (distgc.py).
+
+The gc lock (advisory lock ``GC_LOCK``): every lease (a writer from its first blob to its
+head move) holds it shared, ``volfs gc`` exclusive while it marks and deletes.
 
 Write order of a commit (``advance_head``), the store format's invariants carried over:
 
@@ -40,6 +51,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,17 +61,26 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from volfs.blobs import Digest
-from volfs.blobs.s3 import UPLOAD_THREADS, BackendUnavailableError, Bucket
+from volfs.blobs.s3 import UPLOAD_THREADS, Bucket
 from volfs.catalog import (
     FORMAT_VERSION,
     Catalog,
     HeadMoved,
+    Lease,
+    MountRecord,
     SnapshotId,
     SnapshotRecord,
     VolumeId,
     VolumeRecord,
 )
-from volfs.errors import AlreadyExistsError, CorruptionError, NotFoundError, VolfsError
+from volfs.errors import (
+    AlreadyExistsError,
+    BackendUnavailableError,
+    ConflictError,
+    CorruptionError,
+    NotFoundError,
+    VolfsError,
+)
 from volfs.tree import EMPTY_TREE, Kind, Tree, decode, decode_verified, encode, tree_digest
 
 log = logging.getLogger(__name__)
@@ -86,8 +107,23 @@ CREATE TABLE IF NOT EXISTS volfs_snapshots (
 CREATE INDEX IF NOT EXISTS volfs_snapshots_volume ON volfs_snapshots (volume_id, time);
 CREATE TABLE IF NOT EXISTS volfs_settings (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS volfs_damaged (snapshot_id text PRIMARY KEY, record text NOT NULL);
+CREATE TABLE IF NOT EXISTS volfs_pins (
+    id text PRIMARY KEY,
+    machine text NOT NULL,
+    volume_id text NOT NULL,
+    snapshot_id text NOT NULL,
+    view_tree text,
+    heartbeat timestamptz NOT NULL DEFAULT now()
+);
 """
 _SCHEMA_LOCK = 0x766F6C6673  # "volfs": serialises concurrent CREATE TABLE IF NOT EXISTS
+#: Writers hold it shared from their first blob to their head move, ``volfs gc`` exclusive
+#: while it marks and deletes (see :meth:`PgCatalog.lease`, distgc.py).
+GC_LOCK = 0x766F6C6667  # "volfg"
+#: How long ``volfs gc`` waits for the commits in flight before giving up (seconds).
+GC_LOCK_WAIT = 300.0
+#: How often a mount's daemon refreshes its pins' heartbeat.
+PIN_HEARTBEAT = 60.0
 _VOLUME_COLUMNS = "id, name, environment, created_at, created_by, head, format_version"
 
 
@@ -119,6 +155,22 @@ class PgCatalog(Catalog):
         #: Trees this process knows are in the bucket.
         self._remote_trees: set[Digest] = {tree_digest(EMPTY_TREE)}
         self.stats.update({"trees_fetched": 0, "trees_uploaded": 0, "db_reconnects": 0})
+        # The shared gc lock of this process's leases: one session, taken by the first lease
+        # and released by the last (a second session could queue behind a waiting gc and
+        # deadlock against the first).
+        self._lease_mutex = threading.Lock()
+        self._lease_holders = 0
+        self._lease_conn: Any = None
+        self._lease_pid = 0
+        self._epoch: str | None = None
+        #: Called when gc ran since this process last held a lease: what it believed to be in
+        #: the bucket may have been deleted (remote.py registers the blob store's).
+        self.on_gc: list[Callable[[], None]] = []
+        #: This process's mounts' pins: mount id -> (volume id, snapshot id, view tree).
+        self._pins: dict[str, tuple[str, str, str | None]] = {}
+        self._pin_lock = threading.Lock()
+        self._heartbeat: threading.Thread | None = None
+        self.machine = f"{socket.gethostname()}:{root}"
 
     # -- PostgreSQL plumbing -----------------------------------------------------------------
     def _connect(self) -> Any:
@@ -365,9 +417,16 @@ class PgCatalog(Catalog):
         return snapshot
 
     def advance_head(self, expected: SnapshotId, snapshot: SnapshotRecord, trees: dict[Digest, bytes]) -> None:
-        """Uploads the trees, then moves the head in one PostgreSQL transaction (CAS)."""
-        self._publish_trees(trees, snapshot.root.tree)
-        self._swap_head(expected, snapshot)
+        """Uploads the trees, then moves the head in one PostgreSQL transaction (CAS).
+
+        Under a lease (nested in the writer's own, if it holds one): a tree found already in
+        the bucket and not uploaded again must survive until the head names it. The other
+        objects a commit names without writing them are its head's (kept by gc) or the
+        writer's blobs (covered by the writer's lease).
+        """
+        with self.lease(f"head move to {snapshot.id}"):
+            self._publish_trees(trees, snapshot.root.tree)
+            self._swap_head(expected, snapshot)
         self._cache_trees(trees)
         self._remember(snapshot)
         self.stats["trees_written"] += len(trees)
@@ -375,6 +434,7 @@ class PgCatalog(Catalog):
     def _swap_head(self, expected: SnapshotId, snapshot: SnapshotRecord) -> None:
         import psycopg
 
+        self._check_lease()
         def swap(conn: Any) -> bool:
             try:
                 with conn.transaction():
@@ -412,11 +472,14 @@ class PgCatalog(Catalog):
                 self._rows("listing snapshots", "SELECT id, record FROM volfs_snapshots")]
 
     def rollback_head(self, expected: SnapshotId, snapshot: SnapshotRecord, source: SnapshotId) -> None:
-        if self.find_snapshot(source) is None:
-            raise NotFoundError(f"snapshot {source} was dropped by retention meanwhile")
-        assert snapshot.root.tree is not None
-        self.get_tree(snapshot.root.tree)  # raises if the root tree is gone
-        self._swap_head(expected, snapshot)
+        # Under a lease, gc cannot run between the check that ``source`` is still kept (its
+        # row, not a cached copy) and the head move that makes its trees the head's.
+        with self.lease(f"rollback to {source}"):
+            if not self._rows("reading a snapshot", "SELECT 1 FROM volfs_snapshots WHERE id=%s", (source,)):
+                raise NotFoundError(f"snapshot {source} was dropped by retention meanwhile")
+            assert snapshot.root.tree is not None
+            self.get_tree(snapshot.root.tree)  # raises if the root tree is gone
+            self._swap_head(expected, snapshot)
         self._remember(snapshot)
 
     # -- retention and damage marks ----------------------------------------------------------
@@ -451,9 +514,231 @@ class PgCatalog(Catalog):
 
     @contextmanager
     def sweep(self) -> Iterator[Any]:
-        raise VolfsError("`volfs gc` is not available in distributed mode yet: the bucket is "
-                         "shared by every machine and cross-machine gc is not implemented")
+        raise VolfsError("the local sweep does not apply to a distributed store; distgc.py collects it")
         yield  # pragma: no cover
+
+    # -- gc: the lock, pins, deleting snapshots ---------------------------------------------
+    @contextmanager
+    def lease(self, what: str, since: float | None = None) -> Iterator[Lease]:
+        """A writer's span, first blob to head move: also holds the gc lock *shared*.
+
+        So ``volfs gc`` (which holds it exclusive while it marks and deletes) waits for
+        every commit in flight on any machine, and a commit starting meanwhile waits for
+        gc: a blob a commit found already in the bucket (and did not upload again) cannot
+        be deleted before the head naming it has moved. A machine that dies releases its
+        lock with its session. Nested and concurrent leases of one process share one
+        session (one lock).
+        """
+        with super().lease(what, since) as lease:
+            self._hold_shared()
+            try:
+                yield lease
+            finally:
+                self._release_shared()
+
+    def _hold_shared(self) -> None:
+        import psycopg
+
+        with self._lease_mutex:  # held while waiting for gc: only when no lease is held
+            if self._lease_holders:
+                self._lease_holders += 1
+                return
+            for attempt in (1, 2):
+                if self._lease_conn is None or self._lease_pid != os.getpid() or self._lease_conn.closed:
+                    self._lease_conn = self._connect()
+                    self._lease_pid = os.getpid()
+                try:
+                    self._lease_conn.execute("SELECT pg_advisory_lock_shared(%s)", (GC_LOCK,))
+                    rows = self._lease_conn.execute(
+                        "SELECT value FROM volfs_settings WHERE key='gc_epoch'").fetchall()
+                    break
+                except psycopg.Error as exc:
+                    self._drop_lease_conn()
+                    if attempt == 2 or not isinstance(exc, psycopg.OperationalError):
+                        raise BackendUnavailableError(
+                            f"metadata database {redact(self.meta_url)}: taking the gc lock failed: "
+                            f"{_first_line(exc)}") from None
+            epoch = rows[0][0] if rows else ""
+            if epoch != self._epoch:
+                # gc ran since we last looked (or we never looked): what this process
+                # remembers as uploaded may be gone. Forget it; the next check asks the bucket.
+                self._remote_trees = {tree_digest(EMPTY_TREE)}
+                for forget in self.on_gc:
+                    forget()
+                self._epoch = epoch
+            self._lease_holders = 1
+
+    def _release_shared(self) -> None:
+        with self._lease_mutex:
+            self._lease_holders -= 1
+            if self._lease_holders or self._lease_conn is None:
+                return
+            try:
+                self._lease_conn.execute("SELECT pg_advisory_unlock_shared(%s)", (GC_LOCK,))
+            except Exception as exc:  # noqa: BLE001 - the session is gone: so is its lock
+                log.debug("releasing the gc lock: %s", exc)
+                self._drop_lease_conn()
+
+    def _drop_lease_conn(self) -> None:
+        conn, self._lease_conn = self._lease_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:  # noqa: BLE001 - already broken
+                log.debug("closing the lease connection: %s", exc)
+
+    def _check_lease(self) -> None:
+        """Before a head move under a lease: the session holding the lock must still be alive
+        (PostgreSQL restarted: the lock went with it, and gc may have run meanwhile)."""
+        import psycopg
+
+        if not self._lease_holders:
+            return
+        with self._lease_mutex:
+            try:
+                if self._lease_conn is None:
+                    raise psycopg.OperationalError("no connection")
+                self._lease_conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                self._drop_lease_conn()
+                raise BackendUnavailableError(
+                    f"metadata database {redact(self.meta_url)}: lost the session holding the gc "
+                    f"lock ({_first_line(exc)}); commit again") from None
+
+    @contextmanager
+    def gc_lock(self) -> Iterator[None]:
+        """Held by ``volfs gc`` while it marks and deletes: the gc lock, exclusive.
+
+        Waits for every lease (commit in flight) on every machine; leases wait for it. On
+        release it changes the gc epoch, so every process forgets what it believed to be in
+        the bucket before its next commit.
+        """
+        import psycopg
+
+        conn = self._connect()
+        try:
+            # Bounded: while gc waits, new commits queue behind it (PostgreSQL grants locks
+            # in order), so a writer stuck with its lease must not stall every machine.
+            conn.execute(f"SET lock_timeout = '{int(GC_LOCK_WAIT * 1000)}ms'")
+            try:
+                conn.execute("SELECT pg_advisory_lock(%s)", (GC_LOCK,))
+            except psycopg.errors.LockNotAvailable:
+                raise ConflictError(f"gc gave up after waiting {GC_LOCK_WAIT:g} s for commits in flight "
+                                    "(a writer holds its lease that long); nothing was deleted, try again") from None
+            conn.execute("SET lock_timeout = 0")
+            try:
+                yield
+            finally:
+                conn.execute("INSERT INTO volfs_settings (key, value) VALUES ('gc_epoch', %s) "
+                             "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value", (os.urandom(8).hex(),))
+        except Exception as exc:
+            import psycopg
+
+            if isinstance(exc, psycopg.Error):
+                raise BackendUnavailableError(
+                    f"metadata database {redact(self.meta_url)}: gc lock: {_first_line(exc)}") from None
+            raise
+        finally:
+            conn.close()  # ends the session: releases the lock even if unlocking failed
+
+    # Mount pins: what a mount on any machine needs (its base snapshot and committed view).
+    # The local runtime table keeps its records too (this machine's gc and fsck read it).
+    def register_mount(self, mount: MountRecord) -> None:
+        super().register_mount(mount)
+        self._set_pin(mount.id, mount.volume_id, mount.base, None)
+
+    def set_mount_base(self, mount_id: str, base: SnapshotId) -> None:
+        super().set_mount_base(mount_id, base)
+        with self._pin_lock:
+            known = self._pins.get(mount_id)
+        if known is not None:
+            self._set_pin(mount_id, known[0], base, None)  # after a reload the view is the base
+
+    def mount_committed(self, mount_id: str, base: SnapshotId, view: Digest | None) -> None:
+        with self._pin_lock:
+            known = self._pins.get(mount_id)
+        if known is not None:
+            self._set_pin(mount_id, known[0], base, view)
+
+    def unregister_mount(self, mount_id: str) -> None:
+        super().unregister_mount(mount_id)
+        with self._pin_lock:
+            self._pins.pop(mount_id, None)
+        try:
+            self._rows("dropping a mount pin", "DELETE FROM volfs_pins WHERE id=%s RETURNING 1", (mount_id,))
+        except BackendUnavailableError as exc:  # it expires on its own
+            log.warning("could not drop the pin of mount %s: %s", mount_id, exc)
+
+    def _set_pin(self, mount_id: str, volume_id: str, snapshot: str, view: str | None) -> None:
+        with self._pin_lock:
+            self._pins[mount_id] = (volume_id, snapshot, view)
+            if self._heartbeat is None or not self._heartbeat.is_alive():
+                self._heartbeat = threading.Thread(target=self._beat, name="volfs-pins", daemon=True)
+                self._heartbeat.start()
+        self._write_pins({mount_id: (volume_id, snapshot, view)})
+
+    def _write_pins(self, pins: dict[str, tuple[str, str, str | None]]) -> None:
+        """Upserts pins with a fresh heartbeat; a failure is logged (the next beat retries)."""
+        rows = [(mid, self.machine, v, s, t) for mid, (v, s, t) in pins.items()]
+
+        def upsert(conn: Any) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO volfs_pins (id, machine, volume_id, snapshot_id, view_tree, heartbeat) "
+                    "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (id) DO UPDATE SET "
+                    "snapshot_id=EXCLUDED.snapshot_id, view_tree=EXCLUDED.view_tree, heartbeat=now()", rows)
+
+        try:
+            self._db("recording mount pins", upsert)
+        except BackendUnavailableError as exc:
+            log.warning("could not record %d mount pins (gc on other machines may not see them): %s",
+                        len(rows), exc)
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(PIN_HEARTBEAT)
+            with self._pin_lock:
+                pins = dict(self._pins)
+                if not pins:
+                    self._heartbeat = None
+                    return
+            self._write_pins(pins)
+
+    def live_pins(self, timeout: float, *, prune: bool = False) -> list[tuple[str, str, str, str, str | None]]:
+        """(mount id, machine, volume id, snapshot id, view tree) of pins refreshed within
+        ``timeout`` seconds (PostgreSQL's clock); ``prune`` deletes the older ones."""
+        def query(conn: Any) -> list[tuple[Any, ...]]:
+            with conn.transaction():
+                if prune:
+                    conn.execute("DELETE FROM volfs_pins WHERE heartbeat < now() - make_interval(secs => %s)",
+                                 (timeout,))
+                return conn.execute("SELECT id, machine, volume_id, snapshot_id, view_tree FROM volfs_pins "
+                                    "WHERE heartbeat >= now() - make_interval(secs => %s)", (timeout,)).fetchall()
+
+        return [tuple(r) for r in self._db("reading mount pins", query)]  # type: ignore[misc]
+
+    def delete_snapshots(self, snapshot_ids: list[str]) -> list[str]:
+        """gc: deletes these snapshot rows (never a current head), their damage marks and
+        the retention settings of deleted volumes, in one transaction; returns what it deleted."""
+        def delete(conn: Any) -> list[str]:
+            with conn.transaction():
+                rows = conn.execute("DELETE FROM volfs_snapshots WHERE id = ANY(%s) AND id NOT IN "
+                                    "(SELECT head FROM volfs_volumes) RETURNING id", (snapshot_ids,)).fetchall()
+                gone = [r[0] for r in rows]
+                conn.execute("DELETE FROM volfs_damaged WHERE snapshot_id = ANY(%s)", (gone,))
+                conn.execute("DELETE FROM volfs_settings WHERE key LIKE 'retention:%%' AND "
+                             "substr(key, 11) NOT IN (SELECT id FROM volfs_volumes)")
+                return gone
+
+        gone = self._db("deleting snapshots", delete)
+        for snapshot_id in gone:
+            self._snapshot_cache.pop(snapshot_id, None)
+        return gone
+
+    def behind(self, volume_id: str, base: str) -> str | None:
+        """The head of ``volume_id`` if it is not ``base`` (a mount on ``base`` is behind)."""
+        rows = self._rows("reading a head", "SELECT head FROM volfs_volumes WHERE id=%s", (volume_id,))
+        return rows[0][0] if rows and rows[0][0] != base else None
 
 
 def _insert_snapshot(conn: Any, snapshot: SnapshotRecord) -> None:

@@ -134,4 +134,7 @@ def open_backends(root: Path, config: RemoteConfig) -> tuple[Any, Any]:
     bucket = Bucket(config.bucket, config.prefix, endpoint=config.effective_endpoint(),
                     region=config.effective_region())
     cache = LocalBlobStore(root / "blobs", root / "tmp")
-    return PgCatalog(root, config.meta, bucket), S3BlobStore(cache, bucket, config.cache_size)
+    catalog = PgCatalog(root, config.meta, bucket)
+    blobs = S3BlobStore(cache, bucket, config.cache_size)
+    catalog.on_gc.append(blobs.forget_remote)  # gc may have deleted what it remembers uploading
+    return catalog, blobs

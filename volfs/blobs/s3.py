@@ -32,7 +32,6 @@ Knows nothing of trees' meaning, volumes, PostgreSQL or FUSE.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import tempfile
@@ -46,7 +45,12 @@ from typing import Any, TypeVar
 
 from volfs.blobs import Digest, digest_of
 from volfs.blobs.local import BlobBatch, LocalBlobStore
-from volfs.errors import CorruptionError, PathNotFoundError, VolfsError, from_os_error
+from volfs.errors import (
+    BackendUnavailableError,
+    CorruptionError,
+    PathNotFoundError,
+    from_os_error,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,13 +59,6 @@ UPLOAD_THREADS = 16
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_CHUNK = 8 * 1024 * 1024
 TOUCH_INTERVAL = 60.0
-
-
-class BackendUnavailableError(VolfsError):
-    """PostgreSQL or the object store cannot be reached (or refused a request)."""
-
-    errno = errno.EIO
-    exit_code = 11
 
 
 class Bucket:
@@ -191,11 +188,23 @@ class Bucket:
                    lambda: self.client.upload_file(os.fspath(path), self.bucket, key, Config=config))
 
     def delete(self, kind: str, digests: list[str]) -> None:
+        """Deletes objects, 1000 per request (DeleteObjects); raises if any was refused."""
         for start in range(0, len(digests), 1000):
             keys = [{"Key": self.key(kind, d)} for d in digests[start:start + 1000]]
             self._note("DELETE", self.key(kind, "00"))
-            self._call(f"deleting {len(keys)} {kind}", lambda keys=keys: self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}))
+
+            def request(keys: list[dict[str, str]] = keys) -> dict[str, Any]:
+                answer: dict[str, Any] = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                return answer
+
+            answer = self._call(f"deleting {len(keys)} {kind}", request)
+            errors = answer.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise BackendUnavailableError(
+                    f"object store {self.describe()}: deleting {len(errors)} of {len(keys)} {kind} failed: "
+                    f"{first.get('Code', '?')} {first.get('Message', '')} ({first.get('Key')})".rstrip())
 
     def list(self, kind: str) -> Iterator[tuple[Digest, int, float]]:
         """(digest, size, last-modified time) of every object of ``kind``."""
@@ -314,6 +323,10 @@ class S3BlobStore:
 
     def batch(self) -> S3Batch:
         return S3Batch(self)
+
+    def forget_remote(self) -> None:
+        """Forgets which blobs are in the bucket (``volfs gc`` ran: some may be gone)."""
+        self._remote.clear()
 
     # -- fetching and uploading ------------------------------------------------------------
     def _fetch(self, digest: Digest) -> bytes:
