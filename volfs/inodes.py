@@ -13,12 +13,15 @@ No pyfuse3 here; single-threaded (the trio loop).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from volfs.blobs import Digest
 from volfs.tree import Entry, Kind
+
+if TYPE_CHECKING:
+    from volfs.scratch import ScratchFile
 
 ROOT_INO = 1
 
@@ -32,7 +35,6 @@ class Node:
         "chunks",
         "content_dirty",
         "ctime_ns",
-        "fd",
         "gid",
         "ino",
         "kind",
@@ -63,9 +65,8 @@ class Node:
         self.target = ""
         #: Committed content (or the last hash of the scratch file): chunk digests.
         self.chunks: tuple[Digest, ...] = ()
-        #: File name in the overlay's scratch dir when the mount wrote this file's content.
-        self.scratch: str | None = None
-        self.fd: int | None = None
+        #: The mount's own copy of this file's content, once it wrote or opened it for writing.
+        self.scratch: ScratchFile | None = None
         #: The scratch content changed since it was last hashed.
         self.content_dirty = False
         #: Bumped on every content change: a commit hashing off the loop notices writes.
@@ -141,17 +142,11 @@ class InodeTable:
         self._nodes[node.ino] = node
         return node
 
-    def maybe_drop(self, node: Node, scratch_dir: str) -> None:
+    def maybe_drop(self, node: Node) -> None:
         """Forgets a node nobody can reach any more, with its scratch file."""
         if node.ino == ROOT_INO or node.links or node.lookups > 0 or node.opens > 0:
             return
-        if node.fd is not None:
-            os.close(node.fd)
-            node.fd = None
         if node.scratch is not None:
-            try:
-                os.unlink(os.path.join(scratch_dir, node.scratch))
-            except FileNotFoundError:
-                pass
+            node.scratch.unlink()
             node.scratch = None
         self._nodes.pop(node.ino, None)
