@@ -205,3 +205,30 @@ def test_status_says_when_a_mount_is_behind_the_head(cluster: Cluster, tmp_path:
         assert "behind head" in text
         b.reload()
         assert behind() == {"a": False, "b": False}
+
+
+def test_gc_keeps_what_a_mount_on_the_other_machine_committed_while_others_removed_it(
+        cluster: Cluster, tmp_path: Path) -> None:
+    from volfs import Volume
+    from volfs.blobs import digest_of
+
+    m1, m2 = cluster.machines
+    run_volfs(m1, "volume", "create", "vol")
+    run_volfs(m1, "volume", "retention", "vol", "--keep-last", "1")
+    content = os.urandom(70_000)
+    with mounted(m2, "vol", tmp_path / "b") as b:
+        (b.path / "d").mkdir()
+        (b.path / "d" / "f.bin").write_bytes(content)
+        b.commit()  # b's view holds d/; its base is still the empty "create" snapshot
+        Volume.from_name("vol", store=m1).remove_file("d", recursive=True)  # machine 1 removes it
+        report = gc(m1)
+        # Only b's pinned committed view still names d/f.bin: the snapshot b committed is
+        # dropped by retention, and b never reloaded.
+        assert [d["reason"] for d in report["snapshots_dropped"]] == ["retention: keep last 1"]
+        assert report["blobs_deleted"] == 0
+        assert digest_of(content) in listing(cluster, "blobs")
+        # b renames what it still sees: the commit names the blob without uploading it again.
+        (b.path / "d").rename(b.path / "e")
+        b.commit()
+    assert read(m1, "vol", "e/f.bin") == content
+    assert run_volfs(m1, "fsck").returncode == 0
