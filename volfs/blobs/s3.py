@@ -462,9 +462,9 @@ class S3Batch:
         self._seen: set[Digest] = set()
         self._bytes = 0
 
-    def add_range(self, fd: int, offset: int, length: int) -> tuple[Digest, int]:
+    def add_range(self, fd: int, offset: int, length: int, *, adopt: str | None = None) -> tuple[Digest, int]:
         before = len(self.local._pending)
-        digest, size = self.local.add_range(fd, offset, length)
+        digest, size = self.local.add_range(fd, offset, length, adopt=adopt)
         if size:
             if len(self.local._pending) > before:
                 self._new.add(digest)
