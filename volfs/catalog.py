@@ -219,6 +219,30 @@ def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
         return env
 
 
+@contextmanager
+def _writing(env: lmdb.Environment, path: Path) -> Iterator[lmdb.Transaction]:
+    """A write transaction; a full disk raises StoreFullError (exit 9), not an internal error."""
+    try:
+        with env.begin(write=True) as txn:
+            yield txn
+    except lmdb.MapFullError as exc:
+        raise from_os_error(OSError(28, "catalog map full"), "writing the catalog") from exc
+    except lmdb.Error as exc:
+        # LMDB reports a write cut short by a full disk as EIO ("short write").
+        if "No space" in str(exc) or _disk_full(path):
+            raise from_os_error(OSError(28, str(exc)), "writing the catalog") from exc
+        raise
+
+
+def _disk_full(path: Path) -> bool:
+    """Less than a few pages free for unprivileged writers on ``path``'s filesystem."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
 def _name_key(environment: str, name: str) -> bytes:
     return environment.encode() + b"\0" + name.encode()
 
@@ -227,6 +251,7 @@ class Catalog:
     TREE_CACHE_SIZE = 4096
 
     def __init__(self, root: Path) -> None:
+        self._path = root
         self.env = _open_env(root / "catalog", durable=True)
         self.runtime = _open_env(root / "runtime", durable=False)
         self._meta = self.env.open_db(b"meta")
@@ -249,8 +274,11 @@ class Catalog:
                 txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
                 txn.put(bytes.fromhex(tree_digest(EMPTY_TREE)), encode(EMPTY_TREE), db=self._trees)
 
-    def _write(self) -> lmdb.Transaction:
-        return self.env.begin(write=True)
+    def _write(self) -> Iterator[lmdb.Transaction]:
+        return _writing(self.env, self._path)
+
+    def _write_runtime(self) -> Iterator[lmdb.Transaction]:
+        return _writing(self.runtime, self._path)
 
     @property
     def format_version(self) -> int:
@@ -418,26 +446,19 @@ class Catalog:
 
         The caller must have made every blob the trees name durable first.
         """
-        try:
-            with self._write() as txn:
-                raw = txn.get(snapshot.volume_id.encode(), db=self._volumes)
-                if raw is None:
-                    raise NotFoundError(f"volume {snapshot.volume_id} was deleted")
-                volume = _volume_from_json(raw)
-                if volume.head != expected:
-                    raise HeadMoved(f"head of {volume.name} moved from {expected} to {volume.head}")
-                now = struct.pack("<d", time.time())
-                for digest, data in trees.items():
-                    txn.put(bytes.fromhex(digest), data, db=self._trees, overwrite=False)
-                    txn.put(bytes.fromhex(digest), now, db=self._fresh)  # see ``fresh``
-                txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
-                txn.put(volume.id.encode(), _volume_json(dataclasses.replace(volume, head=snapshot.id)), db=self._volumes)
-        except lmdb.MapFullError as exc:
-            raise from_os_error(OSError(28, "catalog map full"), "committing") from exc
-        except lmdb.Error as exc:
-            if "No space" in str(exc):
-                raise from_os_error(OSError(28, str(exc)), "committing") from exc
-            raise
+        with self._write() as txn:
+            raw = txn.get(snapshot.volume_id.encode(), db=self._volumes)
+            if raw is None:
+                raise NotFoundError(f"volume {snapshot.volume_id} was deleted")
+            volume = _volume_from_json(raw)
+            if volume.head != expected:
+                raise HeadMoved(f"head of {volume.name} moved from {expected} to {volume.head}")
+            now = struct.pack("<d", time.time())
+            for digest, data in trees.items():
+                txn.put(bytes.fromhex(digest), data, db=self._trees, overwrite=False)
+                txn.put(bytes.fromhex(digest), now, db=self._fresh)  # see ``fresh``
+            txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
+            txn.put(volume.id.encode(), _volume_json(dataclasses.replace(volume, head=snapshot.id)), db=self._volumes)
         self.stats["trees_written"] += len(trees)
 
     def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
@@ -533,7 +554,7 @@ class Catalog:
 
     # -- runtime: mounts and open handles -------------------------------------------------
     def register_mount(self, mount: MountRecord) -> None:
-        with self.runtime.begin(write=True) as txn:
+        with self._write_runtime() as txn:
             txn.put(mount.id.encode(), json.dumps(dataclasses.asdict(mount)).encode(), db=self._mounts)
 
     def update_mount(self, mount: MountRecord) -> None:
@@ -541,7 +562,7 @@ class Catalog:
 
     def set_mount_base(self, mount_id: str, base: SnapshotId) -> None:
         """A mount reloaded onto ``base``: its record names it, so ``volfs gc`` keeps it."""
-        with self.runtime.begin(write=True) as txn:
+        with self._write_runtime() as txn:
             raw = txn.get(mount_id.encode(), db=self._mounts)
             if raw is None:
                 return
@@ -549,9 +570,16 @@ class Catalog:
             record["base"] = base
             txn.put(mount_id.encode(), json.dumps(record).encode(), db=self._mounts)
 
+    def mount_committed(self, mount_id: str, base: SnapshotId, view: Digest | None) -> None:
+        """A mount committed: its view is now ``view`` (a root tree) on ``base``.
+
+        Nothing to do here: this machine's gc reads a mount's view from its journal. The
+        distributed catalog records it where other machines' gc sees it (a pin).
+        """
+
     def unregister_mount(self, mount_id: str) -> None:
         prefix = mount_id.encode() + b"\0"
-        with self.runtime.begin(write=True) as txn:
+        with self._write_runtime() as txn:
             txn.delete(mount_id.encode(), db=self._mounts)
             cursor = txn.cursor(db=self._handles)
             if cursor.set_range(prefix):
@@ -564,24 +592,17 @@ class Catalog:
             return [MountRecord(**json.loads(bytes(v))) for _, v in txn.cursor(db=self._mounts)]
 
     def add_handle(self, mount_id: str, fh: int, info: dict[str, Any]) -> None:
-        with self.runtime.begin(write=True) as txn:
+        with self._write_runtime() as txn:
             txn.put(mount_id.encode() + b"\0" + struct.pack(">Q", fh), json.dumps(info).encode(), db=self._handles)
 
     def remove_handle(self, mount_id: str, fh: int) -> None:
-        with self.runtime.begin(write=True) as txn:
+        with self._write_runtime() as txn:
             txn.delete(mount_id.encode() + b"\0" + struct.pack(">Q", fh), db=self._handles)
-    def mount_committed(self, mount_id: str, base: SnapshotId, view: Digest | None) -> None:
-        """A mount committed: its view is now ``view`` (a root tree) on ``base``.
-
-        Nothing to do here: this machine's gc reads a mount's view from its journal. The
-        distributed catalog records it where other machines' gc sees it (a pin).
-        """
-
 
     def set_handles(self, mount_id: str, handles: dict[int, dict[str, Any]]) -> None:
         """Replaces a mount's open-handle rows with ``handles`` in one transaction."""
         prefix = mount_id.encode() + b"\0"
-        with self.runtime.begin(write=True) as txn:
+        with self._write_runtime() as txn:
             cursor = txn.cursor(db=self._handles)
             if cursor.set_range(prefix):
                 while cursor.key().startswith(prefix):
@@ -599,7 +620,7 @@ class Catalog:
         """
         lease = Lease(new_id("le"), os.getpid(), process_start(os.getpid()),
                       time.time() if since is None else since, what)
-        with self.runtime.begin(write=True) as txn:
+        with self._write_runtime() as txn:
             txn.put(lease.id.encode(), json.dumps(dataclasses.asdict(lease)).encode(), db=self._leases)
         try:
             yield lease
@@ -611,7 +632,7 @@ class Catalog:
             return [Lease(**json.loads(bytes(v))) for _, v in txn.cursor(db=self._leases)]
 
     def drop_lease(self, lease_id: str) -> None:
-        with self.runtime.begin(write=True) as txn:
+        with self._write_runtime() as txn:
             txn.delete(lease_id.encode(), db=self._leases)
 
     def handles(self, mount_id: str) -> list[dict[str, Any]]:
