@@ -7,6 +7,8 @@ properties compare the merged tree with that model, path by path.
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -204,9 +206,34 @@ def test_one_changed_file_at_depth_d_rewrites_d_plus_1_trees(depth: int, sibling
     vol = Volume(base)
     view = dict(base)
     view[dirs + ("f",)] = (b"CCC", 0o644)
+    view_root = build(vol.store, view)
+    # On the head the writer started from, its view lands as it is: no tree built again.
     result = vol.commit(vol.base, view)
-    assert result.trees_written == depth + 1
-    assert files_of(vol.store, result.root) == view
+    assert result.trees_written == 0 and result.root == view_root
+    # Someone else changed a file at the top since: the root is merged, nothing below it.
+    other = dict(base)
+    other[("s-other",)] = (b"A", 0o644)
+    head = vol.commit(vol.base, other).root
+    result = vol.commit(head, view)
+    assert result.trees_written == 1
+    assert files_of(vol.store, result.root) == {**view, ("s-other",): (b"A", 0o644)}
+
+
+def _parts(changes: Changes) -> Changes:
+    """The same changes without the ``whole`` hint: the merge builds every tree itself."""
+    return {p: dataclasses.replace(c, whole=False) if isinstance(c, Dir) else c for p, c in changes.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(models, action_maps, action_maps)
+def test_taking_the_writers_whole_directories_gives_the_merge_of_its_parts(
+        base: Model, others: dict, mine: dict) -> None:
+    vol = Volume(base)
+    head = vol.commit(vol.base, perform(base, others)).root
+    changes = vol.changes(perform(base, mine))
+    whole, parts = apply(vol.store, head, changes), apply(vol.store, head, _parts(changes))
+    assert whole.root == parts.root
+    assert whole.overwrites == parts.overwrites
 
 
 # --- the rules, one at a time -------------------------------------------------------------------

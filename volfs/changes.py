@@ -32,6 +32,10 @@ class Dir:
     entry: Entry
     seen: Entry | None = None
     set_meta: frozenset[str] = frozenset()
+    #: ``entry`` is the writer's whole directory (its tree stored): what applying every
+    #: change below to ``seen`` gives. Set by :func:`diff`; the merge then takes ``entry``
+    #: as it is where head still has ``seen``, instead of rebuilding the same trees.
+    whole: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +64,10 @@ def diff(store: TreeStore, old: Entry, new: Entry, prefix: Path = ()) -> Changes
     Descends only into subtrees whose digests differ, so the cost follows what changed.
     """
     out: Changes = {}
-    _diff_dir(store, old, new, prefix, out)
-    if fields := meta_diff(old, new):  # the directory itself: chmod of a mount's root
-        out[prefix] = Dir(new, old, fields)
+    below = _diff_dir(store, old, new, prefix, out)
+    fields = meta_diff(old, new)  # the directory itself: chmod of a mount's root
+    if fields or below:
+        out[prefix] = Dir(new, old, fields, whole=True)
     return out
 
 
@@ -75,8 +80,10 @@ def _diff_dir(store: TreeStore, old: Entry, new: Entry, path: Path, out: Changes
     new_tree = store.get_tree(new.tree)
     changed = False
     for entry in new_tree.entries:
-        child = path + (entry.name,)
         before = old_tree.get(entry.name)
+        if before is entry or before == entry:
+            continue  # most of a changed directory: the very entry object the view kept
+        child = path + (entry.name,)
         if before is None or before.kind is not entry.kind:
             _added(store, entry, before, child, out)
             changed = True
@@ -84,7 +91,7 @@ def _diff_dir(store: TreeStore, old: Entry, new: Entry, path: Path, out: Changes
             fields = meta_diff(before, entry)
             below = _diff_dir(store, before, entry, child, out)
             if fields or below:
-                out[child] = Dir(entry, before, fields)
+                out[child] = Dir(entry, before, fields, whole=True)
                 changed = True
         elif not entry.same_content(before):
             out[child] = Put(entry, before)
@@ -103,7 +110,7 @@ def _added(store: TreeStore, entry: Entry, seen: Entry | None, path: Path, out: 
     if entry.kind is not Kind.DIR:
         out[path] = Put(entry, seen)
         return
-    out[path] = Dir(entry, seen, ALL_META)
+    out[path] = Dir(entry, seen, ALL_META, whole=True)
     assert entry.tree is not None
     for child in store.get_tree(entry.tree).entries:
         _added(store, child, None, path + (child.name,), out)

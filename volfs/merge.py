@@ -56,6 +56,9 @@ def merge(store: TreeStore, head_root: Entry, changes: Changes) -> MergeResult:
     writer = TreeWriter(store)
     result = MergeResult(head_root, writer)
     trie = _trie(changes)
+    if _unchanged_since_seen(head_root, trie.change):
+        result.root = trie.change.entry  # type: ignore[union-attr]
+        return result
     root = head_root
     if isinstance(trie.change, (Dir, SetMeta)):
         root = _apply_meta(root, trie.change.entry, trie.change.set_meta if isinstance(trie.change, Dir) else trie.change.fields)
@@ -65,6 +68,12 @@ def merge(store: TreeStore, head_root: Entry, changes: Changes) -> MergeResult:
         root = writer.dir_entry(root, tree)
     result.root = root
     return result
+
+
+def _unchanged_since_seen(head: Entry | None, change: Change | None) -> bool:
+    """The writer's whole directory lands as it is: nobody changed it since the writer saw it
+    (the usual commit of one mount: no tree is built or encoded a second time)."""
+    return isinstance(change, Dir) and change.whole and head == change.seen
 
 
 def _apply_meta(entry: Entry, source: Entry, fields: frozenset[str]) -> Entry:
@@ -98,6 +107,8 @@ def _apply(writer: TreeWriter, head: Entry | None, node: _Node, path: Path, resu
             return head
         return _apply_meta(head, change.entry, change.fields)
     # A Dir, or no change of its own: a directory on the way to deeper changes.
+    if _unchanged_since_seen(head, change):
+        return change.entry  # type: ignore[union-attr]
     if head is not None and head.kind is Kind.DIR:
         base = head
         if isinstance(change, Dir):
