@@ -42,22 +42,25 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
 from volfs import collect
 from volfs.blobs import Digest
 from volfs.catalog import SnapshotRecord, VolumeRecord
-from volfs.errors import CorruptionError
+from volfs.errors import CorruptionError, VolfsError
 from volfs.history import Retention, get_retention, retained
 from volfs.store import Store
-from volfs.tree import Tree
+from volfs.tree import Kind, Tree
 
 log = logging.getLogger(__name__)
 
 #: A pin (a mount on some machine) counts while its heartbeat is younger than this, or the
 #: grace window if that is longer.
 MIN_PIN_TIMEOUT = 600.0
+#: Trees fetched at once while marking (each a GET where this machine's cache lacks it).
+PREFETCH_THREADS = 16
 
 
 def is_distributed(store: Store) -> bool:
@@ -122,6 +125,11 @@ class _Plan:
             self.drop += [(s, name, reason) for s in records if s.id not in kept]
         self.pinned = len(self.who.keys() & ids)
 
+    def roots_to_mark(self) -> list[Digest]:
+        by_id: dict[str, SnapshotRecord] = {s.id: s for s in self.snapshots}
+        roots = [by_id[i].root.tree for i in self.keep]
+        return [r for r in roots if r is not None] + list(self.roots)
+
     def mark(self, marker: collect.Marker) -> None:
         by_id: dict[str, SnapshotRecord] = {s.id: s for s in self.snapshots}
         for snapshot_id in sorted(self.keep):
@@ -133,6 +141,32 @@ class _Plan:
                 marker.mark(root, who)
         if collect.EMPTY_TREE_DIGEST not in marker.trees:
             marker.mark(collect.EMPTY_TREE_DIGEST, "the empty tree")
+
+
+def _prefetch(catalog: Any, roots: list[Digest], known: set[Digest]) -> None:
+    """Reads the trees below ``roots`` level by level, in parallel: the trees this machine's
+    cache lacks cost one GET each, and marking reads them one at a time. Errors are left
+    for the mark to report."""
+    seen = set(known)
+    level = [r for r in dict.fromkeys(roots) if r not in seen]
+    seen.update(level)
+
+    def read(digest: Digest) -> Tree | None:
+        try:
+            tree: Tree = catalog.get_tree(digest)
+            return tree
+        except VolfsError:
+            return None
+
+    with ThreadPoolExecutor(PREFETCH_THREADS) as pool:
+        while level:
+            below: list[Digest] = []
+            for tree in pool.map(read, level):
+                for e in tree.entries if tree is not None else ():
+                    if e.kind is Kind.DIR and e.tree is not None and e.tree not in seen:
+                        seen.add(e.tree)
+                        below.append(e.tree)
+            level = below
 
 
 def collect_bucket(store: Store, *, grace: float = collect.DEFAULT_GRACE, dry_run: bool = False,
@@ -159,6 +193,7 @@ def collect_bucket(store: Store, *, grace: float = collect.DEFAULT_GRACE, dry_ru
     if premarked is not None and premarked.snapshots <= plan.keep:
         marker.trees |= premarked.trees
         marker.blobs |= premarked.blobs
+    _prefetch(catalog, plan.roots_to_mark(), marker.trees)
     plan.mark(marker)
 
     with nullcontext() if dry_run else catalog.gc_lock():
