@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import shutil
 import signal
 import sqlite3
@@ -58,6 +59,39 @@ def test_uncommitted_writes_stay_private(store: Path, tmp_path: Path) -> None:
         (a.path / "draft").write_text("not yet")
         b.reload()
         assert not (b.path / "draft").exists()
+
+
+@pytest.mark.timeout(90)
+def test_commits_while_a_writer_is_writing_flush_its_cached_writes_and_complete(store: Path, tmp_path: Path) -> None:
+    """A commit's syncfs makes the kernel send cached pages as WRITE requests, which the
+    daemon's own loop serves: the syncfs must not hold the GIL meanwhile (pyfuse3.syncfs
+    does; seen as a daemon hung by an autocommit during a writer's close)."""
+    create(store)
+    chunk = os.urandom(1 << 20)
+    stop = threading.Event()
+    written: list[int] = []
+
+    def writer(path: Path) -> None:
+        for i in range(400):
+            if stop.is_set():
+                break
+            with open(path / f"f{i % 20}", "wb") as f:
+                f.write(chunk)
+            written.append(i)
+
+    with mounted(store, "vol", tmp_path / "a") as a:
+        thread = threading.Thread(target=writer, args=(a.path,), daemon=True)
+        thread.start()
+        try:
+            for _ in range(5):
+                run_volfs(store, "commit", str(a.path), timeout=30)
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        assert not thread.is_alive() and written
+        a.commit()
+        got = run_volfs(store, "volume", "get", "vol", "/f0", str(tmp_path / "got"))
+        assert got.returncode == 0 and (tmp_path / "got").read_bytes() == chunk
 
 
 def test_commit_with_nothing_to_do_makes_no_snapshot(store: Path, tmp_path: Path) -> None:

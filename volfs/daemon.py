@@ -16,6 +16,7 @@ overlay is orphaned.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import json
@@ -184,7 +185,7 @@ class MountDaemon:
             # Written data the kernel still caches reaches us as WRITE requests, which this
             # loop serves while the worker thread waits in syncfs.
             try:
-                await trio.to_thread.run_sync(pyfuse3.syncfs, self.mountpoint)
+                await trio.to_thread.run_sync(syncfs, self.mountpoint)
             except OSError as exc:
                 # A cached write we could not take (the store's disk was full, say) already
                 # failed for its writer, at close or fsync; the commit goes on with what
@@ -495,6 +496,26 @@ def _check_mountpoint(path: str) -> None:
     os.makedirs(real, exist_ok=True)
     if not os.path.isdir(real):
         raise InvalidError(f"{real} is not a directory")
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def syncfs(path: str) -> None:
+    """syncfs(2) of the filesystem at ``path``, without the GIL.
+
+    On a mount of this daemon the kernel answers it by sending cached pages as WRITE
+    requests to this process's own loop, which needs the GIL; pyfuse3.syncfs keeps it for
+    the whole call, and the daemon hangs (seen: an autocommit during a writer's close).
+    ctypes releases it around the call.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), path)
+    finally:
+        os.close(fd)
 
 
 def start_daemon(options: MountOptions, log_path: Path) -> tuple[int, str]:
