@@ -348,6 +348,21 @@ def test_autocommit_publishes_in_the_background(store: Path, tmp_path: Path) -> 
             time.sleep(0.1)
 
 
+@pytest.mark.timeout(90)
+def test_status_answers_for_the_other_mounts_when_one_daemon_hangs(store: Path, tmp_path: Path) -> None:
+    create(store)
+    with mounted(store, "vol", tmp_path / "hung") as hung, mounted(store, "vol", tmp_path / "ok") as ok:
+        (hung.path / "f").write_text("x")  # the kernel now holds no valid attributes of its root
+        os.kill(hung.proc.pid, signal.SIGSTOP)
+        try:
+            out = run_volfs(store, "status", "--json", timeout=40)
+            rows = {r["path"]: r for r in json.loads(out.stdout)}
+            assert "error" in rows[str(hung.path)] and "does not answer" in rows[str(hung.path)]["error"]
+            assert rows[str(ok.path)]["volume"] == "vol"
+        finally:
+            os.kill(hung.proc.pid, signal.SIGCONT)
+
+
 def test_commit_if_unchanged_refuses_on_conflict(store: Path, tmp_path: Path) -> None:
     create(store)
     with mounted(store, "vol", tmp_path / "a") as a, mounted(store, "vol", tmp_path / "b") as b:

@@ -248,8 +248,13 @@ def _getxattr_within(path: str, name: str, timeout: float) -> bytes:
 
 def mount_info(path: str) -> MountInfo:
     """The control details of the volfs mount at ``path`` (its root)."""
-    real = os.path.realpath(path)
-    if real not in volfs_mountpoints():
+    points = volfs_mountpoints()
+    real = os.path.abspath(path)
+    if real not in points:
+        # realpath stats every component, the mount's root too, which a hung daemon never
+        # answers: only for paths that are not a mountpoint as written (a symlink, say).
+        real = os.path.realpath(path)
+    if real not in points:
         raise errors.InvalidError(f"{path} is not a volfs mount")
     try:
         raw = _getxattr_within(real, XATTR_CONTROL, ANSWER_TIMEOUT)
