@@ -171,3 +171,13 @@ def test_copy_up_copies_a_committed_file_into_segments(store: Store, overlay: Ov
     overlay.release(node, write=True)
     overlay.commit_now()
     assert _committed(store, "c") == content + b"!"
+
+
+def test_a_scratch_file_from_before_segments_is_split_when_found_again(tmp_path: Path) -> None:
+    content = os.urandom(2 * CHUNK_SIZE + 77)
+    (tmp_path / "f9").write_bytes(content)  # what an older daemon left in a crashed overlay
+    scratch = ScratchFile.existing(str(tmp_path), "f9")
+    assert scratch.size == len(content)
+    assert _segments(tmp_path, "f9") == [CHUNK_SIZE, CHUNK_SIZE, 77]
+    assert scratch.pread(len(content), 0) == content
+    scratch.close()

@@ -71,6 +71,7 @@ class ScratchFile:
         """A scratch file found again by recovery (created empty if it is missing)."""
         scratch = cls(directory, name)
         os.close(os.open(scratch.path(0), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        scratch._split_whole_file()
         index = 1
         while os.path.exists(scratch.path(index)):
             index += 1
@@ -83,6 +84,27 @@ class ScratchFile:
                 os.ftruncate(scratch._for_change(segment), CHUNK_SIZE)
             scratch.size = segment * CHUNK_SIZE + st.st_size
         return scratch
+
+    def _split_whole_file(self) -> None:
+        """An overlay written before scratch files had segments keeps a file's content in
+        one file: its tail moves into segments, from the end (a crash part-way is redone)."""
+        size = os.stat(self.path(0)).st_size
+        if size <= CHUNK_SIZE or os.path.exists(self.path(1)):
+            return
+        fd = os.open(self.path(0), os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for index in range(_last(size), 0, -1):
+                start = index * CHUNK_SIZE
+                segment = os.open(self.path(index), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                try:
+                    os.write(segment, os.pread(fd, min(CHUNK_SIZE, size - start), start))
+                    os.fsync(segment)
+                finally:
+                    os.close(segment)
+                os.ftruncate(fd, start)
+                size = start
+        finally:
+            os.close(fd)
 
     def path(self, index: int) -> str:
         return os.path.join(self.directory, self.name if index == 0 else f"{self.name}.{index}")
