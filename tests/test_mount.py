@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
-
 from mounting import mounted, run_volfs, volfs_mountpoints
 
 pytestmark = pytest.mark.mount

@@ -36,7 +36,7 @@ import pyfuse3
 import trio
 
 from volfs import control
-from volfs.catalog import MountRecord, MountId, new_id
+from volfs.catalog import MountId, MountRecord, new_id
 from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError, VolfsError
 from volfs.fs import VolfsOperations
 from volfs.inodes import Node
