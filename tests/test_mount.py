@@ -362,6 +362,19 @@ def test_status_answers_for_the_other_mounts_when_one_daemon_hangs(store: Path, 
             os.kill(hung.proc.pid, signal.SIGCONT)
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="only root may tune a mount's backing-device info")
+def test_the_mount_streams_reads_ahead_and_may_buffer_its_share_of_dirty_pages(store: Path, tmp_path: Path) -> None:
+    create(store)
+    with mounted(store, "vol", tmp_path / "a") as a:
+        device = f"{os.major(os.stat(a.path).st_dev)}:{os.minor(os.stat(a.path).st_dev)}"
+        bdi = Path("/sys/class/bdi") / device
+        deadline = time.monotonic() + 20  # set by the daemon right after FUSE INIT
+        while (bdi / "max_ratio").read_text().strip() != "100":
+            assert time.monotonic() < deadline, "max_ratio never raised"
+            time.sleep(0.05)
+        assert (bdi / "read_ahead_kb").read_text().strip() == "1024"
+
+
 def test_commit_if_unchanged_refuses_on_conflict(store: Path, tmp_path: Path) -> None:
     create(store)
     with mounted(store, "vol", tmp_path / "a") as a, mounted(store, "vol", tmp_path / "b") as b:

@@ -48,6 +48,7 @@ log = logging.getLogger("volfs.daemon")
 READY_TIMEOUT = 60.0
 FINAL_COMMIT_ATTEMPTS = 3
 READ_AHEAD_KB = 1024
+DIRTY_MAX_RATIO = 100
 HANDLE_SYNC_SECONDS = 0.25
 PROTECTED_PREFIXES = ("/proc", "/sys", "/dev")
 
@@ -355,10 +356,15 @@ class MountDaemon:
                 log.info("received %s: committing and unmounting", signal.Signals(signum).name)
                 self._stop.set()
 
-    def _tune_readahead(self) -> None:
-        """Reads of 1 MiB instead of 128 KiB: cold sequential reads reach disk speed.
+    def _tune_bdi(self) -> None:
+        """The mount's backing-device info, tuned for streaming:
 
-        The FUSE device's backing-device info is only writable by root; others keep the default.
+        - read-ahead 1 MiB instead of 128 KiB: cold sequential reads reach disk speed;
+        - the share of the dirty-page limit this mount may use, 1% -> 100%: the kernel
+          throttles a FUSE writer to its share (strictlimit), which here halved sequential
+          writes (1 GiB + fsync: 184-212 MiB/s at 1%, 388-412 MiB/s at 100%).
+
+        Only root may write it; others keep the defaults.
         """
         if os.getuid() != 0:
             return
@@ -368,11 +374,12 @@ class MountDaemon:
         device = control.device_of(self.mountpoint)
         if device is None:
             return
-        try:
-            with open(f"/sys/class/bdi/{device}/read_ahead_kb", "w") as f:
-                f.write(str(READ_AHEAD_KB))
-        except OSError as exc:
-            log.info("could not raise read-ahead of %s: %s", self.mountpoint, exc)
+        for name, value in (("read_ahead_kb", READ_AHEAD_KB), ("max_ratio", DIRTY_MAX_RATIO)):
+            try:
+                with open(f"/sys/class/bdi/{device}/{name}", "w") as f:
+                    f.write(str(value))
+            except OSError as exc:
+                log.info("could not set %s of %s: %s", name, self.mountpoint, exc)
 
     def _options(self) -> set[str]:
         options = {f"fsname=volfs:{self.volume.name}", "subtype=volfs", "default_permissions"}
@@ -400,7 +407,7 @@ class MountDaemon:
                 async with trio.open_nursery() as inner:
                     self.ops.spawn = inner.start_soon
                     inner.start_soon(self._fuse_main)
-                    inner.start_soon(trio.to_thread.run_sync, self._tune_readahead)
+                    inner.start_soon(trio.to_thread.run_sync, self._tune_bdi)
                     inner.start_soon(self._autocommit)
                     inner.start_soon(self._sync_handles)
                     if ready_fd is not None:
