@@ -58,7 +58,7 @@ from volfs.blobs import Digest
 from volfs.blobs.local import LocalBlobStore
 from volfs.catalog import Catalog, SnapshotRecord, VolumeRecord, entry_from_json, process_alive
 from volfs.errors import CorruptionError, InvalidError
-from volfs.history import Retention, get_retention, retained
+from volfs.history import kept_by_gc
 from volfs.store import Store
 from volfs.tree import EMPTY_TREE, Kind, Tree, decode_verified, tree_digest
 
@@ -305,13 +305,8 @@ def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
     drop: list[tuple[SnapshotRecord, str]] = []
     for volume_id, records in by_volume.items():
         volume = volumes.get(volume_id)
-        if volume is None:
-            kept = {s.id for s in records if s.id in pins.snapshots}
-            reason = "volume deleted"
-        else:
-            policy = get_retention(store, volume_id) if apply_retention else Retention()
-            kept = retained(volume, records, policy, now=now, grace=grace, pinned=pins.snapshots)
-            reason = f"retention: {policy.describe()}"
+        kept, reason = kept_by_gc(store, volume, records, pinned=pins.snapshots,
+                                  apply_retention=apply_retention, now=now, grace=grace)
         keep |= kept
         name = volume.name if volume is not None else volume_id
         for s in records:

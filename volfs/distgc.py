@@ -50,7 +50,7 @@ from volfs import collect
 from volfs.blobs import Digest
 from volfs.catalog import SnapshotRecord, VolumeRecord
 from volfs.errors import CorruptionError, VolfsError
-from volfs.history import Retention, get_retention, retained
+from volfs.history import kept_by_gc
 from volfs.store import Store
 from volfs.tree import Kind, Tree
 
@@ -113,13 +113,8 @@ class _Plan:
         self.drop: list[tuple[SnapshotRecord, str, str]] = []  # (snapshot, volume name, reason)
         for volume_id, records in by_volume.items():
             volume = self.volumes.get(volume_id)
-            if volume is None:
-                kept = {s.id for s in records if s.id in self.who}
-                reason = "volume deleted"
-            else:
-                policy = get_retention(store, volume_id) if apply_retention else Retention()
-                kept = retained(volume, records, policy, now=now, grace=grace, pinned=self.who)
-                reason = f"retention: {policy.describe()}"
+            kept, reason = kept_by_gc(store, volume, records, pinned=self.who,
+                                      apply_retention=apply_retention, now=now, grace=grace)
             self.keep |= kept
             name = volume.name if volume is not None else volume_id
             self.drop += [(s, name, reason) for s in records if s.id not in kept]

@@ -110,6 +110,18 @@ def retained(volume: VolumeRecord, snapshots: Iterable[SnapshotRecord], policy: 
     return keep
 
 
+def kept_by_gc(store: Store, volume: VolumeRecord | None, snapshots: Iterable[SnapshotRecord], *,
+               pinned: Collection[str], apply_retention: bool, now: float,
+               grace: float) -> tuple[set[SnapshotId], str]:
+    """(which of one volume's snapshots gc keeps, why it drops the others). A deleted
+    volume's (``volume`` None) are all dropped but those a mount pins."""
+    if volume is None:
+        return {s.id for s in snapshots if s.id in pinned}, "volume deleted"
+    policy = get_retention(store, volume.id) if apply_retention else Retention()
+    kept = retained(volume, snapshots, policy, now=now, grace=grace, pinned=pinned)
+    return kept, f"retention: {policy.describe()}"
+
+
 @dataclass(frozen=True)
 class RollbackResult:
     snapshot: SnapshotId | None  # None: the head already holds that content
