@@ -27,7 +27,9 @@ Figures are printed (run pytest with ``-s`` to see them).
 
 from __future__ import annotations
 
+import fcntl
 import io
+import json
 import os
 import random
 import shutil
@@ -58,7 +60,10 @@ from mounting import mounted, run_volfs, volfs_mountpoints
 
 from volfs import control
 from volfs.api import Volume
+from volfs.catalog import MountRecord
 from volfs.config import CHUNK_SIZE
+from volfs.inodes import ROOT_INO
+from volfs.overlay import Overlay
 from volfs.store import Store
 
 pytestmark = pytest.mark.mount
@@ -614,6 +619,44 @@ class SimulatedCrash(BaseException):
     pass
 
 
+def _mount_without_fuse(tmp_path: Path) -> tuple[Store, Overlay]:
+    """A store with volume "v" and an overlay on it as a daemon makes one (mount.json,
+    journal), driven in-process: what a crash leaves behind, when the test drops it."""
+    store = Store.open(tmp_path / "store")
+    Volume.objects.create("v", store=store)
+    volume = store.catalog.get_volume("main", "v")
+    base = store.catalog.head(volume.id)
+    overlay_dir = store.overlays_dir / "mo-crashtest"
+    overlay_dir.mkdir()
+    record = MountRecord("mo-crashtest", volume.id, "v", "main", str(tmp_path / "m"), 1,
+                         0, base.id, False, "", str(overlay_dir), time.time())  # type: ignore[arg-type]
+    (overlay_dir / "mount.json").write_text(json.dumps(record.__dict__))
+    return store, Overlay(store, volume, base, overlay_dir)
+
+
+def test_two_recovers_never_commit_one_overlay_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``volfs recover`` holds the overlay's lock, as its daemon did, while it commits: a
+    recover that listed the overlay as orphaned a moment before another claimed it (the
+    listing is made to race here) leaves it alone."""
+    from volfs import recover
+
+    monkeypatch.setattr(recover, "_locked_by_live_daemon", lambda overlay_dir: False)
+    store, overlay = _mount_without_fuse(tmp_path)
+    overlay.write(overlay.create(ROOT_INO, "f", 0o644, 0, 0), 0, b"once")
+    overlay.close()  # the daemon is gone
+    head = head_id(store, "v")
+    fd = os.open(overlay.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another `volfs recover` at work
+        assert recover.recover(store) == []
+        assert head_id(store, "v") == head and overlay.dir.exists()
+    finally:
+        os.close(fd)
+    assert [r.action for r in recover.recover(store)] == ["committed"]
+    assert read_tree(store, head_id(store, "v")) == {"f": b"once"}
+    assert recover.recover(store) == [] and not overlay.dir.exists()
+
+
 def test_a_crash_as_a_commit_finishes_keeps_the_files_it_committed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -622,37 +665,10 @@ def test_a_crash_as_a_commit_finishes_keeps_the_files_it_committed(
     had already deleted; recover replayed them as empty files and committed that, emptying
     committed files. Driven here without a mount: the crash is an exception at that instant.
     """
-    import json
-
     from volfs import recover
-    from volfs.catalog import MountRecord
-    from volfs.inodes import ROOT_INO
-    from volfs.overlay import Overlay
 
-    store = Store.open(tmp_path / "store")
-    Volume.objects.create("v", store=store)
-    volume = store.catalog.get_volume("main", "v")
-    base = store.catalog.head(volume.id)
-    overlay_dir = store.overlays_dir / "mo-crashtest"
-    overlay_dir.mkdir()
-    record = MountRecord(
-        "mo-crashtest",
-        volume.id,
-        "v",
-        "main",
-        str(tmp_path / "m"),
-        1,
-        0,  # type: ignore[arg-type]
-        base.id,
-        False,
-        "",
-        str(overlay_dir),
-        time.time(),
-    )
-    (overlay_dir / "mount.json").write_text(json.dumps(record.__dict__))
-    overlay = Overlay(store, volume, base, overlay_dir)
-    node = overlay.create(ROOT_INO, "f", 0o644, 0, 0)
-    overlay.write(node, 0, b"committed content")
+    store, overlay = _mount_without_fuse(tmp_path)
+    overlay.write(overlay.create(ROOT_INO, "f", 0o644, 0, 0), 0, b"committed content")
 
     def crash() -> None:
         raise SimulatedCrash

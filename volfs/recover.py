@@ -93,24 +93,50 @@ def clean_stale_mount(path: str) -> bool:
     return True
 
 
+def _claim(overlay_dir: Path) -> int | None:
+    """An fd holding the overlay's lock, as its daemon did, or None if a daemon or another
+    ``volfs recover`` holds it (or already finished with it): one recover per overlay."""
+    try:
+        fd = os.open(overlay_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:  # the whole overlay is gone
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Still the overlay's lock file, not one another recover removed with the overlay.
+        if os.stat(overlay_dir / "lock").st_ino == os.fstat(fd).st_ino:
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    os.close(fd)
+    return None
+
+
 def recover(store: Store, *, discard: bool = False) -> list[Recovered]:
     results = []
     for orphan in find_orphans(store):
-        stale = bool(orphan.record and clean_stale_mount(orphan.record.path))
-        if discard:
-            shutil.rmtree(orphan.dir, ignore_errors=True)
-            results.append(Recovered(orphan, "discarded", stale_mount_cleaned=stale))
+        claim = _claim(orphan.dir)
+        if claim is None:
             continue
         try:
-            result = _commit_orphan(store, orphan)
-        except (VolfsError, OSError, ValueError, IndexError) as exc:
-            log.error("recovering %s failed: %s", orphan.dir, exc)
-            results.append(Recovered(orphan, "failed", detail=str(exc), stale_mount_cleaned=stale))
-            continue
-        shutil.rmtree(orphan.dir, ignore_errors=True)
-        result.stale_mount_cleaned = stale
-        results.append(result)
+            results.append(_recover_one(store, orphan, discard))
+        finally:
+            os.close(claim)
     return results
+
+
+def _recover_one(store: Store, orphan: Orphan, discard: bool) -> Recovered:
+    stale = bool(orphan.record and clean_stale_mount(orphan.record.path))
+    if discard:
+        shutil.rmtree(orphan.dir, ignore_errors=True)
+        return Recovered(orphan, "discarded", stale_mount_cleaned=stale)
+    try:
+        result = _commit_orphan(store, orphan)
+    except (VolfsError, OSError, ValueError, IndexError) as exc:
+        log.error("recovering %s failed: %s", orphan.dir, exc)
+        return Recovered(orphan, "failed", detail=str(exc), stale_mount_cleaned=stale)
+    shutil.rmtree(orphan.dir, ignore_errors=True)
+    result.stale_mount_cleaned = stale
+    return result
 
 
 def _commit_orphan(store: Store, orphan: Orphan) -> Recovered:
