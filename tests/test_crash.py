@@ -682,3 +682,17 @@ def test_a_crash_as_a_commit_finishes_keeps_the_files_it_committed(
     results = recover.recover(store)
     assert [r.action for r in results] in (["committed"], ["nothing to commit"])
     assert read_tree(store, head_id(store, "v")) == {"f": b"committed content"}
+
+
+def test_an_mtime_set_on_an_uncommitted_file_survives_a_crash(tmp_path: Path) -> None:
+    """The scratch file carries it (no journal record): tar sets mtimes after writing."""
+    from volfs import recover
+
+    store, overlay = _mount_without_fuse(tmp_path)
+    node = overlay.create(ROOT_INO, "old", 0o644, 0, 0)
+    overlay.write(node, 0, b"from 2001")
+    overlay.setattr(node, mtime_ns=978_307_200_000_000_000)
+    overlay.close()  # the daemon is gone
+    assert [r.action for r in recover.recover(store)] == ["committed"]
+    entry = Volume.from_name("v", store=store).listdir("/")[0]
+    assert entry.path == "old" and entry.mtime == 978_307_200

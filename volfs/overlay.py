@@ -460,9 +460,14 @@ class Overlay:
         if atime_ns is not None:
             node.atime_ns = atime_ns
         if mtime_ns is not None:
-            node.mtime_ns = logged["mtime_ns"] = mtime_ns
+            node.mtime_ns = mtime_ns
             if node.scratch is not None:
+                # The scratch file carries the mtime through a crash (replay reads it back),
+                # so it needs no journal record: the kernel's writeback cache sends one such
+                # SETATTR per written file, sometimes two.
                 node.scratch.utime(node.atime_ns, mtime_ns)
+            else:
+                logged["mtime_ns"] = mtime_ns
         node.ctime_ns = now
         self._invalidate(node)
         if logged:

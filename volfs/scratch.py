@@ -107,7 +107,8 @@ class ScratchFile:
             os.close(fd)
 
     def path(self, index: int) -> str:
-        return os.path.join(self.directory, self.name if index == 0 else f"{self.name}.{index}")
+        first = os.path.join(self.directory, self.name)
+        return first if index == 0 else f"{first}.{index}"
 
     def mtime_ns(self) -> int:
         return os.stat(self.path(0)).st_mtime_ns
