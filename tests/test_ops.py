@@ -141,6 +141,28 @@ def test_mount_commits_writes_on_exit(vol: Volume, tmp_path: Path) -> None:
     assert_unmounted(path, pid)
 
 
+def test_mount_works_in_a_process_holding_more_than_1024_fds(vol: Volume, tmp_path: Path) -> None:
+    """Waiting for the daemon's readiness must not use select(2), which cannot watch an
+    fd numbered 1,024 or more (found when a test process had leaked that many)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while len(held) < 1100:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+        with vol.mount(tmp_path / "m", autocommit=0) as path:
+            (path / "f").write_text("many fds")
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert read(vol, "f") == b"many fds"
+
+
 def test_mount_commits_even_when_the_block_raises(vol: Volume, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="boom"), vol.mount(tmp_path / "m", autocommit=0) as path:
         (path / "f").write_text("kept")

@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -576,16 +577,17 @@ def reap(pid: int, timeout: float = 0.0) -> int | None:
 
 
 def _read_line(fd: int, timeout: float, proc: subprocess.Popen[bytes]) -> str:
-    import select
-
+    # poll, not select: the caller (an application calling Volume.mount) may hold more
+    # than 1,024 fds, which select cannot watch.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + timeout
     data = b""
     while not data.endswith(b"\n"):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "error the daemon did not become ready in time"
-        ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
-        if ready:
+        if poller.poll(min(remaining, 0.5) * 1000):
             chunk = os.read(fd, 4096)
             if not chunk:
                 break
