@@ -8,14 +8,23 @@ cleared so the default environment is ``main``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from volfs.catalog import close_environments
 from volfs.store import Store
 
 StoreState = tuple[tuple[tuple[str, str, str, str], ...], tuple[str, ...]]
+
+
+@pytest.fixture(autouse=True)
+def _close_catalogs(tmp_path: Path) -> Iterator[None]:
+    """A test's stores hold LMDB environments (4 fds each) for the life of the process:
+    closed after each test, or the suite runs out of fds (and select(2) range) part-way."""
+    yield
+    close_environments(tmp_path)
 
 
 @pytest.fixture

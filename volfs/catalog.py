@@ -200,8 +200,21 @@ def process_alive(pid: int, start: int | None) -> bool:
 
 
 MAX_CHANGES_RECORDED = 1000
+#: One LMDB environment per catalog directory and process (LMDB requires it); kept open
+#: for the process's life, as a store usually is.
 _ENVS: dict[str, lmdb.Environment] = {}
 _ENVS_LOCK = threading.Lock()
+
+
+def close_environments(under: Path) -> int:
+    """Closes the LMDB environments of catalogs below ``under``; how many. Every Catalog of
+    them is unusable afterwards: for a process done with those stores (a test)."""
+    prefix = str(under.resolve()) + os.sep
+    with _ENVS_LOCK:
+        keys = [key for key in _ENVS if key.startswith(prefix)]
+        for key in keys:
+            _ENVS.pop(key).close()
+    return len(keys)
 
 
 def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
