@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import select
 import shutil
 import signal
@@ -473,6 +474,7 @@ def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:
     """Runs a mount in this process until it stops; returns the exit code."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s volfs[%(process)d] %(levelname)s %(message)s")
+    _raise_fd_limit()
     try:
         _check_mountpoint(options.path)
         daemon = MountDaemon(options)
@@ -484,6 +486,17 @@ def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:
     except VolfsError as exc:
         _report_failure(ready_fd, str(exc))
         raise
+
+
+def _raise_fd_limit() -> None:
+    """Soft fd limit up to the hard one: a commit holds an fd per written chunk it has
+    yet to hash (Overlay.prepare_commit), and 1,024 is a common default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.info("could not raise the open-file limit from %d: %s", soft, exc)
 
 
 def _report_failure(ready_fd: int | None, message: str) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import stat
 import time
 from collections import OrderedDict
@@ -574,11 +575,19 @@ class Overlay:
 
     def prepare_commit(self) -> list[HashJob]:
         """Phase 1 (loop): which scratch files need hashing."""
-        """Phase 1 (loop): which scratch files need hashing, their segments frozen for it."""
+        """Phase 1 (loop): which scratch files need hashing, their segments frozen for it.
+
+        Each frozen segment holds an fd until it is hashed: past FREEZE_BUDGET of them,
+        the remaining files are hashed on the loop when the view is built (slower, same
+        result)."""
         jobs = []
+        budget = freeze_budget()
         for ino in list(self._scratch_nodes):
             node = self.table.get(ino)
             if node is not None and node.content_dirty and node.links and node.scratch:
+                budget -= -(-node.scratch.size // CHUNK_SIZE)
+                if budget < 0:
+                    break
                 jobs.append(HashJob(ino, node.version, *node.scratch.freeze()))
         return jobs
 
@@ -915,6 +924,12 @@ class Overlay:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+
+
+def freeze_budget() -> int:
+    """How many segment fds one commit may hold frozen: a quarter of the fd limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(256, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def _close_all(segments: list[tuple[int, str]]) -> None:

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from volfs.config import CHUNK_SIZE
 
 _SYNC_THREADS = 16
+#: Segments a file keeps open at once: a 10 GiB file has 1,280 of them.
+MAX_OPEN_SEGMENTS = 8
 
 
 def _last(size: int) -> int:
@@ -118,8 +120,16 @@ class ScratchFile:
         fd = self._fds.get(index)
         if fd is None:
             fd = os.open(self.path(index), (os.O_RDONLY if index in self.shared else os.O_RDWR) | os.O_CLOEXEC)
-            self._fds[index] = fd
+            self._keep(index, fd)
         return fd
+
+    def _keep(self, index: int, fd: int) -> None:
+        """Remembers an open segment, closing the oldest beyond MAX_OPEN_SEGMENTS (a
+        later sync reopens what it needs: fsync of any fd flushes the inode)."""
+        while len(self._fds) >= MAX_OPEN_SEGMENTS:
+            oldest = next(iter(self._fds))
+            os.close(self._fds.pop(oldest))
+        self._fds[index] = fd
 
     def pread(self, size: int, offset: int) -> bytes:
         end = min(offset + size, self.size)
@@ -146,7 +156,7 @@ class ScratchFile:
         if fd is None:
             create = os.O_CREAT if index >= self._segments else 0
             fd = os.open(self.path(index), os.O_RDWR | os.O_CLOEXEC | create, 0o600)
-            self._fds[index] = fd
+            self._keep(index, fd)
             self._segments = max(self._segments, index + 1)
         self._unsynced.add(index)
         return fd
@@ -222,15 +232,24 @@ class ScratchFile:
         os.utime(self._for_change(0), ns=(atime_ns, mtime_ns))
 
     def sync(self, datasync: bool) -> None:
-        """Makes what was written since the last sync durable (several segments at once)."""
-        fds = [self._fd(i) for i in sorted(self._unsynced) if i < self._segments]
+        """Makes what was written since the last sync durable (several segments at once,
+        each through an fd of its own: the open ones may be closed meanwhile)."""
+        paths = [self.path(i) for i in sorted(self._unsynced) if i < self._segments]
         sync = os.fdatasync if datasync else os.fsync
-        if len(fds) <= 2:
-            for fd in fds:
+
+        def one(path: str) -> None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
                 sync(fd)
+            finally:
+                os.close(fd)
+
+        if len(paths) <= 2:
+            for path in paths:
+                one(path)
         else:  # the filesystem's journal merges concurrent syncs into few commits
-            with ThreadPoolExecutor(min(_SYNC_THREADS, len(fds))) as pool:
-                list(pool.map(sync, fds))
+            with ThreadPoolExecutor(min(_SYNC_THREADS, len(paths))) as pool:
+                list(pool.map(one, paths))
         self._unsynced.clear()
 
     # -- committing ----------------------------------------------------------------------
