@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
-from mounting import MOUNT_DEADLINE, Mount, run_volfs, stop_daemon, volfs_mountpoints
+from mounting import MOUNT_DEADLINE, Mount, answers, run_volfs, stop_daemon, volfs_mountpoints
 
 from volfs.store import Store
 from volfs.tree import Entry, Kind
@@ -111,14 +111,6 @@ def fsck(store: Path) -> subprocess.CompletedProcess[str]:
 
 
 # -- several mounts at once ------------------------------------------------------------------------
-def _answers(path: Path) -> bool:
-    try:
-        os.getxattr(path, "user.volfs.control")
-        return True
-    except OSError:
-        return False
-
-
 def stop_mount(mount: Mount) -> None:
     """Unmounts by path (lazily if it must), then ends the daemon by pid."""
     stop_daemon(mount.proc, mount.path)
@@ -157,7 +149,7 @@ def mounts(
             started.append(Mount(path, store, proc, log))
         deadline = time.monotonic() + MOUNT_DEADLINE * 2
         for m in started:
-            while str(m.path) not in volfs_mountpoints() or not _answers(m.path):
+            while str(m.path) not in volfs_mountpoints() or not answers(m.path):
                 if m.proc.poll() is not None:
                     raise AssertionError(
                         f"the daemon of {m.path} exited with {m.proc.returncode}:\n{m.log_text()}"

@@ -99,7 +99,7 @@ def mounted(store: Path, name: str, path: Path, *extra: str, autocommit: str = "
     mount = Mount(path, store, proc, log)
     try:
         deadline = time.monotonic() + MOUNT_DEADLINE
-        while str(path) not in volfs_mountpoints() or not _answers(path):
+        while str(path) not in volfs_mountpoints() or not answers(path):
             if proc.poll() is not None:
                 raise AssertionError(f"the daemon exited with {proc.returncode}:\n{mount.log_text()}")
             if time.monotonic() > deadline:
@@ -114,7 +114,8 @@ def mounted(store: Path, name: str, path: Path, *extra: str, autocommit: str = "
             stop_daemon(proc, path)
 
 
-def _answers(path: Path) -> bool:
+def answers(path: Path) -> bool:
+    """True if the volfs daemon of the mount at ``path`` answers (its control xattr)."""
     try:
         os.getxattr(path, "user.volfs.control")
         return True

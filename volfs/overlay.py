@@ -77,8 +77,7 @@ class HashResult:
     version: int
     chunks: tuple[Digest, ...]
     size: int
-    frozen: int = 0  # segments frozen for this hash
-    adopted: frozenset[int] = frozenset()  # of those, the ones now linked as blobs
+    adopted: frozenset[int] = frozenset()  # segments (one per chunk) now linked as blobs
 
 
 @dataclass
@@ -577,7 +576,7 @@ class Overlay:
         """Phase 1 (loop): which scratch files need hashing."""
         """Phase 1 (loop): which scratch files need hashing, their segments frozen for it.
 
-        Each frozen segment holds an fd until it is hashed: past FREEZE_BUDGET of them,
+        Each frozen segment holds an fd until it is hashed: past ``freeze_budget()`` of them,
         the remaining files are hashed on the loop when the view is built (slower, same
         result)."""
         jobs = []
@@ -626,7 +625,7 @@ class Overlay:
             _close_all(job.segments)
             job.segments = []
         self.stats.files_hashed += 1
-        return HashResult(job.version, tuple(chunks), job.size, frozen=len(chunks), adopted=frozenset(adopted))
+        return HashResult(job.version, tuple(chunks), job.size, frozenset(adopted))
 
     def build_view(self, results: dict[int, HashResult]) -> PendingCommit:
         """Phase 3 (loop, no await): the view's Merkle tree, rebuilt where it changed."""
@@ -724,7 +723,7 @@ class Overlay:
         for ino, hashed in pending.results.items():  # segments not adopted may change in place again
             node = self.table.get(ino)
             if node is not None and node.scratch is not None:
-                node.scratch.shared -= set(range(hashed.frozen)) - hashed.adopted
+                node.scratch.shared -= set(range(len(hashed.chunks))) - hashed.adopted
         done: list[ScratchFile] = []
         for ino in list(self._scratch_nodes):
             node = self.table.get(ino)
