@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 from mounting import MOUNT_DEADLINE, Mount, answers, run_volfs, stop_daemon, volfs_mountpoints
 
+from volfs.config import CHUNK_SIZE
 from volfs.store import Store
 from volfs.tree import Entry, Kind
 
@@ -41,6 +42,15 @@ def campaign_size(ci: int, full: int) -> int:
 
 
 # -- reading what a store holds --------------------------------------------------------------------
+def entry_bytes(store: Store, entry: Entry) -> bytes:
+    """A committed file's bytes: its chunks, holes and short blobs read as zeros."""
+    content = bytearray(entry.size)
+    for index, digest in entry.chunks:
+        data = store.blobs.get(digest)[: max(0, entry.size - index * CHUNK_SIZE)]
+        content[index * CHUNK_SIZE:index * CHUNK_SIZE + len(data)] = data
+    return bytes(content)
+
+
 def read_entry_tree(store: Store, root: Entry) -> dict[str, Content]:
     """path -> bytes (files) or DIR, below a directory entry."""
     out: dict[str, Content] = {}
@@ -53,7 +63,7 @@ def read_entry_tree(store: Store, root: Entry) -> dict[str, Content]:
                 out[path] = DIR
                 walk(child, path + "/")
             elif child.kind is Kind.FILE:
-                out[path] = b"".join(store.blobs.get(d) for d in child.chunks)
+                out[path] = entry_bytes(store, child)
             else:
                 out[path] = "symlink:" + child.target
 

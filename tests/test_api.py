@@ -135,7 +135,7 @@ def test_ephemeral_volume_is_deleted_on_exit_even_after_an_error(store: Store) -
 
 def test_info_reports_size_files_head_and_format(vol: Volume) -> None:
     info = vol.info()
-    assert (info.name, info.size, info.files, info.format_version) == ("vol", 0, 0, 1)
+    assert (info.name, info.size, info.files, info.format_version) == ("vol", 0, 0, 2)
     put(vol, {"a": b"12345", "d/b": b"678", "d/e/c": b""})
     info = vol.info()
     assert (info.size, info.files) == (8, 3)
@@ -294,7 +294,7 @@ def test_bad_remote_paths_are_refused(vol: Volume, bad: str, store_state: Callab
     assert store_state() == before
 
 
-def test_put_directory_uploads_regular_files_and_never_follows_symlinks(
+def test_put_directory_uploads_files_and_fifos_and_never_follows_symlinks(
         vol: Volume, tmp_path: Path) -> None:
     outside = tmp_path / "secret"
     outside.mkdir()
@@ -309,7 +309,9 @@ def test_put_directory_uploads_regular_files_and_never_follows_symlinks(
     os.mkfifo(src / "fifo")
     with vol.batch_upload() as batch:
         batch.put_directory(src, "/dst")
-    assert paths(vol) == ["dst", "dst/a.txt", "dst/sub", "dst/sub/b.txt", "dst/sub/empty-dir"]
+    assert paths(vol) == ["dst", "dst/a.txt", "dst/fifo", "dst/sub", "dst/sub/b.txt",
+                          "dst/sub/empty-dir"]
+    assert vol.stat("dst/fifo").type is volfs.FileEntryType.FIFO
     assert read(vol, "dst/sub/b.txt") == b"b"
     with pytest.raises(NotADirectoryError), vol.batch_upload() as batch:
         batch.put_directory(src / "a.txt", "/x")

@@ -54,7 +54,7 @@ def commit_tree(
 
 
 def a_file(name: str, data: bytes) -> Entry:
-    return Entry(name, Kind.FILE, size=len(data), chunks=(digest_of(data),))
+    return Entry(name, Kind.FILE, size=len(data), chunks=((0, digest_of(data)),))
 
 
 # --- volumes ----------------------------------------------------------------------------------

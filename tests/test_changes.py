@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from volfs.blobs import Digest, digest_of
 from volfs.changes import ALL_META, Dir, Put, Remove, SetMeta, diff
 from volfs.merge import merge
-from volfs.tree import Entry, Kind, MemoryTreeStore, Tree, TreeWriter, lookup, walk
+from volfs.tree import Entry, Kind, MemoryTreeStore, Tree, TreeWriter, dense, lookup, walk
 
 Path = tuple[str, ...]
 MTIME = 1_700_000_000_000_000_000
@@ -50,7 +50,7 @@ def build(store: MemoryTreeStore, spec: dict[Path, Leaf]) -> Entry:
                     leaf[2],
                     mtime_ns=MTIME,
                     size=len(leaf[1]),
-                    chunks=(digest_of(leaf[1]),),
+                    chunks=dense([digest_of(leaf[1])]),
                 )
             else:
                 children[name] = Entry(
@@ -204,3 +204,23 @@ def test_diff_never_reads_a_subtree_both_sides_share(
     counting = CountingStore(store)
     diff(counting, old, new)
     assert set(counting.reads) <= allowed
+
+
+def test_joining_or_leaving_a_link_group_is_a_metadata_change() -> None:
+    store = MemoryTreeStore()
+    writer = TreeWriter(store)
+
+    def root(*entries: Entry) -> Entry:
+        entry = writer.dir_entry(Entry("", Kind.DIR, 0o755), Tree.of(list(entries)))
+        store.absorb(writer)
+        return entry
+
+    plain = Entry("p", Kind.FILE, size=1, chunks=dense([digest_of(b"1")]))
+    linked = plain.with_(link=42, nlink=2)
+    old, new = root(plain), root(linked, linked.with_(name="q"))
+    assert new.links == 2
+    changes = diff(store, old, new)
+    assert changes[("p",)] == SetMeta(linked, frozenset({"link", "nlink"}))
+    assert isinstance(changes[("q",)], Put)
+    fewer = root(linked.with_(nlink=1))  # q unlinked: p's nlink changed, nothing else
+    assert diff(store, new, fewer)[("p",)] == SetMeta(linked.with_(nlink=1), frozenset({"nlink"}))

@@ -64,7 +64,7 @@ def reachable(store: Store, records: list[SnapshotRecord]) -> tuple[set[Digest],
             if e.kind is Kind.DIR:
                 assert e.tree is not None
                 trees.add(e.tree)
-            blobs.update(e.chunks)
+            blobs.update(d for _, d in e.chunks)
     return trees, blobs
 
 
@@ -88,7 +88,7 @@ def test_gc_deletes_exactly_what_nothing_references(two_volumes: Store) -> None:
     store = two_volumes
     Volume.objects.delete("gone", store=store)
     abandoned = [store.blobs.put(os.urandom(1000)) for _ in range(3)]  # a batch that failed
-    stray = Tree((Entry("x", Kind.FILE, size=1000, chunks=(abandoned[0],)),))
+    stray = Tree((Entry("x", Kind.FILE, size=1000, chunks=((0, abandoned[0]),)),))
     store.catalog.put_trees({tree_digest(stray): encode(stray)})
     age_all_blobs(store)
     kept_snapshots = [s for s in snapshots(store) if s.volume_id == store.catalog.get_volume("main", "keep").id]
@@ -129,7 +129,7 @@ def test_dry_run_counts_the_same_and_changes_nothing(
 def test_the_grace_window_keeps_what_was_just_written(store: Store) -> None:
     Volume.objects.create("v", store=store)
     blob = store.blobs.put(b"a commit in flight wrote me")
-    tree = Tree((Entry("f", Kind.FILE, size=27, chunks=(blob,)),))
+    tree = Tree((Entry("f", Kind.FILE, size=27, chunks=((0, blob),)),))
     store.catalog.put_trees({tree_digest(tree): encode(tree)})  # a mount's view, before its commit
     report = collect(store)  # the default grace window
     assert (report.blobs_deleted, report.trees_deleted) == (0, 0)
@@ -267,7 +267,7 @@ def test_a_view_tree_stored_by_a_commit_during_gc_is_kept(
     between gc's mark phase and its sweep: its journal names it only a moment later."""
     vol = Volume.objects.create("v", store=store)
     blob = store.blobs.put(b"in the view")
-    view = Tree((Entry("f", Kind.FILE, size=11, chunks=(blob,)),))
+    view = Tree((Entry("f", Kind.FILE, size=11, chunks=((0, blob),)),))
     with store.catalog.env.begin(write=True) as txn:  # stored long ago, its fresh record pruned
         txn.put(bytes.fromhex(tree_digest(view)), encode(view), db=store.catalog._trees)
     real_sweep = store.catalog.sweep

@@ -6,11 +6,11 @@ import pytest
 
 from volfs.blobs import digest_of
 from volfs.catalog import Catalog, VolumeRecord
-from volfs.changes import Changes, Put, Remove, SetMeta
+from volfs.changes import Changes, Put, Remove, SetMeta, diff
 from volfs.commit import CommitResult, commit_changes
 from volfs.errors import ConflictError
 from volfs.store import Store
-from volfs.tree import Entry, Kind, lookup, walk
+from volfs.tree import Entry, Kind, Tree, TreeWriter, dense, lookup, walk
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,12 @@ def volume(store: Store, request: pytest.FixtureRequest) -> VolumeRecord:
 
 
 def a_file(name: str, data: bytes, mode: int = 0o644) -> Entry:
-    return Entry(name, Kind.FILE, mode, size=len(data), chunks=(digest_of(data),))
+    return Entry(name, Kind.FILE, mode, size=len(data), chunks=dense([digest_of(data)]))
 
 
 def contents(catalog: Catalog, root: Entry) -> dict[str, bytes | int]:
     """path -> content digest of every file below ``root``."""
-    return {"/".join(p): e.chunks[0] for p, e in walk(catalog, root) if e.kind is Kind.FILE}
+    return {"/".join(p): e.chunks[0][1] for p, e in walk(catalog, root) if e.kind is Kind.FILE}
 
 
 def put(
@@ -131,7 +131,7 @@ def test_overwrites_name_the_path_and_the_previous_snapshot(
     assert record.overwrites == [{"path": "d/a", "previous": theirs.snapshot}]
     # The lost version stays reachable through the previous snapshot.
     lost = entry_at(store, volume, "d/a", record.overwrites[0]["previous"])
-    assert lost is not None and lost.chunks == (digest_of(b"theirs"),)
+    assert lost is not None and lost.chunks == ((0, digest_of(b"theirs")),)
 
 
 def test_no_overwrite_is_recorded_over_content_the_writer_saw(
@@ -207,3 +207,40 @@ def test_if_unchanged_commits_when_only_other_paths_changed(
         "a": digest_of(b"mine"),
         "b": digest_of(b"theirs"),
     }
+
+
+# --- hard-link groups ---------------------------------------------------------------------------
+def test_link_groups_are_fixed_with_trees_only_the_commit_carries(store: Store, volume: VolumeRecord) -> None:
+    """A mount's view trees reach the catalog in the commit's own transaction: the merge,
+    which reads them to find a group's names, must see them before."""
+    catalog = store.catalog
+    x = 0x7777_0000_1234
+    one = Entry("", Kind.FILE, 0o644, size=3, chunks=dense([digest_of(b"one")]), link=x, nlink=2)
+
+    def view(entries: dict[tuple[str, ...], Entry], writer: TreeWriter) -> Entry:
+        dirs: dict[tuple[str, ...], dict[str, Entry]] = {(): {}}
+        for path, entry in sorted(entries.items(), key=lambda item: -len(item[0])):
+            for i in range(1, len(path)):
+                dirs.setdefault(path[:i], {})
+            dirs.setdefault(path[:-1], {})[path[-1]] = entry.with_(name=path[-1])
+        for path in sorted(dirs, key=len, reverse=True):
+            if path:
+                dirs[path[:-1]][path[-1]] = writer.dir_entry(Entry(path[-1], Kind.DIR, 0o755), Tree.of(dirs[path]))
+        return writer.dir_entry(Entry("", Kind.DIR, 0o755), Tree.of(dirs[()]))
+
+    first = TreeWriter(catalog)
+    base = view({("a", "p"): one, ("b", "q"): one}, first)
+    commit_changes(store, volume.id, lambda root: diff(first, root, base), origin="test",
+                   extra_trees=first.pending)
+    # The next view rewrote p; b/ was never loaded, so q is as it was and not in the diff.
+    second = TreeWriter(catalog)
+    two = one.with_(size=3, chunks=dense([digest_of(b"two")]))
+    new = view({("a", "p"): two, ("b", "q"): one}, second)
+    changes = diff(second, base, new)
+    assert set(changes) == {(), ("a",), ("a", "p")}
+    result = commit_changes(store, volume.id, lambda root: changes, origin="test",
+                            extra_trees=second.pending)
+    assert result.committed and result.overwrites == []
+    head = catalog.head(volume.id)
+    assert entry_at(store, volume, "b/q") == two.with_(name="q")
+    assert contents(catalog, head.root) == {"a/p": digest_of(b"two"), "b/q": digest_of(b"two")}

@@ -236,7 +236,7 @@ def test_a_damaged_blob_gives_eio_never_wrong_bytes(tmp_path: Path, how: str) ->
     root = store.catalog.head(store.catalog.get_volume("main", "vol").id).root
     entry = store.catalog.get_tree(root.tree).get("two-chunks.bin")  # type: ignore[arg-type]
     assert entry is not None and len(entry.chunks) == 2
-    bad = entry.chunks[1]
+    bad = entry.chunks[1][1]
     damage(store.blobs.path(bad), how)
 
     with mounted(store_path, "vol", tmp_path / "m") as m:

@@ -24,9 +24,10 @@ from volfs import Volume
 from volfs.blobs import Digest
 from volfs.catalog import SnapshotId, SnapshotRecord, new_id
 from volfs.cli import cli
+from volfs.config import CHUNK_SIZE
 from volfs.fsck import fsck
 from volfs.store import Store
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, encode, lookup, tree_digest, walk
+from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, TreeWriter, encode, lookup, tree_digest, walk
 
 SHARED = b"the same bytes in two volumes\n"
 HOUR = 3600.0
@@ -65,7 +66,7 @@ def head_entry(store: Store, name: str, path: str) -> Entry:
 
 
 def blob_path(store: Store, name: str, path: str) -> Path:
-    return store.blobs.path(head_entry(store, name, path).chunks[0])
+    return store.blobs.path(head_entry(store, name, path).chunks[0][1])
 
 
 def rewrite(path: Path, data: bytes) -> None:
@@ -88,7 +89,7 @@ def snapshots_using(store: Store, digest: Digest) -> set[str]:
     """Independently of fsck: the snapshots whose trees name this blob."""
     out = set()
     for s in all_snapshots(store):
-        if any(digest in e.chunks for _, e in walk(store.catalog, s.root)):
+        if any(digest in dict(e.chunks).values() for _, e in walk(store.catalog, s.root)):
             out.add(s.id)
     return out
 
@@ -113,7 +114,7 @@ def test_a_fresh_store_with_volumes_and_snapshots_is_clean(populated: Store) -> 
     assert report.volumes == 3 and report.snapshots == len(snapshots) == 5 + 3 + 1
     trees = {s.root.tree for s in snapshots} | {e.tree for s in snapshots
                                                  for _, e in walk(store.catalog, s.root) if e.is_dir}
-    blobs = {c for s in snapshots for _, e in walk(store.catalog, s.root) for c in e.chunks}
+    blobs = {c for s in snapshots for _, e in walk(store.catalog, s.root) for _, c in e.chunks}
     assert report.trees == len(trees) and report.blobs == len(blobs)
     assert report.bytes_read == sum(store.blobs.size(d) for d in blobs)
     assert report.orphans["blobs"] == 0 and report.orphans["trees"] == 0
@@ -141,14 +142,14 @@ def test_each_tree_and_blob_is_read_once_however_many_snapshots_share_it(
     report = fsck(store)
     assert report.clean and report.snapshots == 20
     assert max(reads.values()) == 1 and len(reads) == report.trees
-    distinct = {c for s in all_snapshots(store) for _, e in walk(store.catalog, s.root) for c in e.chunks}
+    distinct = {c for s in all_snapshots(store) for _, e in walk(store.catalog, s.root) for _, c in e.chunks}
     assert report.bytes_read == sum(store.blobs.size(d) for d in distinct)  # each blob read once
 
 
 # -- damage ------------------------------------------------------------------------------------
 def test_a_corrupted_blob_names_every_volume_and_path_using_it(populated: Store) -> None:
     store = populated
-    digest = head_entry(store, "alpha", "d/a.txt").chunks[0]
+    digest = head_entry(store, "alpha", "d/a.txt").chunks[0][1]
     flip_byte(store.blobs.path(digest))
     report = fsck(store)
     assert [p.kind for p in report.problems] == ["blob-damaged"]
@@ -172,7 +173,7 @@ def test_damage_exits_non_zero_with_one_error_line(populated: Store) -> None:
     assert "beta:/only-beta.txt" in proc.stdout and "Traceback" not in proc.stderr
 
 
-def test_a_truncated_blob_is_found_and_quick_mode_sees_the_size(populated: Store) -> None:
+def test_a_truncated_blob_is_found(populated: Store) -> None:
     store = populated
     path = blob_path(store, "alpha", "d/sub/b.bin")
     rewrite(path, path.read_bytes()[:1000])
@@ -180,9 +181,19 @@ def test_a_truncated_blob_is_found_and_quick_mode_sees_the_size(populated: Store
     assert [p.kind for p in report.problems] == ["blob-damaged"]
     assert "1000 bytes on disk" in report.problems[0].detail
     assert ("alpha", "d/sub/b.bin", True) in affected(report, "blob-damaged")
+    # A blob may be shorter than its chunk's span (format 2: the rest reads as zeros), so
+    # sizes alone cannot tell a truncated one: only reading it (the default) does.
+    assert fsck(store, quick=True).clean
+
+
+def test_quick_mode_sees_a_blob_longer_than_its_span(populated: Store) -> None:
+    store = populated
+    path = blob_path(store, "alpha", "d/sub/b.bin")
+    rewrite(path, path.read_bytes() + b"grown")
     quick = fsck(store, quick=True)
     assert quick.bytes_read == 0
     assert [p.kind for p in quick.problems] == ["file-size"]
+    assert "holds 50005" in quick.problems[0].detail
     assert ("alpha", "d/sub/b.bin", True) in affected(quick, "file-size")
 
 
@@ -236,12 +247,136 @@ def test_directory_totals_that_do_not_add_up_are_found(populated: Store) -> None
     assert affected(report, "dir-totals") == {("alpha", "/", True)}
 
 
+# -- format 2: sparse chunks, special kinds, hard links ---------------------------------------
+def commit_raw(store: Store, volume_name: str, entries: list[Entry]) -> tuple[Store, SnapshotRecord]:
+    """A head whose directory ``d`` holds ``entries``, built without the merge: fsck must
+    find what a buggy writer could store."""
+    catalog = store.catalog
+    volume = catalog.get_volume("main", volume_name)
+    head = catalog.head(volume.id)
+    writer = TreeWriter(catalog)
+    sub = writer.dir_entry(Entry("d", Kind.DIR, 0o755), Tree.of(entries))
+    root = writer.dir_entry(head.root, Tree.of([sub]))
+    snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume.id, root, head.id, time.time(), "a bug")
+    catalog.advance_head(head.id, snapshot, writer.pending)
+    return store, snapshot
+
+
+def test_sparse_files_with_short_blobs_and_every_kind_are_clean(populated: Store) -> None:
+    store = populated
+    short = store.blobs.put(b"a blob much shorter than its 8 MiB span")
+    tail = store.blobs.put(b"7 bytes")
+    linked = Entry("l1", Kind.FILE, 0o644, size=CHUNK_SIZE * 3, chunks=((2, short),), link=0x11, nlink=2)
+    commit_raw(store, "gamma", [
+        Entry("sparse", Kind.FILE, 0o644, size=CHUNK_SIZE * 5 + 7, chunks=((1, short), (5, tail))),
+        Entry("hole", Kind.FILE, 0o644, size=1 << 40),
+        Entry("fifo", Kind.FIFO, 0o644), Entry("sock", Kind.SOCKET, 0o755),
+        Entry("null", Kind.CHAR_DEVICE, 0o666, rdev=os.makedev(1, 3)),
+        Entry("loop", Kind.BLOCK_DEVICE, 0o660, rdev=os.makedev(7, 0)),
+        linked, linked.with_(name="l2"),
+    ])
+    report = fsck(store)
+    assert report.clean, [p.summary for p in report.problems]
+    assert fsck(store, quick=True).clean
+
+
+def test_chunk_indexes_past_the_size_or_out_of_order_are_found(populated: Store) -> None:
+    store = populated
+    blob = store.blobs.put(b"x" * 10)
+    commit_raw(store, "gamma", [Entry("past", Kind.FILE, 0o644, size=CHUNK_SIZE + 1,
+                                      chunks=((0, blob), (2, blob)))])
+    report = fsck(store)
+    assert [p.kind for p in report.problems] == ["chunk-index"]
+    assert "names chunk 2" in report.problems[0].detail
+    assert affected(report, "chunk-index") == {("gamma", "d/past", True)}
+    # Out of order: the tree decoder refuses such a tree, so it can only be seen in memory.
+    from volfs.fsck import FsckReport, _Checker
+
+    checker = _Checker(store, FsckReport(str(store.root), False))
+    bad = Entry("swapped", Kind.FILE, 0o644, size=3 * CHUNK_SIZE, chunks=((1, blob), (0, blob)))
+    assert checker._check_entries(Digest("00" * 16), Tree((bad,)))
+    assert "not strictly ascending" in checker.report.problems[0].detail
+
+
+def test_a_blob_longer_than_its_span_is_found(populated: Store) -> None:
+    store = populated
+    blob = store.blobs.put(b"y" * 100)
+    commit_raw(store, "gamma", [Entry("f", Kind.FILE, 0o644, size=CHUNK_SIZE + 50,
+                                      chunks=((1, blob),))])  # chunk 1 covers 50 bytes
+    report = fsck(store)
+    assert [p.kind for p in report.problems] == ["file-size"]
+    assert "chunk 1 covers 50" in report.problems[0].detail and "holds 100" in report.problems[0].detail
+
+
+def test_a_special_file_with_content_is_found(populated: Store) -> None:
+    store = populated
+    commit_raw(store, "gamma", [Entry("fifo", Kind.FIFO, 0o644, size=12)])
+    report = fsck(store)
+    assert [p.kind for p in report.problems] == ["special-entry"]
+    assert "'fifo' is a fifo but carries content" in report.problems[0].detail
+    from volfs.fsck import FsckReport, _Checker
+
+    checker = _Checker(store, FsckReport(str(store.root), False))  # rdev on a socket: in memory only
+    assert checker._check_entries(Digest("00" * 16), Tree((Entry("s", Kind.SOCKET, rdev=5),)))
+    assert "a device number" in checker.report.problems[0].detail
+
+
+def test_a_link_group_whose_names_disagree_is_found(populated: Store) -> None:
+    store = populated
+    one, two = store.blobs.put(b"one"), store.blobs.put(b"two")
+    a = Entry("a", Kind.FILE, 0o644, size=3, chunks=((0, one),), link=0x21, nlink=3)
+    catalog = store.catalog
+    volume = catalog.get_volume("main", "gamma")
+    head = catalog.head(volume.id)
+    writer = TreeWriter(catalog)
+    sub = writer.dir_entry(Entry("d", Kind.DIR, 0o755),
+                           Tree.of([a.with_(name="b", chunks=((0, two),)),   # other content
+                                    a.with_(name="c")]))
+    ok = Entry("ok", Kind.FILE, 0o644, size=3, chunks=((0, one),), link=0x33, nlink=1)
+    root = writer.dir_entry(head.root, Tree.of([a, sub, ok]))
+    snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume.id, root, head.id, time.time(), "a bug")
+    catalog.advance_head(head.id, snapshot, writer.pending)
+    report = fsck(store)
+    assert [p.kind for p in report.problems] == ["link-group"]
+    problem = report.problems[0]
+    assert problem.subject == "0x21" and "their content differs" in problem.detail
+    assert affected(report, "link-group") == {("gamma", "a", True), ("gamma", "d/b", True),
+                                              ("gamma", "d/c", True)}
+    assert snapshot.id in report.damaged_snapshots
+    # The counts: three names that say 2.
+    fixed = writer.dir_entry(Entry("d", Kind.DIR, 0o755), Tree.of([a.with_(name="b", nlink=2),
+                                                                   a.with_(name="c", nlink=2)]))
+    root2 = writer.dir_entry(root, Tree.of([a.with_(nlink=2), fixed, ok]))
+    later = SnapshotRecord(SnapshotId(new_id("sn")), volume.id, root2, snapshot.id, time.time(), "a bug")
+    catalog.advance_head(snapshot.id, later, writer.pending)
+    report = fsck(store)
+    details = sorted(p.detail for p in report.problems)
+    assert [p.kind for p in report.problems] == ["link-group", "link-group"]
+    assert any("they say nlink 2" in d and "content" not in d for d in details)
+
+
+def test_a_directory_whose_link_count_is_wrong_is_found(populated: Store) -> None:
+    store = populated
+    blob = store.blobs.put(b"z")
+    linked = Entry("x", Kind.FILE, 0o644, size=1, chunks=((0, blob),), link=0x45, nlink=2)
+    _, snapshot = commit_raw(store, "gamma", [linked, linked.with_(name="y")])
+    catalog = store.catalog
+    head = catalog.head(snapshot.volume_id)
+    lying = SnapshotRecord(SnapshotId(new_id("sn")), snapshot.volume_id, head.root.with_(links=1),
+                           head.id, time.time(), "a bug")
+    catalog.advance_head(head.id, lying, {})
+    report = fsck(store)
+    kinds = [p.kind for p in report.problems]
+    assert "dir-totals" in kinds
+    assert any("1 link names" in p.detail for p in report.problems if p.kind == "dir-totals")
+
+
 # -- orphans and repair ----------------------------------------------------------------------------
 def make_orphans(store: Store, *, age: float = 2 * HOUR) -> dict[str, object]:
     """One of each: an unreferenced blob and tree, a temp file, a crashed mount's overlay."""
     blob = store.blobs.put(b"nothing references me")
     os.utime(store.blobs.path(blob), (time.time() - age,) * 2)
-    tree = Tree((Entry("x", Kind.FILE, size=21, chunks=(blob,)),))
+    tree = Tree((Entry("x", Kind.FILE, size=21, chunks=((0, blob),)),))
     store.catalog.put_trees({tree_digest(tree): encode(tree)})
     temp = store.root / "tmp" / "blob-leftover"
     temp.write_bytes(b"half a blob")
@@ -274,11 +409,11 @@ def test_orphans_are_reported_but_are_not_damage(populated: Store) -> None:
 def test_repair_drops_orphans_and_marks_damage_without_touching_referenced_data(populated: Store) -> None:
     store = populated
     made = make_orphans(store)
-    damaged_blob = head_entry(store, "alpha", "d/a.txt").chunks[0]
+    damaged_blob = head_entry(store, "alpha", "d/a.txt").chunks[0][1]
     using = snapshots_using(store, damaged_blob)
     assert len(using) == 6  # alpha's 4 snapshots since d/a.txt, beta's 2
     flip_byte(store.blobs.path(damaged_blob))
-    referenced = {c for s in all_snapshots(store) for _, e in walk(store.catalog, s.root) for c in e.chunks}
+    referenced = {c for s in all_snapshots(store) for _, e in walk(store.catalog, s.root) for _, c in e.chunks}
     code, out, _ = run_cli("fsck", "--repair", "--grace", "0")
     assert code == 8
     assert "Repair: deleted 1 orphan blobs (21 bytes), 1 orphan trees, 1 temp files" in out

@@ -28,6 +28,7 @@ from conftest_campaign import (
     campaign_size,
     control_socket,
     describe_diff,
+    entry_bytes,
     mounts,
     read_tree,
     summary,
@@ -221,7 +222,7 @@ def test_eight_mounts_commit_disjoint_files_while_two_rewrite_one_file(tmp_path:
         entry = tree.get("shared.bin")
         current = None
         if entry is not None:
-            current = whole_version(b"".join(store.blobs.get(d) for d in entry.chunks))
+            current = whole_version(entry_bytes(store, entry))
             if current is None:
                 problems.append(f"{snap.id}: shared.bin is not one whole version")
                 continue

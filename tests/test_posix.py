@@ -5,22 +5,16 @@ second mount of the same volume (``other``, started on first use) shows what a c
 publishes: the first mount commits, the second reloads and compares.
 
 Errnos of what volfs does not support, for the README's list of POSIX deviations:
-- ``mknod`` of a FIFO, socket or device: EPERM (the committed tree stores files,
-  directories and symlinks only).
 - ``fallocate(2)``: EOPNOTSUPP for every mode (pyfuse3 has no fallocate handler; the kernel
   turns libfuse's ENOSYS into EOPNOTSUPP). ``posix_fallocate(3)`` still succeeds: glibc
   emulates it by writing a byte per block when the kernel says EOPNOTSUPP.
-- ``renameat2(RENAME_EXCHANGE)``: EINVAL.
 - ``open(O_TMPFILE)``: EOPNOTSUPP (no tmpfile handler); ``tempfile.TemporaryFile`` falls
   back to create + unlink, which works.
 - File locks (``flock``, ``fcntl``) are the kernel's local locks: they work between
   processes of one machine using one mount, not across mounts.
-- Binding a unix socket in the mount: EPERM (it is a mknod).
 - POSIX ACLs (``system.posix_acl_*``) are kept and committed as xattrs but not enforced
   (pyfuse3's ``enable_acl`` is off): the kernel checks the mode bits only.
 - ``setxattr`` of ``user.*`` on a symlink itself: EPERM (the kernel's rule, as on ext4).
-- Hard links live in a mount's view only: the committed tree has no hard links, so after a
-  commit another mount sees each name as an independent file.
 """
 
 from __future__ import annotations
@@ -35,6 +29,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import stat
 import subprocess
 import tempfile
@@ -410,13 +405,27 @@ def test_renameat2_noreplace_refuses_existing_target(d: Path) -> None:
     assert sorted(os.listdir(d)) == ["b", "c"]
 
 
-def test_renameat2_exchange_is_einval(d: Path) -> None:
+def test_renameat2_exchange_swaps_two_files_and_two_directories(d: Path, mnt: Mount, other: Mount) -> None:
     (d / "a").write_bytes(b"A")
     (d / "b").write_bytes(b"B")
-    with pytest.raises(OSError) as info:
-        renameat2(d / "a", d / "b", RENAME_EXCHANGE)
+    (d / "x").mkdir()
+    (d / "x" / "in-x").write_bytes(b"X")
+    (d / "y").mkdir()
+    ino_a = os.stat(d / "a").st_ino
+    renameat2(d / "a", d / "b", RENAME_EXCHANGE)
+    renameat2(d / "x", d / "y", RENAME_EXCHANGE)
+    assert (d / "a").read_bytes() == b"B" and (d / "b").read_bytes() == b"A"
+    assert os.stat(d / "b").st_ino == ino_a
+    assert os.listdir(d / "y") == ["in-x"] and os.listdir(d / "x") == []
+    with pytest.raises(FileNotFoundError):
+        renameat2(d / "a", d / "missing", RENAME_EXCHANGE)
+    with pytest.raises(OSError) as info:  # a directory and its own child
+        renameat2(d / "y", d / "y" / "in-x", RENAME_EXCHANGE)
     assert info.value.errno == errno.EINVAL
-    assert (d / "a").read_bytes() == b"A"
+    publish(mnt, other)
+    seen = in_other(d, mnt, other)
+    assert (seen / "a").read_bytes() == b"B" and (seen / "b").read_bytes() == b"A"
+    assert os.listdir(seen / "y") == ["in-x"] and os.listdir(seen / "x") == []
 
 
 def test_rename_of_open_file_keeps_the_handle_working(d: Path) -> None:
@@ -697,22 +706,28 @@ def test_hard_link_to_directory_is_eperm(d: Path) -> None:
         os.link(d / "dir", d / "dir2")
 
 
-def test_hard_links_become_independent_copies_after_commit(
-    d: Path, mnt: Mount, other: Mount
-) -> None:
-    # By design the committed tree has no hard links: each name is committed as its own
-    # file with the same content. The committing mount keeps its linked view; another
-    # mount (or this one after a reload) sees two independent files.
+def test_hard_links_survive_commit_and_reload(d: Path, mnt: Mount, other: Mount) -> None:
+    # As on ext4 (and Modal's v2 volumes): a snapshot records which names share one file.
+    (d / "sub").mkdir()
     (d / "a").write_bytes(b"shared")
     os.link(d / "a", d / "b")
+    os.link(d / "a", d / "sub" / "c")
     publish(mnt, other)
-    assert os.stat(d / "a").st_ino == os.stat(d / "b").st_ino  # unchanged in the committer
-    a, b = in_other(d, mnt, other) / "a", in_other(d, mnt, other) / "b"
-    assert a.read_bytes() == b.read_bytes() == b"shared"
-    assert os.stat(a).st_ino != os.stat(b).st_ino
-    assert os.stat(a).st_nlink == os.stat(b).st_nlink == 1
-    a.write_bytes(b"only a")
-    assert b.read_bytes() == b"shared"
+    seen = in_other(d, mnt, other)
+    a, b, c = seen / "a", seen / "b", seen / "sub" / "c"
+    assert os.stat(c).st_nlink == 3  # right before the other names were looked up
+    assert os.stat(a).st_ino == os.stat(b).st_ino == os.stat(c).st_ino
+    assert os.stat(a).st_nlink == 3
+    with open(b, "r+b") as f:  # a write through one name is seen through the others
+        f.write(b"SH")
+    assert a.read_bytes() == c.read_bytes() == b"SHared"
+    os.unlink(c)
+    assert os.stat(a).st_nlink == 2
+    other.commit()
+    mnt.reload()
+    assert (d / "a").read_bytes() == (d / "b").read_bytes() == b"SHared"
+    assert os.stat(d / "a").st_ino == os.stat(d / "b").st_ino
+    assert os.stat(d / "a").st_nlink == 2 and not (d / "sub" / "c").exists()
 
 
 # -- open-unlinked files --------------------------------------------------------------------------------------
@@ -834,17 +849,28 @@ def test_uncommitted_file_is_invisible_to_another_mount_until_commit(
 
 
 # -- what is not supported: clear errnos -------------------------------------------------------------------------
-def test_mkfifo_is_eperm(d: Path) -> None:
-    with pytest.raises(PermissionError):
-        os.mkfifo(d / "fifo")
-    assert os.listdir(d) == []
-
-
-def test_mknod_device_is_eperm(d: Path) -> None:
+def test_fifos_and_device_nodes_are_files_of_their_own_kind(d: Path, mnt: Mount, other: Mount) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root")
-    with pytest.raises(PermissionError):
-        os.mknod(d / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        pytest.skip("device nodes need root")
+    os.mkfifo(d / "fifo", 0o640)
+    os.mknod(d / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mknod(d / "loop", 0o660 | stat.S_IFBLK, os.makedev(7, 0))
+    os.chown(d / "fifo", 1234, 5678)
+    with pytest.raises(PermissionError):  # a FUSE mount is nodev: nodes are kept, not opened
+        open(d / "null", "wb")
+    publish(mnt, other)
+    seen = in_other(d, mnt, other)
+    fifo, null, loop = (os.stat(seen / n) for n in ("fifo", "null", "loop"))
+    assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o640
+    assert (fifo.st_uid, fifo.st_gid) == (1234, 5678)
+    assert stat.S_ISCHR(null.st_mode) and null.st_rdev == os.makedev(1, 3)
+    assert stat.S_ISBLK(loop.st_mode) and loop.st_rdev == os.makedev(7, 0)
+    received = []
+    reader = threading.Thread(target=lambda: received.append((seen / "fifo").read_bytes()))
+    reader.start()
+    (seen / "fifo").write_bytes(b"through the pipe")
+    reader.join(10)
+    assert received == [b"through the pipe"]
 
 
 def test_mknod_regular_file_works(d: Path) -> None:
@@ -1156,9 +1182,17 @@ def test_rename_of_an_unlisted_committed_directory_keeps_its_contents(
     assert os.listdir(seen) == ["moved"]
 
 
-def test_unix_socket_bind_is_eperm(d: Path) -> None:
-    with socket.socket(socket.AF_UNIX) as sock, pytest.raises(PermissionError):
-        sock.bind(str(d / "sock"))
+def test_a_unix_socket_binds_and_its_node_is_committed(d: Path, mnt: Mount, other: Mount) -> None:
+    with socket.socket(socket.AF_UNIX) as server, socket.socket(socket.AF_UNIX) as client:
+        server.bind(str(d / "sock"))
+        server.listen(1)
+        client.connect(str(d / "sock"))
+        conn, _ = server.accept()
+        with conn:
+            client.sendall(b"hi")
+            assert conn.recv(2) == b"hi"
+    publish(mnt, other)
+    assert stat.S_ISSOCK(os.lstat(in_other(d, mnt, other) / "sock").st_mode)
 
 
 def test_posix_acl_xattr_is_stored(d: Path) -> None:

@@ -6,6 +6,7 @@ tests commit in-process (no FUSE) and count what the blob store wrote, linked an
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections.abc import Iterator
@@ -17,11 +18,11 @@ from hypothesis import strategies as st
 
 import volfs.scratch
 from volfs import Volume
-from volfs.blobs import digest_of
+from volfs.blobs import Digest, digest_of
 from volfs.config import CHUNK_SIZE
 from volfs.inodes import ROOT_INO
 from volfs.overlay import Overlay
-from volfs.scratch import ScratchFile
+from volfs.scratch import ScratchFile, ScratchStats
 from volfs.store import Store
 
 pytestmark = pytest.mark.timeout(120)
@@ -29,67 +30,105 @@ pytestmark = pytest.mark.timeout(120)
 SMALL = 16  # chunk size of the model test: many segments from a few bytes
 
 
-def _segments(directory: Path, name: str = "f1") -> list[int]:
-    """The sizes of a scratch file's segments, in order."""
-    sizes = [os.stat(directory / name).st_size]
-    while (directory / f"{name}.{len(sizes)}").exists():
-        sizes.append(os.stat(directory / f"{name}.{len(sizes)}").st_size)
-    return sizes
+def _segments(directory: Path, name: str = "f1") -> dict[int, int]:
+    """A scratch file's segments on disk: chunk index -> bytes."""
+    prefix = name + "."
+    return {int(n[len(prefix):]): os.stat(directory / n).st_size
+            for n in os.listdir(directory) if n.startswith(prefix) and n[len(prefix):].isdigit()}
+
+
+class _Blobs:
+    """Committed chunks for the model test: one read-only file per chunk."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.fds: dict[str, int] = {}
+
+    def chunks(self, content: bytes, size: int) -> tuple[tuple[int, Digest], ...]:
+        out = []
+        for index in range(0, -(-len(content) // size)):
+            piece = content[index * size:(index + 1) * size]
+            digest = digest_of(piece)
+            (self.directory / digest).write_bytes(piece)
+            out.append((index, digest))
+        return tuple(out)
+
+    def open(self, digest: Digest) -> int:
+        if digest not in self.fds:
+            self.fds[digest] = os.open(self.directory / digest, os.O_RDONLY)
+        return self.fds[digest]
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
 
 
 ops = st.lists(st.one_of(
-    st.tuples(st.just("write"), st.integers(0, 5 * SMALL), st.binary(min_size=0, max_size=3 * SMALL)),
-    st.tuples(st.just("truncate"), st.integers(0, 6 * SMALL), st.just(b"")),
+    st.tuples(st.just("write"), st.integers(0, 8 * SMALL), st.binary(min_size=0, max_size=3 * SMALL)),
+    st.tuples(st.just("write"), st.integers(0, 8 * SMALL), st.integers(1, 3 * SMALL).map(bytes)),  # zeros
+    st.tuples(st.just("truncate"), st.integers(0, 10 * SMALL), st.just(b"")),
     st.tuples(st.just("freeze"), st.just(0), st.just(b"")),
     st.tuples(st.just("reopen"), st.just(0), st.just(b"")),
 ), max_size=25)
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops)
+@given(st.binary(max_size=4 * SMALL), ops)
 def test_a_scratch_file_reads_back_what_was_written_and_frozen_segments_never_change(
-        tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int, bytes]]) -> None:
+        tmp_path_factory: pytest.TempPathFactory, committed: bytes, steps: list[tuple[str, int, bytes]]) -> None:
     directory = tmp_path_factory.mktemp("scratch")
-    blobs = tmp_path_factory.mktemp("blobs")
+    store = _Blobs(tmp_path_factory.mktemp("blobs"))
+    adopted = tmp_path_factory.mktemp("adopted")
     frozen: list[tuple[int, bytes]] = []  # (fd, the bytes it held when frozen)
     original = volfs.scratch.CHUNK_SIZE
     volfs.scratch.CHUNK_SIZE = SMALL
+    stats = ScratchStats()
     try:
-        scratch = ScratchFile.create(str(directory), "f1")
-        model = bytearray()
+        # Copy-up by chunk: the scratch file starts as a committed file and copies nothing.
+        scratch = ScratchFile.create(str(directory), "f1", store.open, stats,
+                                     base=store.chunks(committed, SMALL), size=len(committed))
+        assert _segments(directory) == {}
+        model = bytearray(committed)
+        touched: set[int] = set()
         for op, number, data in steps:
             if op == "write":
                 scratch.pwrite(data, number)
                 if data:
                     model[len(model):] = bytes(max(0, number - len(model)))
                     model[number:number + len(data)] = data
+                    touched.update(range(number // SMALL, (number + len(data) - 1) // SMALL + 1))
             elif op == "truncate":
                 scratch.truncate(number)
                 model[number:] = b""
                 model[len(model):] = bytes(number - len(model))
+                touched.add(max(0, number - 1) // SMALL)
             elif op == "freeze":  # and adopt every segment, as a commit of new content does
-                segments, size = scratch.freeze()
+                segments, base, size = scratch.freeze()
                 assert size == len(model)
-                for fd, path in segments:
+                assert not {i for i, _, _ in segments} & {i for i, _ in base}
+                for _, fd, path in segments:
                     frozen.append((fd, os.pread(fd, SMALL, 0)))
-                    os.link(path, blobs / str(len(frozen)))
-            else:  # what recovery does: find the file again from its segments on disk
+                    os.link(path, adopted / str(len(frozen)))
+            else:  # what recovery does: find the file again from its anchor and segments
                 scratch.close()
-                scratch = ScratchFile.existing(str(directory), "f1")
+                scratch = ScratchFile.existing(str(directory), "f1", store.open, stats)
             assert scratch.size == len(model)
             assert scratch.pread(len(model) + 10, 0) == bytes(model)
-            sizes = _segments(directory)
-            # every segment but the last is one whole chunk: each is a chunk blob as it is
-            assert all(size == SMALL for size in sizes[:-1]) and sum(sizes) == len(model)
+            segments_on_disk = _segments(directory)
+            # a segment is at most one chunk, and only chunks something touched have one
+            assert all(size <= SMALL for size in segments_on_disk.values())
+            assert set(segments_on_disk) <= touched
             for fd, held in frozen:
                 assert os.pread(fd, SMALL, 0) == held, "a frozen segment changed under a commit"
-        assert ScratchFile.existing(str(directory), "f1").size == len(model)
+        again = ScratchFile.existing(str(directory), "f1", store.open, stats)
+        assert again.size == len(model) and again.pread(len(model), 0) == bytes(model)
         scratch.unlink()
         assert os.listdir(directory) == []
     finally:
         volfs.scratch.CHUNK_SIZE = original
         for fd, _ in frozen:
             os.close(fd)
+        store.close()
 
 
 # -- commits adopt segments ---------------------------------------------------------------
@@ -120,7 +159,7 @@ def test_a_commit_links_new_chunks_into_the_store_instead_of_copying_them(store:
     assert store.blobs.stats["bytes_written"] == 0  # nothing copied
     assert _committed(store, "big") == content
     assert os.listdir(overlay.scratch_dir) == []  # closed and committed: the blobs are its content now
-    for digest in overlay.table[node.ino].chunks:
+    for _, digest in overlay.table[node.ino].chunks:
         assert digest_of(store.blobs.path(digest).read_bytes()) == digest
 
 
@@ -135,7 +174,7 @@ def test_writing_a_committed_segment_of_an_open_file_copies_it_and_leaves_the_bl
     committed = overlay.table[node.ino].chunks
     overlay.write(node, 5, b"X")  # in the first segment, which is a blob's inode now
     overlay.write(node, CHUNK_SIZE + 10, b"tail")  # appends to the second
-    for digest in committed:
+    for _, digest in committed:
         assert digest_of(store.blobs.path(digest).read_bytes()) == digest, "a committed blob changed"
     second = first[:5] + b"X" + first[6:] + b"tail"
     assert overlay.read(node, 0, len(second) + 1) == second
@@ -159,40 +198,124 @@ def test_an_unchanged_segment_is_not_linked_again_and_may_change_in_place(store:
     overlay.release(node, write=True)
 
 
-def test_copy_up_copies_a_committed_file_into_segments(store: Store, overlay: Overlay) -> None:
-    content = os.urandom(CHUNK_SIZE + 5)
+def test_copy_up_copies_only_the_chunks_a_write_touches(store: Store, overlay: Overlay) -> None:
+    content = os.urandom(3 * CHUNK_SIZE + 5)
+    with Volume.from_name("v", store=store).batch_upload() as batch:
+        batch.put_file(io.BytesIO(content), "c")
+    overlay.rebase(store.catalog.head(overlay.volume.id))
+    node = overlay.lookup(ROOT_INO, "c")
+    committed = node.chunks
+    overlay.open(node, write=True, truncate=False)
+    assert node.scratch is not None and _segments(overlay.scratch_dir, node.scratch.name) == {}
+    assert overlay.scratch_stats.bytes_copied == 0  # opening for writing copies nothing
+    overlay.write(node, len(content), b"!")  # an append: the last chunk only
+    assert overlay.scratch_stats.bytes_copied == 5
+    assert _segments(overlay.scratch_dir, node.scratch.name) == {3: 6}
+    assert overlay.read(node, 0, len(content) + 10) == content + b"!"
+    overlay.release(node, write=True)
+    adopted = store.blobs.stats["blobs_adopted"]
+    overlay.commit_now()
+    assert store.blobs.stats["blobs_adopted"] == adopted + 1  # one new chunk blob
+    assert overlay.table[node.ino].chunks[:3] == committed[:3]
+    assert _committed(store, "c") == content + b"!"
+
+
+def test_a_truncate_inside_a_committed_chunk_copies_only_what_it_keeps(store: Store, overlay: Overlay) -> None:
+    content = os.urandom(2 * CHUNK_SIZE)
+    with Volume.from_name("v", store=store).batch_upload() as batch:
+        batch.put_file(io.BytesIO(content), "c")
+    overlay.rebase(store.catalog.head(overlay.volume.id))
+    node = overlay.lookup(ROOT_INO, "c")
+    overlay.setattr(node, size=CHUNK_SIZE + 10)
+    assert overlay.scratch_stats.bytes_copied == 10
+    overlay.setattr(node, size=2 * CHUNK_SIZE)  # the rest of that chunk reads as zeros now
+    expected = content[:CHUNK_SIZE + 10] + bytes(CHUNK_SIZE - 10)
+    assert overlay.read(node, 0, 3 * CHUNK_SIZE) == expected
+    overlay.commit_now()
+    assert _committed(store, "c") == expected
+
+
+def test_sparse_files_cost_what_is_written(store: Store, overlay: Overlay) -> None:
+    node = overlay.create(ROOT_INO, "sparse", 0o644, 0, 0)
+    overlay.setattr(node, size=1 << 40)  # 1 TiB
+    overlay.setattr(node, size=8 << 40)
+    assert node.scratch is not None
+    assert len(os.listdir(overlay.scratch_dir)) == 1  # the anchor, no segment
+    overlay.write(node, 900 << 30, b"x" * 4096)
+    assert _segments(overlay.scratch_dir, node.scratch.name) == {(900 << 30) // CHUNK_SIZE: 4096}
+    assert overlay.read(node, 5 << 30, 4096) == bytes(4096)  # a hole
+    overlay.setattr(node, size=999999999999999)
+    assert len(os.listdir(overlay.scratch_dir)) == 2
+    with pytest.raises(OSError) as raised:
+        overlay.setattr(node, size=1 << 63)
+    assert raised.value.errno == errno.EFBIG
+    before = store.blobs.stats["blobs_written"]
+    overlay.commit_now()
+    assert store.blobs.stats["blobs_written"] == before + 1  # one chunk, linked in
+    entry = overlay.table[node.ino].chunks
+    assert [index for index, _ in entry] == [(900 << 30) // CHUNK_SIZE]
+    first = next(iter(Volume.from_name("v", store=store).read_file("sparse")))
+    assert first == bytes(len(first))  # the hole, read without allocating it whole
+
+
+def test_zeros_written_into_holes_stay_holes(store: Store, overlay: Overlay) -> None:
+    node = overlay.create(ROOT_INO, "allocated", 0o644, 0, 0)
+    for offset in range(0, 3 * CHUNK_SIZE, 4096):  # what glibc's posix_fallocate does
+        overlay.write(node, offset, b"\0")
+    assert node.size == 3 * CHUNK_SIZE - 4096 + 1
+    assert node.scratch is not None and _segments(overlay.scratch_dir, node.scratch.name) == {}
+    overlay.commit_now()
+    assert overlay.table[node.ino].chunks == ()
+    assert overlay.read(node, 0, 10) == bytes(10)
+
+
+def test_a_crashed_copy_up_comes_back_with_every_byte(store: Store, overlay: Overlay, tmp_path: Path) -> None:
+    content = os.urandom(3 * CHUNK_SIZE)
     with Volume.from_name("v", store=store).batch_upload() as batch:
         batch.put_file(io.BytesIO(content), "c")
     overlay.rebase(store.catalog.head(overlay.volume.id))
     node = overlay.lookup(ROOT_INO, "c")
     overlay.open(node, write=True, truncate=False)
-    assert node.scratch is not None and _segments(overlay.scratch_dir, node.scratch.name) == [CHUNK_SIZE, 5]
-    overlay.write(node, CHUNK_SIZE + 5, b"!")
+    overlay.setattr(node, size=CHUNK_SIZE + 3)  # drops chunk 2, cuts chunk 1
+    overlay.write(node, 2 * CHUNK_SIZE + 7, b"tail")
+    assert node.scratch is not None
+    expected = overlay.read(node, 0, 4 * CHUNK_SIZE)
+    found = ScratchFile.existing(str(overlay.scratch_dir), node.scratch.name, overlay._blob_fd, ScratchStats())
+    assert found.size == len(expected)
+    assert found.pread(4 * CHUNK_SIZE, 0) == expected
+    found.close()
     overlay.release(node, write=True)
-    overlay.commit_now()
-    assert _committed(store, "c") == content + b"!"
 
 
-def test_a_scratch_file_from_before_segments_is_split_when_found_again(tmp_path: Path) -> None:
+def test_a_scratch_file_from_before_anchors_is_found_again(tmp_path: Path) -> None:
     content = os.urandom(2 * CHUNK_SIZE + 77)
     (tmp_path / "f9").write_bytes(content)  # what an older daemon left in a crashed overlay
-    scratch = ScratchFile.existing(str(tmp_path), "f9")
+    scratch = ScratchFile.existing(str(tmp_path), "f9", _no_blobs, ScratchStats())
     assert scratch.size == len(content)
-    assert _segments(tmp_path, "f9") == [CHUNK_SIZE, CHUNK_SIZE, 77]
+    assert _segments(tmp_path, "f9") == {0: CHUNK_SIZE, 1: CHUNK_SIZE, 2: 77}
     assert scratch.pread(len(content), 0) == content
     scratch.close()
+    (tmp_path / "f8").write_bytes(b"x" * 10)  # one chunk in f8, another in f8.1
+    (tmp_path / "f8.1").write_bytes(b"y" * 3)
+    os.truncate(tmp_path / "f8", CHUNK_SIZE)
+    scratch = ScratchFile.existing(str(tmp_path), "f8", _no_blobs, ScratchStats())
+    assert scratch.pread(CHUNK_SIZE + 10, 0) == b"x" * 10 + bytes(CHUNK_SIZE - 10) + b"y" * 3
+
+
+def _no_blobs(digest: Digest) -> int:
+    raise AssertionError("no committed chunk expected")
 
 
 def test_a_file_of_many_segments_keeps_few_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(volfs.scratch, "CHUNK_SIZE", SMALL)
-    scratch = ScratchFile.create(str(tmp_path), "f1")
+    scratch = ScratchFile.create(str(tmp_path), "f1", _no_blobs, ScratchStats())
     content = os.urandom(40 * SMALL + 3)
     for offset in range(0, len(content), 7):  # small writes across every segment
         scratch.pwrite(content[offset:offset + 7], offset)
         assert len(scratch._fds) <= volfs.scratch.MAX_OPEN_SEGMENTS
     scratch.sync(datasync=False)  # reopens what it closed
     assert scratch.pread(len(content), 0) == content
-    assert _segments(tmp_path) == [SMALL] * 40 + [3]
+    assert _segments(tmp_path) == {**{i: SMALL for i in range(40)}, 40: 3}
     scratch.unlink()
 
 
@@ -207,7 +330,7 @@ def test_a_commit_past_its_fd_budget_hashes_the_rest_on_the_loop(
     jobs = overlay.prepare_commit()
     assert len(jobs) == 2
     for job in jobs:  # not hashed here: commit_now freezes again
-        for fd, _ in job.segments:
+        for _, fd, _ in job.segments:
             os.close(fd)
     overlay.commit_now()
     assert {name: _committed(store, name) for name in files} == files

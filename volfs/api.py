@@ -44,7 +44,7 @@ from volfs import blobs
 from volfs.catalog import SnapshotId, VolumeId, VolumeRecord
 from volfs.changes import ALL_META, Changes, Dir, Put, Remove
 from volfs.commit import CommitResult, commit_changes
-from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS, READ_CHUNK, default_environment
+from volfs.config import CHUNK_SIZE, DEFAULT_AUTOCOMMIT_SECONDS, READ_CHUNK, default_environment
 from volfs.errors import (
     AlreadyExistsError,
     InvalidError,
@@ -66,7 +66,7 @@ from volfs.names import (
     split_path,
 )
 from volfs.store import Store
-from volfs.tree import Entry, Kind
+from volfs.tree import Entry, Kind, chunk_span, dense
 
 StoreLike = Union[Store, str, "os.PathLike[str]", None]
 LocalFile = Union[str, "os.PathLike[str]", BinaryIO]
@@ -76,7 +76,8 @@ MAX_SYMLINK_HOPS = 40
 
 
 class FileEntryType(IntEnum):
-    """Type of a :class:`FileEntry`; the values are modal's."""
+    """Type of a :class:`FileEntry`; the values up to SOCKET are modal's, the device types
+    go beyond it."""
 
     UNSPECIFIED = 0
     FILE = 1
@@ -84,18 +85,26 @@ class FileEntryType(IntEnum):
     SYMLINK = 3
     FIFO = 4
     SOCKET = 5
+    CHARACTER_DEVICE = 6
+    BLOCK_DEVICE = 7
 
 
 _ENTRY_TYPES = {Kind.FILE: FileEntryType.FILE, Kind.DIR: FileEntryType.DIRECTORY,
-                Kind.SYMLINK: FileEntryType.SYMLINK}
+                Kind.SYMLINK: FileEntryType.SYMLINK, Kind.FIFO: FileEntryType.FIFO,
+                Kind.SOCKET: FileEntryType.SOCKET, Kind.CHAR_DEVICE: FileEntryType.CHARACTER_DEVICE,
+                Kind.BLOCK_DEVICE: FileEntryType.BLOCK_DEVICE}
+#: The zeros ``read_file`` yields for holes, one READ_CHUNK at most at a time.
+_ZEROS = bytes(READ_CHUNK)
 
 
 @dataclass(frozen=True)
 class FileEntry:
     """One listed path. ``path`` is relative to the volume root, without a leading ``/``.
 
-    ``size`` of a directory is the total of the bytes below it. ``mode`` (permission bits)
-    and ``target`` (of a symlink) go beyond modal's four fields.
+    ``size`` of a directory is the total of the bytes below it. Beyond modal's four fields:
+    ``mode`` (permission bits), ``target`` (of a symlink), ``rdev`` (of a device: its
+    number, as ``os.major``/``os.minor`` read it), and for hard links ``link`` (an id the
+    names of one file share within the volume; 0 for none) and ``nlink`` (how many names).
     """
 
     path: str
@@ -104,6 +113,9 @@ class FileEntry:
     size: int
     mode: int = 0
     target: str = ""
+    rdev: int = 0
+    link: int = 0
+    nlink: int = 1
 
 
 @dataclass(frozen=True)
@@ -161,7 +173,15 @@ def _whoami() -> str:
 def _file_entry(parts: PathParts, entry: Entry) -> FileEntry:
     return FileEntry(join_path(parts), _ENTRY_TYPES.get(entry.kind, FileEntryType.UNSPECIFIED),
                      entry.mtime_ns // 1_000_000_000, entry.size, entry.mode & 0o7777,
-                     entry.target)
+                     entry.target, entry.rdev, entry.link, entry.nlink)
+
+
+def _zeros(count: int) -> Iterator[bytes]:
+    """``count`` zero bytes, in pieces of at most READ_CHUNK."""
+    while count > 0:
+        piece = min(count, READ_CHUNK)
+        yield _ZEROS if piece == READ_CHUNK else _ZEROS[:piece]
+        count -= piece
 
 
 def _shown(parts: PathParts) -> str:
@@ -517,17 +537,29 @@ class Volume:
 
         The path is resolved when this is called (FileNotFoundError, IsADirectoryError
         are raised here, not at the first ``next``); every chunk is verified against its
-        digest as it is read (CorruptionError, never wrong bytes).
+        digest as it is read (CorruptionError, never wrong bytes). Holes of a sparse file
+        read as zeros, yielded a piece at a time (a 1 TiB hole never becomes one buffer).
+        A FIFO, socket or device has no content: no bytes.
         """
         entry = self._file(path)
         return self._iter_chunks(entry)
 
     def _iter_chunks(self, entry: Entry) -> Iterator[bytes]:
-        for digest in entry.chunks:
+        if entry.kind is not Kind.FILE:
+            return
+        pos = 0  # how far the file has been yielded
+        for index, digest in entry.chunks:
+            start = index * CHUNK_SIZE
+            if start >= entry.size:
+                break  # a chunk past the end (fsck reports it): the size rules
+            yield from _zeros(start - pos)  # the hole before this chunk
             data = self._store.blobs.get(digest)
-            view = memoryview(data)
-            for start in range(0, len(data), READ_CHUNK):
-                yield bytes(view[start : start + READ_CHUNK])
+            # A blob may be shorter than its span (the rest is zeros); never read past it.
+            view = memoryview(data)[: chunk_span(entry.size, index)]
+            for offset in range(0, len(view), READ_CHUNK):
+                yield bytes(view[offset : offset + READ_CHUNK])
+            pos = start + len(view)
+        yield from _zeros(entry.size - pos)
 
     def read_file_into_fileobj(self, path: str, fileobj: BinaryIO,
                                progress_cb: ProgressCallback | None = None) -> int:
@@ -638,8 +670,9 @@ class Volume:
             if existing is not None and existing.kind is Kind.DIR:
                 raise IsADirectoryPathError(
                     f"cannot overwrite directory {_shown(target)} with a non-directory")
-            # Same chunks, same digests: the copy costs a tree entry, not the bytes.
-            changes[target] = Put(src.with_(name=name), existing)
+            # Same chunks, same digests: the copy costs a tree entry, not the bytes. Like
+            # cp, the copy is a file of its own: it joins no hard-link group of the source.
+            changes[target] = Put(src.with_(name=name, link=0, nlink=1), existing)
             return
         if existing is None:
             changes[target] = Dir(src.with_(name=name), None, ALL_META)
@@ -763,6 +796,28 @@ class _CountingReader(io.RawIOBase):
         return data
 
 
+#: The special files put_directory uploads (sockets are skipped: see there).
+_SPECIAL_KINDS = {statmod.S_IFIFO: Kind.FIFO, statmod.S_IFCHR: Kind.CHAR_DEVICE,
+                  statmod.S_IFBLK: Kind.BLOCK_DEVICE}
+
+
+def _link_groups(files: list[tuple[PathParts, str, os.stat_result]]) -> dict[PathParts, tuple[int, int]]:
+    """(link id, nlink) of each uploaded name that shares its local inode with another
+    uploaded name. A group's nlink counts the names uploaded, not the local st_nlink: the
+    names outside the upload are not in the volume."""
+    by_inode: dict[tuple[int, int], list[PathParts]] = {}
+    for parts, _, st in files:
+        if st.st_nlink > 1:
+            by_inode.setdefault((st.st_dev, st.st_ino), []).append(parts)
+    out: dict[PathParts, tuple[int, int]] = {}
+    for names in by_inode.values():
+        if len(names) > 1:
+            link = secrets.randbits(63) | 1  # nonzero, random: unique within the volume
+            for parts in names:
+                out[parts] = (link, len(names))
+    return out
+
+
 class VolumeUploadContextManager:
     """Collects ``put_file``/``put_directory`` uploads; commits them as one on exit.
 
@@ -884,11 +939,14 @@ class VolumeUploadContextManager:
 
     def put_directory(self, local_path: str | os.PathLike[str], remote_path: str | PurePosixPath,
                       recursive: bool = True) -> None:
-        """Uploads the regular files below ``local_path`` into ``remote_path``.
+        """Uploads what ``local_path`` holds into ``remote_path``.
 
-        Directories are created (empty ones too); symlinks, devices, fifos and sockets are
-        skipped — a symlink is never followed, so nothing outside ``local_path`` is read.
-        Every target is checked before any content is stored.
+        Regular files, directories (empty ones too), FIFOs and device nodes (as entries of
+        their kind, with their mode and device number; owned by the uploader, like files).
+        Names of one local file (hard links: one ``(st_dev, st_ino)``) stay one file in the
+        volume: its content is stored once and they share a new link id. Symlinks and
+        sockets are skipped — a symlink is never followed, so nothing outside
+        ``local_path`` is read. Every target is checked before any content is stored.
         """
         self._check_open()
         root = Path(local_path)
@@ -898,44 +956,71 @@ class VolumeUploadContextManager:
             raise NotADirectoryError(20, "Not a directory", os.fspath(root))
         base = split_path(str(remote_path))
         dirs: list[tuple[PathParts, os.stat_result]] = [(base, os.stat(root))]
-        files: list[tuple[PathParts, str]] = []
+        #: Regular files and special files: (remote path, local path, lstat).
+        files: list[tuple[PathParts, str, os.stat_result]] = []
         self._walk_local(os.fspath(root), base, recursive, dirs, files)
         for parts, _ in dirs:
             self._check_batch(parts, is_dir=True)
-        for parts, local in files:
+        for parts, _, _ in files:
             self._check_batch(parts, is_dir=False)
 
         def check_all(view: _HeadView) -> None:
             for parts, _ in dirs:
                 self._check_dir_target(view, parts)
-            for parts, local in files:
+            for parts, local, _ in files:
                 self._check_file_target(view, parts, local)
 
         self._precheck(check_all)
+        links = _link_groups(files)
         for parts, st in dirs:
             if parts:
                 self._add_dir(parts, st)
-        for parts, local in files:
-            # O_NOFOLLOW: a file swapped for a symlink since the walk is refused, not followed.
-            fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                self._store_file(parts, f, local, None)
+        #: (st_dev, st_ino) -> the entry stored for the first name of a link group.
+        stored: dict[tuple[int, int], Entry] = {}
+        for parts, local, st in files:
+            inode = (st.st_dev, st.st_ino)
+            first = stored.get(inode)
+            if first is not None:  # another name of a file already stored: no second read
+                self._add_upload(parts, first.with_(name=parts[-1]), local)
+                continue
+            if statmod.S_ISREG(st.st_mode):
+                # O_NOFOLLOW: a file swapped for a symlink since the walk is refused, not followed.
+                fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as f:
+                    self._store_file(parts, f, local, None)
+            else:
+                self._add_upload(parts, self._special_entry(parts[-1], st), local)
+            if parts in links:
+                link, nlink = links[parts]
+                upload = self._files[parts]
+                upload.entry = upload.entry.with_(link=link, nlink=nlink)
+                stored[inode] = upload.entry
+
+    def _special_entry(self, name: str, st: os.stat_result) -> Entry:
+        """A FIFO or device node found by put_directory, as an entry (no content)."""
+        kind = _SPECIAL_KINDS[statmod.S_IFMT(st.st_mode)]
+        rdev = st.st_rdev if kind in (Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE) else 0
+        return Entry(name, kind, statmod.S_IMODE(st.st_mode), self._uid, self._gid, st.st_mtime_ns,
+                     rdev=rdev)
 
     def _walk_local(self, local: str, remote: PathParts, recursive: bool,
                     dirs: list[tuple[PathParts, os.stat_result]],
-                    files: list[tuple[PathParts, str]]) -> None:
+                    files: list[tuple[PathParts, str, os.stat_result]]) -> None:
         with os.scandir(local) as it:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
             if item.is_symlink():
                 continue
-            parts = (*remote, check_component(item.name))
-            if item.is_dir(follow_symlinks=False):
+            st = item.stat(follow_symlinks=False)
+            kind = statmod.S_IFMT(st.st_mode)
+            if kind == statmod.S_IFDIR:
                 if recursive:
-                    dirs.append((parts, item.stat(follow_symlinks=False)))
+                    parts = (*remote, check_component(item.name))
+                    dirs.append((parts, st))
                     self._walk_local(item.path, parts, recursive, dirs, files)
-            elif item.is_file(follow_symlinks=False):
-                files.append((parts, item.path))
+            elif kind == statmod.S_IFREG or kind in _SPECIAL_KINDS:
+                files.append(((*remote, check_component(item.name)), item.path, st))
+            # Sockets: a socket node means nothing without the process listening on it.
 
     def _add_dir(self, parts: PathParts, st: os.stat_result | None) -> None:
         if parts in self._dirs and st is None:
@@ -967,9 +1052,12 @@ class VolumeUploadContextManager:
         if not self._leased:
             self._lease.enter_context(self._store.catalog.lease("api:put batch"))
             self._leased = True
-        chunks, size = blobs.put_stream(self._store.blobs, reader)
+        digests, size = blobs.put_stream(self._store.blobs, reader)
         entry = Entry(parts[-1], Kind.FILE, mode & 0o7777, self._uid, self._gid, mtime_ns, size,
-                      chunks)
+                      dense(digests))
+        self._add_upload(parts, entry, source)
+
+    def _add_upload(self, parts: PathParts, entry: Entry, source: str) -> None:
         self._files[parts] = _Upload(entry, source)
         for i in range(1, len(parts)):
             self._add_dir(parts[:i], None)

@@ -7,7 +7,7 @@ This docstring is the one authoritative schema. Two LMDB environments live in a 
 =============  ====================================  ==========================================
 database       key                                   value
 =============  ====================================  ==========================================
-``meta``       ``b"format_version"``                 ascii integer (currently ``1``)
+``meta``       ``b"format_version"``                 ascii integer (currently ``2``)
 ``names``      ``env + b"\\0" + name``                volume id, ascii (``vo-…``)
 ``volumes``    volume id                             JSON :class:`VolumeRecord`
 ``snapshots``  snapshot id (``sn-…``)                JSON :class:`SnapshotRecord`
@@ -17,6 +17,11 @@ database       key                                   value
                                                      "keep_days": float|null}
 ``damaged``    snapshot id                           JSON {"time", "problems": [str, …]}
 =============  ====================================  ==========================================
+
+A format 1 catalog is upgraded when opened: ``meta`` and every volume record say 2 (one
+write transaction); its VT1 trees stay as they are and keep decoding. Entry JSON (a
+snapshot's ``root``) gained ``link``, ``nlink``, ``rdev``, ``links`` in format 2; records
+without them load with the defaults (0, 1, 0, 0).
 
 ``fresh`` protects trees that no snapshot names (a mount's view, stored with its commit or
 on its own) from ``volfs gc`` for its grace window (see collect.py): ``put_trees`` and
@@ -79,7 +84,9 @@ from volfs.errors import (
 )
 from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode_verified, encode, tree_digest
 
-FORMAT_VERSION = 1
+#: The store format this code writes (README, "Store format"); format 1 stores are read and
+#: upgraded when opened (their VT1 trees stay as they are: tree.py decodes both).
+FORMAT_VERSION = 2
 VolumeId = NewType("VolumeId", str)
 SnapshotId = NewType("SnapshotId", str)
 MountId = NewType("MountId", str)
@@ -97,15 +104,34 @@ class HeadMoved(VolfsError):
 
 
 def entry_to_json(e: Entry) -> dict[str, Any]:
-    return {"kind": int(e.kind), "mode": e.mode, "uid": e.uid, "gid": e.gid,
-            "mtime_ns": e.mtime_ns, "size": e.size, "tree": e.tree, "files": e.files,
-            "xattrs": [[k, v.hex()] for k, v in e.xattrs]}
+    """An entry (without its name) as JSON: a snapshot's root, a mount's journalled view.
+
+    ``chunks`` (as ``[[index, digest], …]``) and ``target`` appear only when set, so a
+    directory's record reads as it did in format 1 plus the four fields format 2 added.
+    """
+    out: dict[str, Any] = {
+        "kind": int(e.kind), "mode": e.mode, "uid": e.uid, "gid": e.gid,
+        "mtime_ns": e.mtime_ns, "size": e.size, "tree": e.tree, "files": e.files,
+        "xattrs": [[k, v.hex()] for k, v in e.xattrs],
+        "link": e.link, "nlink": e.nlink, "rdev": e.rdev, "links": e.links}
+    if e.chunks:
+        out["chunks"] = [[index, digest] for index, digest in e.chunks]
+    if e.target:
+        out["target"] = e.target
+    return out
 
 
 def entry_from_json(d: dict[str, Any]) -> Entry:
+    """The entry :func:`entry_to_json` wrote; records from format 1 (no link, nlink, rdev,
+    links) load with those fields' defaults."""
+    tree = d.get("tree")
     return Entry("", Kind(d["kind"]), d["mode"], d["uid"], d["gid"], d["mtime_ns"], d["size"],
-                 tree=Digest(d["tree"]), files=d["files"],
-                 xattrs=tuple((k, bytes.fromhex(v)) for k, v in d.get("xattrs", [])))
+                 chunks=tuple((int(index), Digest(digest)) for index, digest in d.get("chunks", ())),
+                 tree=Digest(tree) if tree is not None else None, files=d.get("files", 0),
+                 target=d.get("target", ""),
+                 xattrs=tuple((k, bytes.fromhex(v)) for k, v in d.get("xattrs", [])),
+                 link=d.get("link", 0), nlink=d.get("nlink", 1), rdev=d.get("rdev", 0),
+                 links=d.get("links", 0))
 
 
 @dataclass(frozen=True)
@@ -282,10 +308,30 @@ class Catalog:
         self._cache_lock = threading.Lock()
         #: Counters the tests assert on where cost matters.
         self.stats = {"trees_written": 0, "trees_read": 0}
-        with self._write() as txn:
-            if txn.get(b"format_version", db=self._meta) is None:
-                txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
-                txn.put(bytes.fromhex(tree_digest(EMPTY_TREE)), encode(EMPTY_TREE), db=self._trees)
+        with self.env.begin() as txn:
+            stored = txn.get(b"format_version", db=self._meta)
+        if stored is None or int(stored) < FORMAT_VERSION:
+            with self._write() as txn:
+                self._init_or_upgrade(txn)
+
+    def _init_or_upgrade(self, txn: lmdb.Transaction) -> None:
+        """A new catalog gets the format version and the empty tree; a format 1 catalog is
+        upgraded in place: the meta record and every volume record say format 2 (their
+        stored VT1 trees stay and decode; every tree written from now on is VT2)."""
+        stored = txn.get(b"format_version", db=self._meta)
+        if stored is None:
+            txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
+            txn.put(bytes.fromhex(tree_digest(EMPTY_TREE)), encode(EMPTY_TREE), db=self._trees)
+            return
+        if int(stored) >= FORMAT_VERSION:
+            return  # another process upgraded it between our read and this transaction
+        for key, raw in list(txn.cursor(db=self._volumes)):
+            volume = _volume_from_json(bytes(raw))
+            if volume.format_version < FORMAT_VERSION:
+                txn.put(bytes(key), _volume_json(dataclasses.replace(volume, format_version=FORMAT_VERSION)),
+                        db=self._volumes)
+        txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
+        log.info("catalog %s upgraded from format %s to %d", self._path, int(stored), FORMAT_VERSION)
 
     def _write(self) -> Iterator[lmdb.Transaction]:
         return _writing(self.env, self._path)

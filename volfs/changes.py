@@ -3,13 +3,17 @@
 A change says what the writer wants at one path and what it saw there before
 (``seen``), so the merge can tell an overwrite of content the writer never saw:
 
-- :class:`Put`      a file or symlink written (created, replaced, or its content changed);
+- :class:`Put`      a file, symlink or special file written (created, replaced, or its
+                    content changed);
 - :class:`Dir`      a directory the writer has: created (``set_meta`` = every field) or only
                     passed through on the way to a deeper change, or re-attributed;
 - :class:`Remove`   the entry the writer saw is gone;
-- :class:`SetMeta`  only metadata of a file or symlink changed (chmod, chown, utimes, xattrs).
+- :class:`SetMeta`  only metadata of a non-directory changed (chmod, chown, utimes, xattrs,
+                    and ``link``/``nlink`` when names join or leave its hard-link group).
 
 A rename is a :class:`Remove` at the old path plus a :class:`Put`/:class:`Dir` at the new.
+The names of a hard-link group are separate paths here, each with the group's entry; the
+merge makes them one file again (``merge.normalize_links``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -185,7 +186,10 @@ def _volume(ctx: click.Context, name: str, environment: str) -> Volume:
 
 
 _TYPE_NAMES = {FileEntryType.FILE: "file", FileEntryType.DIRECTORY: "dir",
-               FileEntryType.SYMLINK: "symlink"}
+               FileEntryType.SYMLINK: "symlink", FileEntryType.FIFO: "fifo",
+               FileEntryType.SOCKET: "socket", FileEntryType.CHARACTER_DEVICE: "char-device",
+               FileEntryType.BLOCK_DEVICE: "block-device"}
+_DEVICES = (FileEntryType.CHARACTER_DEVICE, FileEntryType.BLOCK_DEVICE)
 
 
 def _entry_json(e: FileEntry) -> dict[str, Any]:
@@ -193,6 +197,10 @@ def _entry_json(e: FileEntry) -> dict[str, Any]:
                            "mtime": e.mtime, "size": e.size, "mode": f"{e.mode:04o}"}
     if e.type is FileEntryType.SYMLINK:
         out["target"] = e.target
+    if e.type in _DEVICES:
+        out["rdev"] = {"major": os.major(e.rdev), "minor": os.minor(e.rdev)}
+    if e.link:
+        out["nlink"] = e.nlink
     return out
 
 
@@ -244,22 +252,28 @@ def ls_cmd(ctx: click.Context, name: str, path: str, environment: str, as_json: 
         shown = e.path + "/" if e.type is FileEntryType.DIRECTORY else e.path
         if e.type is FileEntryType.SYMLINK:
             shown += f" -> {e.target}"
-        rows.append([shown, _TYPE_NAMES.get(e.type, "other"), _local_time(e.mtime),
-                     human_size(e.size)])
+        # A device shows its number where a file shows its size, as `ls -l` does.
+        size = f"{os.major(e.rdev)}, {os.minor(e.rdev)}" if e.type in _DEVICES else human_size(e.size)
+        rows.append([shown, _TYPE_NAMES.get(e.type, "other"), _local_time(e.mtime), size])
     _table(["Filename", "Type", "Modified", "Size"], rows, right=frozenset({3}))
 
 
 def _local_totals(path: Path) -> tuple[int, int]:
-    """(files, bytes) that put_directory would upload: regular files, symlinks not followed."""
+    """(files, bytes) that put_directory would upload: the names of regular files, FIFOs and
+    devices (symlinks not followed); the bytes of each file once, however many names it has."""
     if not path.is_dir():
         return 1, path.stat().st_size
     files = size = 0
+    seen: set[tuple[int, int]] = set()
     for root, dirs, names in os.walk(path):  # os.walk does not follow symlinked dirs
         for n in names:
-            p = os.path.join(root, n)
-            if os.path.isfile(p) and not os.path.islink(p):
+            st = os.lstat(os.path.join(root, n))
+            if stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) \
+                    or stat.S_ISBLK(st.st_mode):
                 files += 1
-                size += os.path.getsize(p)
+                if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    size += st.st_size
     return files, size
 
 
@@ -295,28 +309,80 @@ def put_cmd(ctx: click.Context, name: str, local_path: Path, remote_path: str, f
                f"to {name}:{shown}", err=True)
 
 
+class _Skipped:
+    """Entries ``get`` cannot recreate here, counted for its one warning line."""
+
+    def __init__(self) -> None:
+        self.sockets = 0
+        self.devices = 0
+
+    def warn(self) -> None:
+        if not (self.sockets or self.devices):
+            return
+        why = []
+        if self.sockets:
+            why.append(f"{self.sockets} socket{'s' if self.sockets != 1 else ''} (a socket node "
+                       "means nothing without its server)")
+        if self.devices:
+            why.append(f"{self.devices} device node{'s' if self.devices != 1 else ''} (creating "
+                       "them needs root, with CAP_MKNOD)")
+        total = self.sockets + self.devices
+        click.echo(f"warning: skipped {total} special file{'s' if total != 1 else ''}: "
+                   + ", ".join(why), err=True)
+
+
 def _write_local(vol: Volume, entry: FileEntry, dest: Path, force: bool,
-                 progress: Callable[[int], None] | None) -> int:
-    """Writes one file or symlink atomically (temp file, then rename); returns bytes."""
+                 progress: Callable[[int], None] | None, *, link_to: Path | None = None,
+                 skipped: _Skipped | None = None) -> int | None:
+    """Writes one entry atomically (temp name, then rename): a file (its bytes, written
+    sparse where they are zeros), a symlink, a FIFO, a device node, or, with ``link_to``,
+    another name of that local file (a hard link). Returns the bytes written, or None if
+    the entry cannot be made here (a socket; a device without the privilege): counted in
+    ``skipped``."""
     if not force and os.path.lexists(dest):
         raise PathExistsError(f"local file {str(dest)!r} already exists; use --force to overwrite")
     written = 0
     # Short enough that the temp name stays under NAME_MAX whatever the UTF-8 length.
     tmp = dest.parent / f".{dest.name[:32]}.{os.urandom(4).hex()}.volfs-part"
     try:
-        if entry.type is FileEntryType.SYMLINK:
+        if link_to is not None:
+            os.link(link_to, tmp, follow_symlinks=False)  # mode and mtime are the inode's
+        elif entry.type is FileEntryType.SYMLINK:
             os.symlink(entry.target, tmp)
+        elif entry.type is FileEntryType.SOCKET:
+            if skipped is not None:
+                skipped.sockets += 1
+            return None
+        elif entry.type in _DEVICES or entry.type is FileEntryType.FIFO:
+            if entry.type is FileEntryType.FIFO:
+                os.mkfifo(tmp, 0o600)
+            else:
+                kind = stat.S_IFCHR if entry.type is FileEntryType.CHARACTER_DEVICE else stat.S_IFBLK
+                try:
+                    os.mknod(tmp, kind | 0o600, entry.rdev)
+                except PermissionError:  # not root (or no CAP_MKNOD in this container)
+                    if skipped is not None:
+                        skipped.devices += 1
+                    return None
+            os.chmod(tmp, entry.mode & 0o777)
+            os.utime(tmp, (entry.mtime, entry.mtime))
         else:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 for chunk in vol.read_file(entry.path):
-                    f.write(chunk)
+                    if chunk[:1] == b"\0" and chunk.count(0) == len(chunk):
+                        f.seek(len(chunk), os.SEEK_CUR)  # zeros (a hole): leave one locally too
+                    else:
+                        f.write(chunk)
                     written += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
+                f.truncate(written)  # the size, if the file ends in a hole
                 os.fchmod(f.fileno(), entry.mode & 0o777)
             os.utime(tmp, (entry.mtime, entry.mtime))
         os.replace(tmp, dest)
+        if link_to is not None and os.path.lexists(tmp):
+            os.unlink(tmp)  # dest was that very file already: rename(2) did nothing
     except BaseException:
         try:
             os.unlink(tmp)
@@ -344,7 +410,9 @@ def get_cmd(ctx: click.Context, name: str, remote_path: str, local_dest: str, fo
     LOCAL_DEST defaults to the current directory; an existing directory receives the
     download under its remote name; "-" writes a file to stdout. Existing local files are
     kept unless --force (then nothing is written); each file is written to a temporary
-    name and renamed, so a failure never leaves a half-written file.
+    name and renamed, so a failure never leaves a half-written file. FIFOs and (as root)
+    device nodes are recreated, hard links between downloaded names kept; sockets, and
+    devices without the privilege, are skipped with a warning.
     """
     # One snapshot for the whole download: commits landing meanwhile do not mix in.
     vol = _volume(ctx, name, environment).snapshot()
@@ -367,9 +435,12 @@ def get_cmd(ctx: click.Context, name: str, remote_path: str, local_dest: str, fo
             raise IsADirectoryPathError(f"local path {str(dest)!r} is a directory")
         if not dest.parent.is_dir():
             raise FileNotFoundError(2, "No such directory", str(dest.parent))
+        skipped = _Skipped()
         with _progress(top.size, "Downloading") as progress:
-            written = _write_local(vol, top, dest, force, progress)
-        click.echo(f"Wrote {written} bytes to {str(dest)!r}", err=True)
+            written = _write_local(vol, top, dest, force, progress, skipped=skipped)
+        skipped.warn()
+        if written is not None:
+            click.echo(f"Wrote {written} bytes to {str(dest)!r}", err=True)
         return
     _get_tree(vol, parts, dest, force)
 
@@ -394,16 +465,37 @@ def _get_tree(vol: Volume, parts: tuple[str, ...], dest: Path, force: bool) -> N
         elif not force:
             raise PathExistsError(
                 f"local file {str(local)!r} already exists; use --force to overwrite")
-    total = sum(e.size for e, _ in plan if e.type is FileEntryType.FILE)
+    # A hard-linked file's bytes are downloaded once, for its first name.
+    groups: set[int] = set()
+    total = 0
+    for e, _ in plan:
+        if e.type is FileEntryType.FILE and not (e.link and e.link in groups):
+            total += e.size
+        if e.link:
+            groups.add(e.link)
     files = 0
+    skipped = _Skipped()
+    #: Link id -> the local name made for the first name of the group that could be made.
+    made: dict[int, Path] = {}
     dest.mkdir(exist_ok=True)
     with _progress(total, "Downloading") as progress:
         for e, local in plan:
             if e.type is FileEntryType.DIRECTORY:
                 local.mkdir(exist_ok=True)
-            elif e.type in (FileEntryType.FILE, FileEntryType.SYMLINK):
-                _write_local(vol, e, local, force, progress)
+                continue
+            if e.type is FileEntryType.UNSPECIFIED:
+                continue
+            first = made.get(e.link) if e.link else None
+            if first is not None:
+                _write_local(vol, e, local, force, progress, link_to=first)
                 files += 1
+                continue
+            done = _write_local(vol, e, local, force, progress, skipped=skipped)
+            if e.link and done is not None:
+                made[e.link] = local
+            if done is not None:
+                files += 1
+    skipped.warn()
     click.echo(f"Downloaded {files} file{'s' if files != 1 else ''} ({human_size(total)}) "
                f"to {str(dest)!r}", err=True)
 

@@ -192,7 +192,7 @@ class Marker:
             self.trees.add(current)
             for entry in tree.entries:
                 if entry.kind is Kind.FILE:
-                    self.blobs.update(entry.chunks)
+                    self.blobs.update(digest for _, digest in entry.chunks)  # sparse: holes name none
                 elif entry.kind is Kind.DIR and entry.tree is not None and entry.tree not in self.trees:
                     stack.append(entry.tree)
 

@@ -28,7 +28,7 @@ from volfs.errors import ConflictError
 from volfs.merge import merge
 from volfs.names import join_path
 from volfs.store import Store
-from volfs.tree import Entry, TreeStore, lookup
+from volfs.tree import Entry, Tree, TreeStore, decode, lookup
 
 ChangeBuilder = Callable[[Entry], Changes]
 MAX_ATTEMPTS = 200
@@ -81,6 +81,26 @@ def changed_since_seen(store: TreeStore, root: Entry, changes: Changes) -> list[
     return out
 
 
+class _WithExtra:
+    """The catalog's trees plus ``extra`` (a mount's view, not stored yet): the merge reads
+    the writer's own trees where it follows a link group into them."""
+
+    def __init__(self, extra: Mapping[Digest, bytes], base: TreeStore) -> None:
+        self.extra = extra
+        self.base = base
+        self._decoded: dict[Digest, Tree] = {}  # a link fix may read one tree more than once
+
+    def get_tree(self, digest: Digest) -> Tree:
+        tree = self._decoded.get(digest)
+        if tree is not None:
+            return tree
+        raw = self.extra.get(digest)
+        if raw is None:
+            return self.base.get_tree(digest)
+        tree = self._decoded[digest] = decode(raw)
+        return tree
+
+
 def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin: str,
                    if_unchanged: bool = False,
                    extra_trees: Mapping[Digest, bytes] | None = None) -> CommitResult:
@@ -102,7 +122,7 @@ def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin
         changes = build(head.root)
         if not changes:
             return nothing(attempt)
-        result = merge(catalog, head.root, changes)
+        result = merge(_WithExtra(extra, catalog) if extra else catalog, head.root, changes)
         if if_unchanged:
             conflicts = sorted(set(result.overwrites) | set(changed_since_seen(catalog, head.root, changes)))
             if conflicts:

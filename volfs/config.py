@@ -10,6 +10,11 @@ DEFAULT_ENVIRONMENT = "main"
 #: 1 GiB file is 128 blobs (cheap to list in a tree entry), small enough that a random read
 #: of a cold file verifies little more than it needs.
 CHUNK_SIZE = 8 * 1024 * 1024
+#: The largest file (EFBIG past it): the kernel's own limit for a FUSE file
+#: (MAX_LFS_FILESIZE, 8 EiB - 1). Files are sparse, so a size costs nothing until written.
+MAX_FILE_SIZE = (1 << 63) - 1
+#: The longest name of one path component, in bytes (ENAMETOOLONG past it), as on ext4.
+NAME_MAX = 255
 #: Size of the pieces ``Volume.read_file`` yields.
 READ_CHUNK = 1024 * 1024
 DEFAULT_AUTOCOMMIT_SECONDS = 5.0

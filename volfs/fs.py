@@ -24,16 +24,21 @@ import pyfuse3
 import trio
 
 from volfs.blobs import Digest
+from volfs.config import NAME_MAX
 from volfs.errors import CorruptionError, VolfsError
 from volfs.inodes import Node
 from volfs.overlay import Overlay
-from volfs.tree import Kind
+from volfs.tree import Kind, stored_bytes
 
 log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 300.0
 XATTR_CONTROL = "user.volfs.control"
-_KIND_BITS = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK}
+_KIND_BITS = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK,
+              Kind.FIFO: stat.S_IFIFO, Kind.SOCKET: stat.S_IFSOCK, Kind.CHAR_DEVICE: stat.S_IFCHR,
+              Kind.BLOCK_DEVICE: stat.S_IFBLK}
+_SPECIAL_KINDS = {stat.S_IFIFO: Kind.FIFO, stat.S_IFSOCK: Kind.SOCKET, stat.S_IFCHR: Kind.CHAR_DEVICE,
+                  stat.S_IFBLK: Kind.BLOCK_DEVICE}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -99,10 +104,17 @@ class VolfsOperations(pyfuse3.Operations):
         a.st_nlink = node.nlink
         a.st_uid = node.uid
         a.st_gid = node.gid
-        a.st_rdev = 0
+        a.st_rdev = node.rdev
         a.st_size = node.size
         a.st_blksize = 4096
-        a.st_blocks = (node.size + 511) // 512
+        # What is not a hole: ``du`` and ``tar --sparse`` see a sparse file as sparse.
+        if node.kind is not Kind.FILE:
+            allocated = node.size
+        elif node.scratch is not None:
+            allocated = node.scratch.allocated()
+        else:
+            allocated = stored_bytes(node.size, node.chunks)
+        a.st_blocks = (allocated + 511) // 512
         a.st_atime_ns = node.atime_ns
         a.st_mtime_ns = node.mtime_ns
         a.st_ctime_ns = node.ctime_ns
@@ -153,6 +165,7 @@ class VolfsOperations(pyfuse3.Operations):
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.overlay.node(inode)
+        mtime_ns = attr.st_mtime_ns if fields.update_mtime else None
         self.overlay.setattr(
             node,
             mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
@@ -160,7 +173,7 @@ class VolfsOperations(pyfuse3.Operations):
             gid=attr.st_gid if fields.update_gid else None,
             size=attr.st_size if fields.update_size else None,
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
-            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            mtime_ns=mtime_ns,
         )
         return self.attrs(node)
 
@@ -179,7 +192,7 @@ class VolfsOperations(pyfuse3.Operations):
         s.f_bfree = s.f_bavail = disk.f_bavail
         s.f_files = view.files + disk.f_favail
         s.f_ffree = s.f_favail = disk.f_favail
-        s.f_namemax = 255
+        s.f_namemax = NAME_MAX
         return s
 
     # -- directories ------------------------------------------------------------------------------
@@ -190,9 +203,14 @@ class VolfsOperations(pyfuse3.Operations):
 
     @_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        if not stat.S_ISREG(mode):
-            raise pyfuse3.FUSEError(errno.EPERM)  # devices, fifos, sockets: not stored
-        node = self.overlay.create(parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode))
+        if kind is not None:
+            node = self.overlay.mknod(parent_inode, os.fsdecode(name), kind, mode & ~ctx.umask, rdev,
+                                      ctx.uid, ctx.gid)
+        elif stat.S_ISREG(mode):
+            node = self.overlay.create(parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+        else:
+            raise pyfuse3.FUSEError(errno.EINVAL)
         return self._entry(node)
 
     @_errors

@@ -7,10 +7,16 @@ What it checks, for every volume and every snapshot history still keeps:
   directory, its parent chain has no cycle and stays in its volume (a parent retention
   dropped ends the chain: a note, not damage);
 - every tree reachable from them: stored, its bytes match its digest and decode; each
-  directory entry's totals (bytes, files) match its tree's;
-- every chunk blob those trees name: stored, its content matches its digest (read in
-  full; ``quick`` only checks it is there and its size), and each file's size is the sum
-  of its chunks';
+  directory entry's totals (bytes, files, link-group names) match its tree's;
+- every file's chunk list: indexes strictly ascending and below ``ceil(size / CHUNK_SIZE)``
+  (files are sparse: a missing index is a hole); every chunk blob it names: stored, its
+  content matches its digest (read in full; ``quick`` only checks it is there and its
+  size), and no longer than the span its index covers (a shorter one reads as padded with
+  zeros);
+- special entries (FIFOs, sockets, devices): no content (size 0, no chunks, no target),
+  a device number only on devices;
+- hard links, per snapshot: the names sharing one link id (found through the directories'
+  link counts) hold the same content, and each says the group has as many names as it has;
 - left-overs: blobs and trees nothing keeps, snapshots of deleted volumes and temp files
   (the same rule as ``volfs gc`` without retention: collect.py), and overlays of crashed
   mounts (``volfs recover`` handles those).
@@ -38,6 +44,7 @@ Must not: write anything unless ``repair``; import click.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -47,10 +54,11 @@ import xxhash
 from volfs import collect
 from volfs.blobs import Digest
 from volfs.catalog import SnapshotRecord, VolumeRecord, process_alive
-from volfs.errors import CorruptionError
+from volfs.config import CHUNK_SIZE
+from volfs.errors import CorruptionError, VolfsError
 from volfs.recover import find_orphans
 from volfs.store import Store
-from volfs.tree import Kind, Tree, decode_verified
+from volfs.tree import Entry, Kind, Tree, chunk_span, decode_verified
 
 READ_SIZE = 1 << 20
 
@@ -88,8 +96,11 @@ KINDS = {
     "tree-damaged": "a stored tree fails its digest or does not decode",
     "blob-missing": "a chunk a file names is not in the blob store",
     "blob-damaged": "a blob's content fails its digest",
-    "file-size": "a file's size is not the sum of its chunks'",
-    "dir-totals": "a directory's bytes/files totals do not match its tree",
+    "chunk-index": "a file's chunk indexes are out of order or past its size",
+    "file-size": "a chunk's blob is longer than the part of the file its index covers",
+    "special-entry": "a FIFO, socket or device carries content, or a non-device a device number",
+    "link-group": "the names of one hard-link group disagree in content or in their count",
+    "dir-totals": "a directory's bytes/files/links totals do not match its tree",
 }
 
 
@@ -127,8 +138,8 @@ class _Checker:
         self.report = report
         #: Tree digest -> True if it or anything below it is damaged.
         self.bad: dict[Digest, bool] = {}
-        #: Tree digest -> (bytes, files) its entries add up to; None if unreadable.
-        self.totals: dict[Digest, tuple[int, int] | None] = {}
+        #: Tree digest -> (bytes, files, links) its entries add up to; None if unreadable.
+        self.totals: dict[Digest, tuple[int, int, int] | None] = {}
         #: Damaged trees, decoded (for the second pass); None where unreadable.
         self.bad_trees: dict[Digest, Tree | None] = {}
         #: Blob digest -> its size; None if missing or damaged.
@@ -138,6 +149,10 @@ class _Checker:
         self.at: dict[tuple[Digest, str | None], list[Problem]] = {}
         self.tree_problems = 0
         self._open: dict[Digest, Tree] = {}
+        #: Tree digest -> the link-group names below it (see link_names).
+        self._link_names: dict[Digest, list[tuple[tuple[str, ...], Entry]]] = {}
+        #: One problem per broken group, however many snapshots hold it.
+        self._link_problems: dict[tuple[int, tuple[str, ...], tuple[str, ...]], Problem] = {}
 
     def _problem(self, problem: Problem, where: tuple[Digest, str | None] | None) -> Problem:
         self.report.problems.append(problem)
@@ -222,20 +237,54 @@ class _Checker:
             if self.bad[digest]:
                 self.bad_trees[digest] = tree
 
+    def _check_file(self, digest: Digest, e: Entry) -> bool:
+        """A file's chunk list and blobs; True if something is wrong."""
+        where = (digest, e.name)
+        count = -(-e.size // CHUNK_SIZE)  # the chunks a file of this size has room for
+        indexes = [index for index, _ in e.chunks]
+        if any(a >= b for a, b in itertools.pairwise(indexes)):
+            self._problem(Problem("chunk-index", digest, f"{e.name!r}: chunk indexes are not "
+                                  f"strictly ascending ({_few(indexes)})"), where)
+            return True
+        if indexes and (indexes[0] < 0 or indexes[-1] >= count):
+            self._problem(Problem("chunk-index", digest, f"{e.name!r} says {e.size} bytes (chunks "
+                                  f"0 to {count - 1}) but names chunk {indexes[-1]}"), where)
+            return True
+        bad = False
+        for index, blob in e.chunks:
+            size = self.blob(blob)
+            if size is None:
+                self.at.setdefault(where, [])
+                if self.blob_problem[blob] not in self.at[where]:
+                    self.at[where].append(self.blob_problem[blob])
+                bad = True
+            elif size > chunk_span(e.size, index):
+                self._problem(Problem("file-size", digest, f"{e.name!r}: chunk {index} covers "
+                                      f"{chunk_span(e.size, index)} of its {e.size} bytes, its "
+                                      f"blob {blob} holds {size}"), where)
+                bad = True
+        return bad
+
+    def _check_special(self, digest: Digest, e: Entry) -> bool:
+        """No content on a FIFO, socket or device; a device number only on a device."""
+        wrong = []
+        if e.size or e.chunks or e.tree is not None or e.target or e.files:
+            wrong.append(f"content (size {e.size}, {len(e.chunks)} chunks)")
+        if e.rdev and e.kind not in (Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE):
+            wrong.append(f"a device number ({e.rdev:#x})")
+        if not wrong:
+            return False
+        self._problem(Problem("special-entry", digest, f"{e.name!r} is a {e.kind.name.lower()} "
+                              f"but carries {' and '.join(wrong)}"), (digest, e.name))
+        return True
+
     def _check_entries(self, digest: Digest, tree: Tree) -> bool:
         bad = False
         for e in tree.entries:
             if e.kind is Kind.FILE:
-                sizes = [self.blob(c) for c in e.chunks]
-                broken = [self.blob_problem[c] for c in e.chunks if self.blob_size[c] is None]
-                if broken:
-                    for problem in dict.fromkeys(broken):
-                        self.at.setdefault((digest, e.name), []).append(problem)
-                    bad = True
-                elif sum(s or 0 for s in sizes) != e.size:
-                    self._problem(Problem("file-size", digest, f"{e.name!r} says {e.size} bytes, its "
-                                          f"chunks hold {sum(s or 0 for s in sizes)}"), (digest, e.name))
-                    bad = True
+                bad = self._check_file(digest, e) or bad
+            elif e.kind.is_special:
+                bad = self._check_special(digest, e) or bad
             elif e.kind is Kind.DIR:
                 if e.tree is None or e.tree not in self.bad:
                     self._problem(Problem("tree-missing", digest, f"{e.name!r} names no tree"),
@@ -244,12 +293,88 @@ class _Checker:
                     continue
                 bad = bad or self.bad[e.tree]
                 totals = self.totals[e.tree]
-                if totals is not None and totals != (e.size, e.files):
+                if totals is not None and totals != (e.size, e.files, e.links):
                     self._problem(Problem("dir-totals", digest, f"{e.name!r} says {e.size} bytes in "
-                                          f"{e.files} files, its tree holds {totals[0]} in {totals[1]}"),
+                                          f"{e.files} files and {e.links} link names, its tree holds "
+                                          f"{totals[0]} in {totals[1]} and {totals[2]}"),
                                   (digest, e.name))
                     bad = True
         return bad
+
+    # -- hard links ------------------------------------------------------------------------------
+    def link_names(self, digest: Digest) -> list[tuple[tuple[str, ...], Entry]]:
+        """Every name with a link id below the tree ``digest``, as (path below it, entry).
+
+        Descends only into directories whose ``links`` count says there are some, and
+        remembers each tree's answer: the snapshots of one volume share most subtrees.
+        Post-order without recursion, as pass 1 (paths may be thousands of levels deep).
+        """
+        opened: dict[Digest, Tree | None] = {}
+        stack: list[Digest] = [digest]
+        while stack:
+            current = stack[-1]
+            if current in self._link_names:
+                stack.pop()
+                continue
+            if current not in opened:
+                opened[current] = tree = self._open_tree(current)
+                below = [e.tree for e in (tree.entries if tree is not None else ())
+                         if e.kind is Kind.DIR and e.links and e.tree is not None
+                         and e.tree not in self._link_names]
+                if below:
+                    stack += below
+                    continue
+            stack.pop()
+            out: list[tuple[tuple[str, ...], Entry]] = []
+            tree = opened.pop(current)
+            for e in tree.entries if tree is not None else ():
+                if e.kind is Kind.DIR:
+                    if e.links and e.tree is not None:
+                        out += [((e.name, *path), member) for path, member in self._link_names[e.tree]]
+                elif e.link:
+                    out.append(((e.name,), e))
+            self._link_names[current] = out
+        return self._link_names[digest]
+
+    def _open_tree(self, digest: Digest) -> Tree | None:
+        """A tree pass 1 checked, read again (None if it is unreadable: reported already)."""
+        if digest in self.bad_trees:
+            return self.bad_trees[digest]
+        try:
+            return self.store.catalog.get_tree(digest)  # verified; cached in memory
+        except VolfsError:
+            return None
+
+    def link_groups(self, snapshot: SnapshotRecord, volume: VolumeRecord) -> list[Problem]:
+        """The hard-link groups of one snapshot whose names disagree (module docstring)."""
+        if not snapshot.root.links or snapshot.root.tree is None:
+            return []
+        groups: dict[int, list[tuple[tuple[str, ...], Entry]]] = {}
+        for path, entry in self.link_names(snapshot.root.tree):
+            groups.setdefault(entry.link, []).append((path, entry))
+        found = []
+        for link, members in groups.items():
+            first = members[0][1]
+            why = []
+            if any(not first.same_content(e) for _, e in members[1:]):
+                why.append("their content differs")
+            counts = sorted({e.nlink for _, e in members})
+            if counts != [len(members)]:
+                why.append(f"they say nlink {', '.join(map(str, counts))}")
+            if not why:
+                continue
+            paths = ["/".join(parts) for parts, _ in members]
+            key = (link, tuple(paths), tuple(why))
+            problem = self._link_problems.get(key)
+            if problem is None:
+                problem = self._link_problems[key] = self._problem(Problem(
+                    "link-group", f"{link:#x}", f"{len(members)} names ({_few(paths)}): "
+                    + "; ".join(why)), None)
+            for shown in paths:
+                problem.affected.append(Affected(volume.name, volume.id, snapshot.id,
+                                                 snapshot.id == volume.head, shown))
+            found.append(problem)
+        return found
 
     # -- the second pass ---------------------------------------------------------------------------
     def name_paths(self, snapshot: SnapshotRecord, volume: VolumeRecord) -> list[Problem]:
@@ -379,9 +504,10 @@ def fsck(store: Store, *, repair: bool = False, quick: bool = False,
             continue
         checker.tree(s.root.tree)
         totals = checker.totals.get(s.root.tree)
-        if totals is not None and totals != (s.root.size, s.root.files):
+        if totals is not None and totals != (s.root.size, s.root.files, s.root.links):
             root_problems[s.id] = Problem("dir-totals", s.id, f"the root says {s.root.size} bytes in "
-                                          f"{s.root.files} files, its tree holds {totals[0]} in {totals[1]}")
+                                          f"{s.root.files} files and {s.root.links} link names, its "
+                                          f"tree holds {totals[0]} in {totals[1]} and {totals[2]}")
             report.problems.append(root_problems[s.id])
     report.snapshots = len(verified)
     report.trees = len(checker.bad) - checker.tree_problems
@@ -397,6 +523,8 @@ def fsck(store: Store, *, repair: bool = False, quick: bool = False,
             found.append(p)
         if s.root.tree is not None and checker.bad.get(s.root.tree):
             found += checker.name_paths(s, volume)
+        if s.id not in root_problems:
+            found += checker.link_groups(s, volume)
         if found:
             report.damaged_snapshots[s.id] = [p.summary for p in found]
 
@@ -404,6 +532,12 @@ def fsck(store: Store, *, repair: bool = False, quick: bool = False,
     if repair:
         _mark_damage(store, report, {s.id for s in verified})
     return report
+
+
+def _few(items: list[object] | list[int] | list[str], shown: int = 4) -> str:
+    """The first few items of a list, for a one-line message."""
+    head = ", ".join(str(i) for i in items[:shown])
+    return head + (f", … ({len(items)} in all)" if len(items) > shown else "")
 
 
 def _check_chain(volume: VolumeRecord, snapshots: dict[str, SnapshotRecord], report: FsckReport) -> None:

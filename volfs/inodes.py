@@ -1,9 +1,15 @@
 """The inode table of one mount: nodes, their links, lookup counts and open counts.
 
-A :class:`Node` is one file, directory or symlink of a mount's view. Committed content
-is named by chunk digests (immutable, served from the blob store); content the mount
-wrote lives in a scratch file. Directories load their children lazily from the tree
-they were committed with, so mounting a volume of millions of files costs one node.
+A :class:`Node` is one file, directory, symlink or special file of a mount's view.
+Committed content is named by chunk digests (immutable, served from the blob store);
+content the mount wrote lives in a scratch file. Directories load their children lazily
+from the tree they were committed with, so mounting a volume of millions of files costs
+one node.
+
+Hard links: the names of one file in a snapshot share a link id (``Entry.link``), and the
+table keeps one node per link id, so every name loaded shows the same st_ino. A name of
+the group that is in a directory not loaded yet is counted in ``unseen``: st_nlink is
+right before every name has been looked up.
 
 Lifetimes follow the kernel's: a node leaves the table when it has no name (``links``),
 no kernel reference (``lookups``) and no open handle (``opens``) — so an unlinked file
@@ -13,12 +19,11 @@ No pyfuse3 here; single-threaded (the trio loop).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from volfs.blobs import Digest
-from volfs.tree import Entry, Kind
+from volfs.clock import now_ns
+from volfs.tree import Chunks, Entry, Kind
 
 if TYPE_CHECKING:
     from volfs.scratch import ScratchFile
@@ -38,22 +43,25 @@ class Node:
         "gid",
         "ino",
         "kind",
+        "link_id",
         "links",
         "lookups",
         "mode",
         "mtime_ns",
         "opens",
+        "rdev",
         "scratch",
         "size",
         "target",
         "uid",
+        "unseen",
         "version",
         "writers",
         "xattrs",
     )
 
     def __init__(self, ino: int, kind: Kind, mode: int, uid: int, gid: int) -> None:
-        now = time.time_ns()
+        now = now_ns()
         self.ino = ino
         self.kind = kind
         self.mode = mode
@@ -63,8 +71,10 @@ class Node:
         self.mtime_ns = self.ctime_ns = self.atime_ns = now
         self.xattrs: dict[str, bytes] = {}
         self.target = ""
-        #: Committed content (or the last hash of the scratch file): chunk digests.
-        self.chunks: tuple[Digest, ...] = ()
+        #: Character and block devices: the device number.
+        self.rdev = 0
+        #: Committed content (or the last hash of the scratch file): (index, digest) pairs.
+        self.chunks: Chunks = ()
         #: The mount's own copy of this file's content, once it wrote or opened it for writing.
         self.scratch: ScratchFile | None = None
         #: The scratch content changed since it was last hashed.
@@ -77,6 +87,10 @@ class Node:
         self.base: Entry | None = None
         #: Names of this node: (parent ino, name). Directories have at most one.
         self.links: set[tuple[int, str]] = set()
+        #: The link group this file's names share in trees (0: none yet).
+        self.link_id = 0
+        #: Names of this file in the committed snapshot that no loaded directory holds yet.
+        self.unseen = 0
         self.lookups = 0
         self.opens = 0
         self.writers = 0
@@ -88,7 +102,7 @@ class Node:
         if self.kind is Kind.DIR:
             # 1 means "not counted", as on btrfs: find(1) then does not skip subdirectories.
             return 1
-        return len(self.links)
+        return len(self.links) + self.unseen
 
     def parent(self) -> int | None:
         for parent, _ in self.links:
@@ -102,7 +116,11 @@ class Node:
         node.mtime_ns = node.ctime_ns = node.atime_ns = entry.mtime_ns
         node.xattrs = dict(entry.xattrs)
         node.target = entry.target
+        node.rdev = entry.rdev
         node.chunks = entry.chunks
+        if entry.link and entry.kind is not Kind.DIR:
+            node.link_id = entry.link
+            node.unseen = entry.nlink - 1
         node.base = entry if entry.kind is Kind.DIR else None
         node.cached = entry
         return node
@@ -112,6 +130,8 @@ class InodeTable:
     def __init__(self) -> None:
         self._nodes: dict[int, Node] = {}
         self._next = ROOT_INO + 1
+        #: The node of each link group met so far: every name of the group is this node.
+        self.by_link: dict[int, Node] = {}
 
     def __getitem__(self, ino: int) -> Node:
         return self._nodes[ino]
@@ -136,11 +156,32 @@ class InodeTable:
         self._nodes[node.ino] = node
         return node
 
-    def from_entry(self, entry: Entry) -> Node:
+    def from_entry(self, entry: Entry, *, reloading: bool = False) -> Node:
+        """The node of a committed entry: a new one, or the node of its link group if
+        another of the group's names was loaded already (which it then no longer misses).
+
+        ``reloading``: the group's node is taken only if it is the same file as ``entry``
+        (a reload replaces a group whose content or names changed with a new node)."""
+        if entry.link and entry.kind is not Kind.DIR:
+            node = self.by_link.get(entry.link)
+            if node is not None and (not reloading or (
+                    node.cached is not None and node.cached.with_(name=entry.name) == entry)):
+                node.unseen = max(0, node.unseen - 1)
+                return node
         node = Node.from_entry(self._next, entry)
         self._next += 1
         self._nodes[node.ino] = node
+        if node.link_id:
+            self.by_link[node.link_id] = node
         return node
+
+    def set_link(self, node: Node, link_id: int) -> None:
+        """Makes ``node`` the one node of link group ``link_id`` (0: of none)."""
+        if node.link_id and self.by_link.get(node.link_id) is node:
+            del self.by_link[node.link_id]
+        node.link_id = link_id
+        if link_id:
+            self.by_link[link_id] = node
 
     def maybe_drop(self, node: Node) -> None:
         """Forgets a node nobody can reach any more, with its scratch file."""
@@ -149,4 +190,6 @@ class InodeTable:
         if node.scratch is not None:
             node.scratch.unlink()
             node.scratch = None
+        if node.link_id and self.by_link.get(node.link_id) is node:
+            del self.by_link[node.link_id]
         self._nodes.pop(node.ino, None)

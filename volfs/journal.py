@@ -12,11 +12,13 @@ Records (JSON arrays; paths are volume paths as ``str``)::
 
     ["view", root-entry, base-snapshot-id]   first line only
     ["create", path, mode, uid, gid, scratch]
-    ["copyup", path, scratch]                content now in scratch file
+    ["copyup", path, scratch]                content now in scratch file (its anchor
+                                             names the committed chunks it still uses)
     ["mkdir", path, mode, uid, gid]
     ["symlink", path, target, uid, gid]
+    ["mknod", path, kind, mode, rdev, uid, gid]   a FIFO, socket or device (tree.Kind)
     ["unlink", path]   ["rmdir", path]
-    ["rename", old, new, flags]
+    ["rename", old, new, flags]              flags: RENAME_NOREPLACE 1, RENAME_EXCHANGE 2
     ["link", existing, new]
     ["setattr", path, {"mode"|"uid"|"gid"|"mtime_ns": value}]
     ["setxattr", path, name, value-hex]   ["removexattr", path, name]

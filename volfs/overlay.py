@@ -30,8 +30,8 @@ import errno
 import logging
 import os
 import resource
+import secrets
 import stat
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,13 +43,14 @@ from volfs.blobs.local import BlobBatch, LocalBlobStore
 from volfs.catalog import SnapshotRecord, VolumeRecord, entry_from_json, entry_to_json
 from volfs.changes import Dir, diff
 from volfs.commit import CommitResult, commit_changes
-from volfs.config import CHUNK_SIZE
+from volfs.clock import now_ns
+from volfs.config import CHUNK_SIZE, MAX_FILE_SIZE, NAME_MAX
 from volfs.errors import OpenFilesError
 from volfs.inodes import ROOT_INO, InodeTable, Node
 from volfs.journal import Journal
-from volfs.scratch import ScratchFile
+from volfs.scratch import ScratchFile, ScratchStats, has_data
 from volfs.store import Store
-from volfs.tree import META_FIELDS, Entry, Kind, Tree, TreeWriter
+from volfs.tree import META_FIELDS, Chunks, Entry, Kind, Tree, TreeWriter, chunk_at, chunk_span
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +65,33 @@ def _err(code: int, what: str = "") -> OSError:
     return OSError(code, os.strerror(code) + (f": {what}" if what else ""))
 
 
+def _check_name(name: str) -> None:
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise _err(errno.ENAMETOOLONG)
+
+
+def new_link_id() -> int:
+    """A link group's id: random, so groups two mounts create at once never collide."""
+    return secrets.randbits(63) | 1
+
+
 @dataclass
 class HashJob:
     ino: int
     version: int
-    segments: list[tuple[int, str]]  # (fd, path), frozen by ScratchFile.freeze; hashing closes them
+    #: (chunk index, fd, path) of each segment, frozen by ScratchFile.freeze; hashing closes them.
+    segments: list[tuple[int, int, str]]
+    base: Chunks  # the committed chunks the file still has: stored already
     size: int
 
 
 @dataclass
 class HashResult:
     version: int
-    chunks: tuple[Digest, ...]
+    chunks: Chunks
     size: int
-    adopted: frozenset[int] = frozenset()  # segments (one per chunk) now linked as blobs
+    frozen: frozenset[int] = frozenset()  # the segments hashed
+    adopted: frozenset[int] = frozenset()  # of those, the ones now linked as blobs
 
 
 @dataclass
@@ -97,8 +111,7 @@ class Invalidation:
 
 @dataclass
 class OverlayStats:
-    copy_ups: int = 0
-    bytes_copied_up: int = 0
+    copy_ups: int = 0  # scratch files made for committed files (no bytes copied until written)
     files_hashed: int = 0
     commits: int = 0
     reloads: int = 0
@@ -121,6 +134,8 @@ class Overlay:
         self.dir = overlay_dir
         self.scratch_dir = overlay_dir / "scratch"
         self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.scratch_stats = ScratchStats()
+        self._scratch_listing: list[str] | None = None  # during replay: the scratch names
         self.table = InodeTable()
         self.table.add_root(Node.from_entry(ROOT_INO, self.committed_view))
         self._scratch_nodes: set[int] = set()
@@ -161,6 +176,7 @@ class Overlay:
             return parent
         if name == "..":
             return self.node(parent.parent() or ROOT_INO)
+        _check_name(name)
         ino = self.children(parent).get(name)
         if ino is None:
             raise _err(errno.ENOENT)
@@ -194,19 +210,25 @@ class Overlay:
     def read(self, node: Node, offset: int, size: int) -> bytes:
         if node.scratch is not None:
             return node.scratch.pread(size, offset)
+        end = min(offset + size, node.size)
+        if offset >= end:
+            return b""
         if self._inline(node):
-            digest = node.chunks[0]
+            digest = node.chunks[0][1]
             data = self.blobs.get(digest)  # verified as it is read
             self._verified_chunks.add(digest)
-            return data[offset:offset + size]
-        end = min(offset + size, node.size)
+            return data[offset:end].ljust(end - offset, b"\0")
         parts = []
         while offset < end:
             index, within = divmod(offset, CHUNK_SIZE)
             count = min(end - offset, CHUNK_SIZE - within)
-            parts.append(os.pread(self._blob_fd(node.chunks[index]), count, within))
+            digest = chunk_at(node.chunks, index)
+            if digest is None:  # a hole
+                parts.append(bytes(count))
+            else:  # a blob shorter than its chunk: zeros follow
+                parts.append(os.pread(self._blob_fd(digest), count, within).ljust(count, b"\0"))
             offset += count
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def chunks_to_verify(self, node: Node, offset: int, size: int) -> tuple[list[Digest], list[Digest]]:
         """(chunks a read of this range needs verified first, the chunk after it).
@@ -217,16 +239,22 @@ class Overlay:
         if node.scratch is not None or not node.chunks or size <= 0 or self._inline(node):
             return [], []
         first = offset // CHUNK_SIZE
-        last = min((offset + size - 1) // CHUNK_SIZE, len(node.chunks) - 1)
-        need = [d for d in node.chunks[first:last + 1] if d not in self._verified_chunks]
-        ahead = [node.chunks[last + 1]] if last + 1 < len(node.chunks) else []
-        return need, [d for d in ahead if d not in self._verified_chunks]
+        last = min(offset + size - 1, max(node.size - 1, 0)) // CHUNK_SIZE
+        verified = self._verified_chunks
+        need = []
+        for index in range(first, last + 1):
+            digest = chunk_at(node.chunks, index)
+            if digest is not None and digest not in verified:
+                need.append(digest)
+        ahead = chunk_at(node.chunks, last + 1)
+        return need, [ahead] if ahead is not None and ahead not in verified else []
 
     def _inline(self, node: Node) -> bool:
         """A small committed file on local disk: read whole and verified on the loop, which
         costs less than a verification in a worker thread (a read of a 4 KiB file: one open
         and one read instead of a thread round trip, two opens and two reads)."""
-        return self._local_blobs and node.size <= INLINE_READ and len(node.chunks) == 1
+        return (self._local_blobs and node.size <= INLINE_READ and len(node.chunks) == 1
+                and node.chunks[0][0] == 0)
 
     def verify_chunk(self, digest: Digest) -> None:
         """Reads and checks one chunk blob (any thread); raises CorruptionError if damaged."""
@@ -283,16 +311,15 @@ class Overlay:
                     stack.append(parent)
 
     def _dir_changed(self, parent: Node) -> None:
-        parent.mtime_ns = parent.ctime_ns = time.time_ns()
+        parent.mtime_ns = parent.ctime_ns = now_ns()
         self._invalidate(parent)
 
     def _check_new_name(self, parent: Node, name: str) -> dict[str, int]:
         self._writable()
         children = self.children(parent)
+        _check_name(name)
         if name in children:
             raise _err(errno.EEXIST, name)
-        if len(os.fsencode(name)) > 255:
-            raise _err(errno.ENAMETOOLONG)
         return children
 
     def _attach(self, parent: Node, name: str, node: Node) -> None:
@@ -303,13 +330,15 @@ class Overlay:
     def _detach(self, parent: Node, name: str, node: Node) -> None:
         del self.children(parent)[name]
         node.links.discard((parent.ino, name))
-        node.ctime_ns = time.time_ns()
+        node.ctime_ns = now_ns()
         self._dir_changed(parent)
 
-    def _new_scratch(self) -> ScratchFile:
+    def _new_scratch(self, *, base: Chunks = (), size: int = 0,
+                     times: tuple[int, int] | None = None) -> ScratchFile:
         name = f"f{self._seq}"
         self._seq += 1
-        return ScratchFile.create(str(self.scratch_dir), name)
+        return ScratchFile.create(str(self.scratch_dir), name, self._blob_fd, self.scratch_stats,
+                                  base=base, size=size, times=times)
 
     @staticmethod
     def _new_gid(parent: Node, gid: int) -> int:
@@ -348,6 +377,20 @@ class Overlay:
         self._log("symlink", self.path_of(node), target, uid, gid)
         return node
 
+    def mknod(self, parent_ino: int, name: str, kind: Kind, mode: int, rdev: int, uid: int,
+              gid: int) -> Node:
+        """A FIFO, unix socket node or device node: an inode with no content."""
+        if not kind.is_special:
+            raise _err(errno.EINVAL)
+        parent = self.node(parent_ino)
+        self._check_new_name(parent, name)
+        node = self.table.new(kind, mode & 0o7777, uid, self._new_gid(parent, gid))
+        if kind in (Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE):
+            node.rdev = rdev
+        self._attach(parent, name, node)
+        self._log("mknod", self.path_of(node), int(kind), node.mode, node.rdev, uid, gid)
+        return node
+
     def link(self, ino: int, parent_ino: int, name: str) -> Node:
         node = self.node(ino)
         parent = self.node(parent_ino)
@@ -355,8 +398,10 @@ class Overlay:
             raise _err(errno.EPERM)
         self._check_new_name(parent, name)
         existing = self.path_of(node)
+        if not node.link_id:
+            self.table.set_link(node, new_link_id())
         self._attach(parent, name, node)
-        node.ctime_ns = time.time_ns()
+        node.ctime_ns = now_ns()
         self._invalidate(node)
         if existing is not None:
             self._log("link", existing, self.path_of_link(parent, name))
@@ -397,20 +442,17 @@ class Overlay:
         old_parent = self.node(old_parent_ino)
         new_parent = self.node(new_parent_ino)
         node = self.lookup(old_parent_ino, old_name)
-        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise _err(errno.EINVAL)
-        if flags & RENAME_EXCHANGE:
-            raise _err(errno.EINVAL, "RENAME_EXCHANGE is not supported")
-        if len(os.fsencode(new_name)) > 255:
-            raise _err(errno.ENAMETOOLONG)
+        _check_name(new_name)
         if node.kind is Kind.DIR:
-            ancestor: Node | None = new_parent
-            while ancestor is not None:
-                if ancestor is node:
-                    raise _err(errno.EINVAL, "cannot move a directory into itself")
-                parent_ino = ancestor.parent()
-                ancestor = self.table.get(parent_ino) if parent_ino is not None else None
+            self._not_into_itself(node, new_parent)
         target_ino = self.children(new_parent).get(new_name)
+        if flags & RENAME_EXCHANGE:
+            if target_ino is None:
+                raise _err(errno.ENOENT)
+            self._exchange(old_parent, old_name, node, new_parent, new_name, self.table[target_ino])
+            return
         if target_ino == node.ino:
             return
         old_path = self.path_of_link(old_parent, old_name)
@@ -434,17 +476,45 @@ class Overlay:
         self._invalidate(node)
         self._log("rename", old_path, new_path, flags)
 
+    def _not_into_itself(self, node: Node, new_parent: Node) -> None:
+        ancestor: Node | None = new_parent
+        while ancestor is not None:
+            if ancestor is node:
+                raise _err(errno.EINVAL, "cannot move a directory into itself")
+            parent_ino = ancestor.parent()
+            ancestor = self.table.get(parent_ino) if parent_ino is not None else None
+
+    def _exchange(self, old_parent: Node, old_name: str, node: Node, new_parent: Node,
+                  new_name: str, other: Node) -> None:
+        """renameat2(RENAME_EXCHANGE): the two names swap what they point at, atomically
+        (to a commit it is two writes)."""
+        if other is node:
+            return
+        if other.kind is Kind.DIR:
+            self._not_into_itself(other, old_parent)
+        old_path = self.path_of_link(old_parent, old_name)
+        new_path = self.path_of_link(new_parent, new_name)
+        self._detach(old_parent, old_name, node)
+        self._detach(new_parent, new_name, other)
+        self._attach(new_parent, new_name, node)
+        self._attach(old_parent, old_name, other)
+        self._invalidate(node)
+        self._invalidate(other)
+        self._log("rename", old_path, new_path, RENAME_EXCHANGE)
+
     def setattr(self, node: Node, *, mode: int | None = None, uid: int | None = None,
                 gid: int | None = None, size: int | None = None, atime_ns: int | None = None,
                 mtime_ns: int | None = None) -> Node:
         self._writable()
-        now = time.time_ns()
+        now = now_ns()
         logged: dict[str, int] = {}
         if size is not None:
             if node.kind is Kind.DIR:
                 raise _err(errno.EISDIR)
             if node.kind is not Kind.FILE:
                 raise _err(errno.EINVAL)
+            if size > MAX_FILE_SIZE:
+                raise _err(errno.EFBIG)
             self._ensure_scratch(node, keep=size > 0)
             assert node.scratch is not None
             node.scratch.truncate(size)
@@ -479,7 +549,7 @@ class Overlay:
         if len(value) > MAX_XATTR_VALUE:
             raise _err(errno.E2BIG)
         node.xattrs[name] = value
-        node.ctime_ns = time.time_ns()
+        node.ctime_ns = now_ns()
         self._invalidate(node)
         self._log("setxattr", self.path_of(node), name, value.hex())
 
@@ -488,22 +558,26 @@ class Overlay:
         if name not in node.xattrs:
             raise _err(errno.ENODATA)
         del node.xattrs[name]
-        node.ctime_ns = time.time_ns()
+        node.ctime_ns = now_ns()
         self._invalidate(node)
         self._log("removexattr", self.path_of(node), name)
 
     # -- file content ---------------------------------------------------------------------
     def open(self, node: Node, *, write: bool, truncate: bool) -> None:
         if node.kind is not Kind.FILE:
-            raise _err(errno.EISDIR if node.kind is Kind.DIR else errno.ELOOP)
+            # The kernel opens FIFOs and devices itself; a symlink is followed before open.
+            raise _err(errno.EISDIR if node.kind is Kind.DIR else errno.ELOOP if node.kind is Kind.SYMLINK
+                       else errno.ENXIO)
         if write or truncate:
             self._writable()
+            if node.size > MAX_FILE_SIZE:
+                raise _err(errno.EFBIG)
             self._ensure_scratch(node, keep=not truncate)
             if truncate:
                 assert node.scratch is not None
                 node.scratch.truncate(0)
                 node.size = 0
-                node.mtime_ns = node.ctime_ns = time.time_ns()
+                node.mtime_ns = node.ctime_ns = now_ns()
                 self._content_changed(node)
             node.writers += 1
         node.opens += 1
@@ -520,7 +594,7 @@ class Overlay:
         assert node.scratch is not None
         written = node.scratch.pwrite(data, offset)
         node.size = max(node.size, offset + written)
-        node.mtime_ns = node.ctime_ns = time.time_ns()
+        node.mtime_ns = node.ctime_ns = now_ns()
         self._content_changed(node)
         return written
 
@@ -539,15 +613,10 @@ class Overlay:
     def _ensure_scratch(self, node: Node, *, keep: bool) -> None:
         if node.scratch is not None:
             return
-        scratch = self._new_scratch()
-        try:
-            if keep:
-                scratch.copy_from([(self._blob_fd(digest), self.blobs.size(digest)) for digest in node.chunks])
-                self.stats.bytes_copied_up += node.size
-            scratch.utime(node.atime_ns, node.mtime_ns)
-        except BaseException:
-            scratch.unlink()
-            raise
+        # Copy-up by chunk: the scratch file starts as the committed chunks, copied only
+        # where a write or truncate touches them.
+        scratch = self._new_scratch(base=node.chunks if keep else (), size=node.size if keep else 0,
+                                    times=(node.atime_ns, node.mtime_ns))
         node.scratch = scratch
         self._scratch_nodes.add(node.ino)
         self.stats.copy_ups += 1
@@ -584,7 +653,7 @@ class Overlay:
         for ino in list(self._scratch_nodes):
             node = self.table.get(ino)
             if node is not None and node.content_dirty and node.links and node.scratch:
-                budget -= -(-node.scratch.size // CHUNK_SIZE)
+                budget -= node.scratch.open_segments()
                 if budget < 0:
                     break
                 jobs.append(HashJob(ino, node.version, *node.scratch.freeze()))
@@ -609,23 +678,29 @@ class Overlay:
     def _store_job(self, job: HashJob, batch: BlobBatch) -> HashResult:
         """Stores a file's frozen segments as its chunk blobs, adopting new ones (no copy);
         durable once ``batch`` is flushed. Closes the job's fds."""
-        chunks = []
+        chunks = dict(job.base)  # unchanged committed chunks: stored already, not hashed again
         adopted = set()
+        frozen = set()
         try:
-            for index, (fd, path) in enumerate(job.segments):
-                length = min(CHUNK_SIZE, job.size - index * CHUNK_SIZE)
-                if os.fstat(fd).st_size < length:  # a hole at its end (a write that failed)
-                    digest, _ = _store_padded(batch, fd, length)
-                else:
-                    digest, _ = batch.add_range(fd, 0, length, adopt=path)
-                    if os.fstat(fd).st_nlink > 1:  # a blob's inode now (or since an earlier commit)
-                        adopted.add(index)
-                chunks.append(digest)
+            for index, fd, path in job.segments:
+                frozen.add(index)
+                # A chunk's blob is the segment's bytes, zeros after it implied: a segment
+                # with no data at all (zeros written into a hole) is a hole in the tree too.
+                length = min(os.fstat(fd).st_size, chunk_span(job.size, index))
+                if length <= 0 or not has_data(fd):
+                    continue
+                digest, _ = batch.add_range(fd, 0, length, adopt=path)
+                if not digest:
+                    continue
+                if os.fstat(fd).st_nlink > 1:  # a blob's inode now (or since an earlier commit)
+                    adopted.add(index)
+                chunks[index] = digest
         finally:
             _close_all(job.segments)
             job.segments = []
         self.stats.files_hashed += 1
-        return HashResult(job.version, tuple(chunks), job.size, frozenset(adopted))
+        return HashResult(job.version, tuple(sorted(chunks.items())), job.size, frozenset(frozen),
+                          frozenset(adopted))
 
     def build_view(self, results: dict[int, HashResult]) -> PendingCommit:
         """Phase 3 (loop, no await): the view's Merkle tree, rebuilt where it changed."""
@@ -661,7 +736,8 @@ class Overlay:
             meta = Entry(name, Kind.DIR, node.mode, node.uid, node.gid, node.mtime_ns, xattrs=xattrs)
             if node.children is None:
                 assert node.base is not None
-                entry = meta.with_(tree=node.base.tree, size=node.base.size, files=node.base.files)
+                entry = meta.with_(tree=node.base.tree, size=node.base.size, files=node.base.files,
+                                   links=node.base.links)
             else:
                 entries = []
                 for child_name, child_ino in node.children.items():
@@ -673,7 +749,7 @@ class Overlay:
         elif node.kind is Kind.FILE:
             chunks, size = node.chunks, node.size
             if node.content_dirty and dry:
-                chunks, clean = (Digest(f"{node.ino:016x}{node.version:016x}"),), False
+                chunks, clean = ((0, Digest(f"{node.ino:016x}{node.version:016x}")),), False
             elif node.content_dirty:
                 result = results.get(node.ino)
                 if result is None:  # written after the hashing phase began: hash it now
@@ -694,9 +770,16 @@ class Overlay:
                     clean = False
             entry = Entry(name, Kind.FILE, node.mode, node.uid, node.gid, node.mtime_ns, size,
                           chunks, xattrs=xattrs)
-        else:
+        elif node.kind is Kind.SYMLINK:
             entry = Entry(name, Kind.SYMLINK, node.mode, node.uid, node.gid, node.mtime_ns,
                           node.size, target=node.target, xattrs=xattrs)
+        else:
+            entry = Entry(name, node.kind, node.mode, node.uid, node.gid, node.mtime_ns,
+                          rdev=node.rdev, xattrs=xattrs)
+        if node.kind is not Kind.DIR:
+            nlink = node.nlink
+            if nlink > 1 and node.link_id:
+                entry = entry.with_(link=node.link_id, nlink=nlink)
         if clean and not dry:
             node.cached = entry
         return entry, clean
@@ -723,7 +806,7 @@ class Overlay:
         for ino, hashed in pending.results.items():  # segments not adopted may change in place again
             node = self.table.get(ino)
             if node is not None and node.scratch is not None:
-                node.scratch.shared -= set(range(len(hashed.chunks))) - hashed.adopted
+                node.scratch.shared -= hashed.frozen - hashed.adopted
         done: list[ScratchFile] = []
         for ino in list(self._scratch_nodes):
             node = self.table.get(ino)
@@ -805,7 +888,13 @@ class Overlay:
             if entry is not None and entry.kind is child.kind is Kind.DIR:
                 self._rebase_dir(child, entry, out)
                 continue
-            if entry is not None and child.cached is not None and child.cached.same_content(entry):
+            if entry is not None and child.cached is not None and child.cached.with_(name=name) == entry:
+                continue
+            # A file with other names is one node for all of them: a changed one is loaded
+            # afresh, so its node (and st_nlink) follows the new snapshot's group.
+            linked = entry is not None and (entry.link or child.link_id)
+            if (entry is not None and not linked and child.cached is not None
+                    and child.cached.same_content(entry)):
                 if any(getattr(child.cached, f) != getattr(entry, f) for f in META_FIELDS):
                     self._set_meta(child, entry)
                     out.append(Invalidation(child.ino, attr_only=True))
@@ -823,13 +912,14 @@ class Overlay:
                 out.append(Invalidation(node.ino, entry.name))
 
     def _add_child(self, parent: Node, entry: Entry) -> None:
-        child = self.table.from_entry(entry)
+        child = self.table.from_entry(entry, reloading=True)
         child.links.add((parent.ino, entry.name))
         assert parent.children is not None
         parent.children[entry.name] = child.ino
 
     @staticmethod
     def _set_meta(node: Node, entry: Entry) -> None:
+        """A committed entry's metadata on a node (link groups are not kept: see rebase)."""
         node.mode, node.uid, node.gid = entry.mode, entry.uid, entry.gid
         node.mtime_ns = node.ctime_ns = entry.mtime_ns
         node.xattrs = dict(entry.xattrs)
@@ -838,6 +928,7 @@ class Overlay:
     def replay(self, records: list[list[Any]]) -> int:
         """Re-applies journal records (all but the first, "view") onto this view."""
         self._replaying = True
+        self._scratch_listing = os.listdir(self.scratch_dir)
         applied = 0
         try:
             for record in records:
@@ -848,6 +939,7 @@ class Overlay:
                     log.warning("recover: skipping %s: %s", record[:2], exc)
         finally:
             self._replaying = False
+            self._scratch_listing = None
         for ino in list(self._scratch_nodes):
             node = self.table.get(ino)
             if node is not None and node.scratch is not None:
@@ -874,6 +966,10 @@ class Overlay:
         elif op == "symlink":
             parent, name = self._resolve_parent(path)
             self.symlink(parent.ino, name, *args)
+        elif op == "mknod":
+            parent, name = self._resolve_parent(path)
+            kind, mode, rdev, uid, gid = args
+            self.mknod(parent.ino, name, Kind(kind), mode, rdev, uid, gid)
         elif op == "unlink":
             parent, name = self._resolve_parent(path)
             self.unlink(parent.ino, name)
@@ -887,6 +983,8 @@ class Overlay:
         elif op == "link":
             node = self.resolve(path)
             parent, name = self._resolve_parent(args[0])
+            if self.children(parent).get(name) == node.ino:
+                return  # a name the view's link group holds already
             self.link(node.ino, parent.ino, name)
         elif op == "setattr":
             self.setattr(self.resolve(path), **args[0])
@@ -900,7 +998,8 @@ class Overlay:
     def _adopt(self, node: Node, scratch: str) -> None:
         if node.scratch is not None and node.scratch.name != scratch:
             node.scratch.close()
-        node.scratch = ScratchFile.existing(str(self.scratch_dir), scratch)
+        node.scratch = ScratchFile.existing(str(self.scratch_dir), scratch, self._blob_fd,
+                                            self.scratch_stats, self._scratch_listing)
         node.content_dirty = True
         node.version += 1
         self._scratch_nodes.add(node.ino)
@@ -931,16 +1030,6 @@ def freeze_budget() -> int:
     return max(256, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def _close_all(segments: list[tuple[int, str]]) -> None:
-    for fd, _ in segments:
+def _close_all(segments: list[tuple[int, int, str]]) -> None:
+    for _, fd, _ in segments:
         os.close(fd)
-
-
-def _store_padded(batch: BlobBatch, fd: int, length: int) -> tuple[Digest, int]:
-    """The chunk of ``fd``'s first ``length`` bytes, a short file read as if zero-filled."""
-    padded = os.memfd_create("volfs-chunk", os.MFD_CLOEXEC)
-    try:
-        os.pwrite(padded, os.pread(fd, length, 0).ljust(length, b"\0"), 0)
-        return batch.add_range(padded, 0, length)
-    finally:
-        os.close(padded)

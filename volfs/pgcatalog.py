@@ -18,6 +18,9 @@ Schema (PostgreSQL; created if missing, under an advisory lock)::
                      view_tree -- its last committed view or null, heartbeat timestamptz)
     "gc_epoch" in volfs_settings: changed by every gc sweep (see ``lease``)
 
+``format_version`` is the store format (catalog.FORMAT_VERSION); the first connection of a
+process of format 2 raises the volumes of format 1 to 2 with the schema (VT1 trees stay).
+
 Pins: a mount's daemon writes its row at mount, reload and commit (``register_mount``,
 ``set_mount_base``, ``mount_committed``), a thread refreshes ``heartbeat`` every
 ``PIN_HEARTBEAT`` seconds, and unmount deletes it; ``volfs gc`` on any machine keeps what
@@ -188,6 +191,10 @@ class PgCatalog(Catalog):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                     conn.execute(SCHEMA)
+                    # A database of format 1 volumes: this process writes format 2 trees into
+                    # them from now on (format 1 trees keep decoding), so they are format 2.
+                    conn.execute("UPDATE volfs_volumes SET format_version = %s WHERE format_version < %s",
+                                 (FORMAT_VERSION, FORMAT_VERSION))
             except psycopg.Error as exc:
                 conn.close()
                 raise BackendUnavailableError(

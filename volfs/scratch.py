@@ -1,101 +1,206 @@
-"""A mount's private copy of one file's content, kept as one file per chunk.
+"""A mount's private copy of one file's content: sparse, copied up by chunk.
 
-A file the mount wrote lives in the overlay's scratch directory as *segments*: ``f12``
-holds bytes ``[0, CHUNK_SIZE)``, ``f12.1`` the next ``CHUNK_SIZE`` bytes, and so on. Every
-segment but the last is exactly ``CHUNK_SIZE`` long (sparse where never written) and the
-last holds the rest, so each segment *is* one chunk of the file's content. A commit hashes
-each segment and, where the blob is new, hard-links the segment into the blob store
-instead of copying it: committing 1 GiB costs a hash and 128 links, not a second 1 GiB
-write (blobs/local.py, ``BlobBatch.add_range(adopt=True)``).
+A file the mount wrote lives in the overlay's scratch directory as an *anchor* and
+*segments*. Chunk ``i`` of the file (bytes ``[i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE)``) is
+one of three things:
+
+- a **segment**, ``f12.<i>``: the mount's own bytes for that chunk, at most one chunk
+  long; past its end (and in its own holes) the chunk reads as zeros;
+- a **base chunk**: the committed blob the file had when the mount opened it for
+  writing, not copied: opening a 10 GiB file for writing copies nothing, appending a line
+  copies the last chunk only;
+- a **hole**: zeros, costing nothing. ``truncate -s 1T`` writes no file; writing zeros
+  into a hole (glibc's ``posix_fallocate`` does) leaves it a hole.
+
+The anchor ``f12`` records what the segments cannot: the base chunks and the size the
+file was last truncated to (``floor``); its mtime is the file's. It is rewritten (temp
+file, rename) when the file is copied up or truncated, never on a write: the file's size
+is ``max(floor, end of the last segment)``, which writes keep true by themselves. So a
+crash loses nothing the daemon received (``volfs recover`` reads the anchor back).
 
 A segment that may be linked into the blob store is *shared*: its bytes are a blob's and
-must never change again. Every change to a shared segment (a write, a truncate, a new
-mtime) first copies it to a new inode and renames that over the segment's name; the blob
-keeps the old inode. :meth:`ScratchFile.freeze` marks the segments shared and opens them,
-on the loop, before a commit hashes them in a worker thread, so the worker hashes and
-links inodes nothing will change under it.
+must never change again. Every change to a shared segment first copies it to a new inode
+and renames that over the segment's name; the blob keeps the old inode. :meth:`freeze`
+marks segments shared and opens them, on the loop, before a commit hashes them in a
+worker thread, so the worker hashes and links inodes nothing will change under it.
 
-Crash safety: the journal names a scratch file by its first segment's name; the others
-are found again by name (``<name>.<index>``, contiguous from 1) when ``volfs recover``
-replays it. Not thread-safe: the trio loop owns every ScratchFile; a commit's worker gets
-only the file descriptors :meth:`freeze` opened for it.
+Not thread-safe: the trio loop owns every ScratchFile; a commit's worker gets only the
+file descriptors :meth:`freeze` opened for it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import struct
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from volfs.config import CHUNK_SIZE
+from volfs.blobs import Digest
+from volfs.config import CHUNK_SIZE, MAX_FILE_SIZE
+from volfs.tree import Chunks
 
 _SYNC_THREADS = 16
 #: Segments a file keeps open at once: a 10 GiB file has 1,280 of them.
 MAX_OPEN_SEGMENTS = 8
 
+ANCHOR_MAGIC = b"VS2\n"
+_ANCHOR_HEAD = struct.Struct("<QI")  # floor, number of base chunks
+_ANCHOR_CHUNK = struct.Struct("<Q16s")
 
-def _last(size: int) -> int:
-    """Index of the segment holding a file's last byte (0 for an empty file)."""
-    return max(0, (size - 1) // CHUNK_SIZE)
+BlobOpener = Callable[[Digest], int]
+"""Returns an fd of a committed blob, verified, that the caller must not close."""
 
 
-def _copy(src: int, dst: int, length: int) -> None:
+@dataclass
+class ScratchStats:
+    """What scratch files cost, for the mount's statistics and for tests that count it."""
+
+    chunks_copied: int = 0
+    bytes_copied: int = 0
+    anchors_written: int = 0
+
+
+def chunk_span(size: int, index: int) -> int:
+    """How many bytes of a file of ``size`` chunk ``index`` covers."""
+    return max(0, min(CHUNK_SIZE, size - index * CHUNK_SIZE))
+
+
+def _copy(src: int, dst: int, length: int) -> int:
     copied = 0
     while copied < length:
         n = os.copy_file_range(src, dst, length - copied, copied, copied)
         if n == 0:
             break
         copied += n
+    return copied
+
+
+def _all_zero(data: bytes | memoryview) -> bool:
+    # The first byte settles it for almost all real data, without a scan.
+    return data[0] == 0 and data[-1] == 0 and bytes(data).count(0) == len(data)
+
+
+def has_data(fd: int) -> bool:
+    """False if the file is all holes (a segment made only of zeros written into holes)."""
+    try:
+        os.lseek(fd, 0, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            return False
+        raise
+    return True
+
+
+def _efbig(size: int) -> None:
+    if size > MAX_FILE_SIZE:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
 
 
 class ScratchFile:
-    __slots__ = ("_fds", "_segments", "_unsynced", "directory", "name", "shared", "size")
+    __slots__ = ("_fds", "_open_blob", "_seg_end", "_stats", "_times", "_unsynced",
+                 "base", "directory", "floor", "name", "segments", "shared", "size")
 
-    def __init__(self, directory: str, name: str) -> None:
+    def __init__(self, directory: str, name: str, open_blob: BlobOpener, stats: ScratchStats) -> None:
         self.directory = directory
         self.name = name
-        #: The file's length; segments past it (a failed write's) are not its content.
+        self._open_blob = open_blob
+        self._stats = stats
+        #: The file's length.
         self.size = 0
+        #: The size the file was last truncated (or copied up) to: the anchor's record.
+        self.floor = 0
+        #: Committed chunks this file still has and has not copied: index -> digest.
+        self.base: dict[int, Digest] = {}
+        #: Indexes of the chunks that have a segment file.
+        self.segments: set[int] = set()
         #: Indexes of segments whose inode may be a blob too: copied before any change.
         self.shared: set[int] = set()
         self._fds: dict[int, int] = {}
-        self._segments = 0  # segment files on disk: indexes 0 .. _segments-1
         self._unsynced: set[int] = set()
+        self._seg_end = 0  # end of the last segment's bytes within the file
+        self._times: tuple[int, int] | None = None  # (atime, mtime) the anchor carries
 
     @classmethod
-    def create(cls, directory: str, name: str) -> ScratchFile:
-        scratch = cls(directory, name)
-        scratch._fds[0] = os.open(scratch.path(0), os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        scratch._segments = 1
+    def create(cls, directory: str, name: str, open_blob: BlobOpener, stats: ScratchStats, *,
+               base: Chunks = (), size: int = 0, times: tuple[int, int] | None = None) -> ScratchFile:
+        """A new scratch file: empty, or the committed content ``base`` of ``size`` bytes
+        (nothing is copied until a write touches a chunk)."""
+        scratch = cls(directory, name, open_blob, stats)
+        scratch.base = dict(base)
+        scratch.size = scratch.floor = size
+        scratch._times = times
+        if base or size:
+            scratch._write_anchor(exclusive=True)
+        else:  # empty: an empty anchor says so without a data block (a full disk allows it)
+            os.close(os.open(scratch.path(), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            if times is not None:
+                os.utime(scratch.path(), ns=times)
         return scratch
 
     @classmethod
-    def existing(cls, directory: str, name: str) -> ScratchFile:
-        """A scratch file found again by recovery (created empty if it is missing)."""
-        scratch = cls(directory, name)
-        os.close(os.open(scratch.path(0), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        scratch._split_whole_file()
-        index = 1
-        while os.path.exists(scratch.path(index)):
-            index += 1
-        scratch._segments = index
-        for segment in range(index):
-            st = os.stat(scratch.path(segment))
-            if st.st_nlink > 1:  # adopted by a commit before the crash: a blob's inode too
-                scratch.shared.add(segment)
-            if segment < index - 1 and st.st_size != CHUNK_SIZE:  # a crash while growing it
-                os.ftruncate(scratch._for_change(segment), CHUNK_SIZE)
-            scratch.size = segment * CHUNK_SIZE + st.st_size
-        return scratch
+    def existing(cls, directory: str, name: str, open_blob: BlobOpener, stats: ScratchStats,
+                 listing: list[str] | None = None) -> ScratchFile:
+        """A scratch file found again by recovery (an empty one if it is missing).
 
-    def _split_whole_file(self) -> None:
-        """An overlay written before scratch files had segments keeps a file's content in
-        one file: its tail moves into segments, from the end (a crash part-way is redone)."""
-        size = os.stat(self.path(0)).st_size
-        if size <= CHUNK_SIZE or os.path.exists(self.path(1)):
-            return
-        fd = os.open(self.path(0), os.O_RDWR | os.O_CLOEXEC)
+        ``listing``: the scratch directory's names, when the caller recovers many files.
+        """
+        scratch = cls(directory, name, open_blob, stats)
+        upgraded = scratch._upgrade_old_layout()
         try:
-            for index in range(_last(size), 0, -1):
+            with open(scratch.path(), "rb") as f:
+                raw = f.read()
+            st = os.stat(scratch.path())
+            scratch._times = (st.st_atime_ns, st.st_mtime_ns)
+        except FileNotFoundError:
+            raw = b""
+        if raw.startswith(ANCHOR_MAGIC):
+            floor, count = _ANCHOR_HEAD.unpack_from(raw, len(ANCHOR_MAGIC))
+            pos = len(ANCHOR_MAGIC) + _ANCHOR_HEAD.size
+            scratch.floor = floor
+            for index, digest in _ANCHOR_CHUNK.iter_unpack(raw[pos:pos + count * _ANCHOR_CHUNK.size]):
+                scratch.base[index] = Digest(digest.hex())
+        prefix = name + "."
+        for entry in listing if listing is not None else os.listdir(directory):
+            if entry.startswith(prefix) and entry[len(prefix):].isdigit():
+                index = int(entry[len(prefix):])
+                st = os.stat(scratch.path(index))
+                scratch.segments.add(index)
+                scratch.base.pop(index, None)
+                if st.st_nlink > 1:  # adopted by a commit before the crash: a blob's inode too
+                    scratch.shared.add(index)
+                if st.st_size:
+                    scratch._seg_end = max(scratch._seg_end, index * CHUNK_SIZE + st.st_size)
+        scratch.size = max(scratch.floor, scratch._seg_end)
+        if upgraded or not os.path.exists(scratch.path()):
+            scratch._write_anchor()
+        return scratch
+
+    def _upgrade_old_layout(self) -> bool:
+        """Overlays of earlier versions kept chunk 0 in ``f12`` itself (and, before that,
+        the whole file there): move it to ``f12.0``, splitting a whole-file copy into
+        segments from the end (a crash part-way is redone). Their copies were whole, so
+        they have no base chunks."""
+        first = self.path()
+        try:
+            with open(first, "rb") as f:
+                if f.read(len(ANCHOR_MAGIC)) == ANCHOR_MAGIC:
+                    return False
+            size = os.stat(first).st_size
+        except FileNotFoundError:
+            size = 0
+        zero = self.path(0)
+        if size and not os.path.exists(zero):
+            os.rename(first, zero)  # an empty f12 is an empty file in either layout
+        if not os.path.exists(zero):
+            return size > 0
+        size = os.stat(zero).st_size
+        if size <= CHUNK_SIZE:
+            return True
+        fd = os.open(zero, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for index in range((size - 1) // CHUNK_SIZE, 0, -1):
                 start = index * CHUNK_SIZE
                 segment = os.open(self.path(index), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
                 try:
@@ -107,13 +212,46 @@ class ScratchFile:
                 size = start
         finally:
             os.close(fd)
+        return True
 
-    def path(self, index: int) -> str:
+    def path(self, index: int | None = None) -> str:
+        """The anchor's path, or segment ``index``'s."""
         first = os.path.join(self.directory, self.name)
-        return first if index == 0 else f"{first}.{index}"
+        return first if index is None else f"{first}.{index}"
 
     def mtime_ns(self) -> int:
-        return os.stat(self.path(0)).st_mtime_ns
+        return os.stat(self.path()).st_mtime_ns
+
+    def allocated(self) -> int:
+        """Bytes of the file that are not holes (for st_blocks: sparse files look sparse)."""
+        return sum(chunk_span(self.size, i) for i in self.segments.union(self.base))
+
+    # -- the anchor -----------------------------------------------------------------------
+    def _write_anchor(self, *, exclusive: bool = False) -> None:
+        base = sorted(self.base.items())
+        data = b"".join([ANCHOR_MAGIC, _ANCHOR_HEAD.pack(self.floor, len(base)),
+                         *(_ANCHOR_CHUNK.pack(i, bytes.fromhex(d)) for i, d in base)])
+        if exclusive:  # a new file: its name is new too
+            fd = os.open(self.path(), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+            except BaseException:
+                os.unlink(self.path())
+                raise
+            finally:
+                os.close(fd)
+        else:
+            tmp = self.path() + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path())
+        if self._times is not None:
+            os.utime(self.path(), ns=self._times)
+        self._stats.anchors_written += 1
+        self._unsynced.add(-1)
 
     # -- reading ------------------------------------------------------------------------
     def _fd(self, index: int) -> int:
@@ -131,35 +269,54 @@ class ScratchFile:
             os.close(self._fds.pop(oldest))
         self._fds[index] = fd
 
+    def _read_chunk(self, index: int, count: int, within: int) -> bytes:
+        if index in self.segments:
+            data = os.pread(self._fd(index), count, within)
+        elif index in self.base:
+            data = os.pread(self._open_blob(self.base[index]), count, within)
+        else:
+            return bytes(count)
+        return data if len(data) == count else data.ljust(count, b"\0")
+
     def pread(self, size: int, offset: int) -> bytes:
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
         index, within = divmod(offset, CHUNK_SIZE)
-        if end - offset <= CHUNK_SIZE - within:  # the common case: inside one segment
-            data = os.pread(self._fd(index), end - offset, within)
-            return data if len(data) == end - offset else data.ljust(end - offset, b"\0")
+        if end - offset <= CHUNK_SIZE - within:  # the common case: inside one chunk
+            return self._read_chunk(index, end - offset, within)
         parts = []
         while offset < end:
             index, within = divmod(offset, CHUNK_SIZE)
             count = min(end - offset, CHUNK_SIZE - within)
-            parts.append(os.pread(self._fd(index), count, within).ljust(count, b"\0"))
+            parts.append(self._read_chunk(index, count, within))
             offset += count
         return b"".join(parts)
 
     # -- changing -----------------------------------------------------------------------
     def _for_change(self, index: int) -> int:
-        """A writable fd of segment ``index`` (created if it is the next one), unshared first."""
+        """A writable fd of segment ``index``: copied up from its base chunk or created
+        (for a hole) if it has none, unshared first."""
         if index in self.shared:
             self._unshare(index)
         fd = self._fds.get(index)
         if fd is None:
-            create = os.O_CREAT if index >= self._segments else 0
-            fd = os.open(self.path(index), os.O_RDWR | os.O_CLOEXEC | create, 0o600)
+            if index in self.segments:
+                fd = os.open(self.path(index), os.O_RDWR | os.O_CLOEXEC)
+            else:
+                fd = os.open(self.path(index), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                self.segments.add(index)
+                digest = self.base.pop(index, None)
+                if digest is not None:
+                    self._copy_up(digest, fd, chunk_span(self.size, index))
             self._keep(index, fd)
-            self._segments = max(self._segments, index + 1)
         self._unsynced.add(index)
         return fd
+
+    def _copy_up(self, digest: Digest, fd: int, length: int) -> None:
+        copied = _copy(self._open_blob(digest), fd, length)
+        self._stats.chunks_copied += 1
+        self._stats.bytes_copied += copied
 
     def _unshare(self, index: int) -> None:
         """Copy on write: the segment's name gets a private copy; the blob keeps the inode."""
@@ -177,64 +334,80 @@ class ScratchFile:
         self._fds[index] = fd
         self.shared.discard(index)
 
-    def _grow(self, size: int) -> None:
-        """Makes every segment before the one holding byte ``size - 1`` full length."""
-        for index in range(_last(self.size), _last(size)):
-            fd = self._for_change(index)
-            if os.fstat(fd).st_size != CHUNK_SIZE:
-                os.ftruncate(fd, CHUNK_SIZE)
-
     def pwrite(self, data: bytes, offset: int) -> int:
         if not data:
             return 0
-        end = offset + len(data)
+        _efbig(offset + len(data))
+        view = memoryview(data)
+        written = 0
+        grew_in_holes = False
+        while written < len(data):
+            index, within = divmod(offset + written, CHUNK_SIZE)
+            count = min(len(data) - written, CHUNK_SIZE - within)
+            piece = view[written:written + count]
+            if index not in self.segments and index not in self.base and _all_zero(piece):
+                written += count  # zeros into a hole: it stays a hole
+                grew_in_holes = True
+                continue
+            n = os.pwrite(self._for_change(index), piece, within)
+            if n:
+                self._seg_end = max(self._seg_end, index * CHUNK_SIZE + within + n)
+            written += n
+            if n < count:
+                break
+        end = offset + written
         if end > self.size:
-            self._grow(end)
-        index, within = divmod(offset, CHUNK_SIZE)
-        if len(data) <= CHUNK_SIZE - within:
-            written = os.pwrite(self._for_change(index), data, within)
-        else:
-            view = memoryview(data)
-            written = 0
-            while written < len(data):
-                index, within = divmod(offset + written, CHUNK_SIZE)
-                count = min(len(data) - written, CHUNK_SIZE - within)
-                n = os.pwrite(self._for_change(index), view[written:written + count], within)
-                written += n
-                if n < count:
-                    break
-        self.size = max(self.size, offset + written)
+            self.size = end
+            if grew_in_holes and end > self._seg_end:
+                # Nothing on disk says how long the file now is: the anchor does.
+                self.floor = end
+                self._write_anchor()
         return written
 
     def truncate(self, size: int) -> None:
-        if size > self.size:
-            self._grow(size)
-        else:
-            for index in range(self._segments - 1, _last(size), -1):  # from the end: a crash leaves a prefix
+        _efbig(size)
+        if size < self.size:
+            keep = -(-size // CHUNK_SIZE)  # chunks [0, keep) hold bytes below ``size``
+            cut = size - (keep - 1) * CHUNK_SIZE if keep else 0
+            partial = keep - 1 if keep and cut < CHUNK_SIZE else None
+            if partial is not None and partial in self.base:
+                # The cut chunk keeps its head only: copy just that (the blob stays intact).
+                fd = os.open(self.path(partial), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                self._keep(partial, fd)
+                self._unsynced.add(partial)
+                self.segments.add(partial)
+                self._copy_up(self.base.pop(partial), fd, cut)
+            self.base = {i: d for i, d in self.base.items() if i < keep}
+            self.floor = size
+            self._write_anchor()  # first: a crash part-way never brings back base chunks
+            for index in sorted((i for i in self.segments if i >= keep), reverse=True):
                 fd = self._fds.pop(index, None)
                 if fd is not None:
                     os.close(fd)
                 os.unlink(self.path(index))
+                self.segments.discard(index)
                 self.shared.discard(index)
                 self._unsynced.discard(index)
-                self._segments = index
-        last = _last(size)
-        os.ftruncate(self._for_change(last), size - last * CHUNK_SIZE)
+            if partial is not None and partial in self.segments:
+                fd = self._for_change(partial)
+                if os.fstat(fd).st_size > cut:
+                    os.ftruncate(fd, cut)
+            self._seg_end = min(self._seg_end, size)
+        elif size > self.size:
+            self.floor = size
+            self._write_anchor()
         self.size = size
 
-    def copy_from(self, sources: list[tuple[int, int]]) -> None:
-        """Fills segment ``i`` with the first ``length`` bytes of fd ``sources[i]``: copy-up."""
-        for index, (src, length) in enumerate(sources):
-            _copy(src, self._for_change(index), length)
-            self.size += length
-
     def utime(self, atime_ns: int, mtime_ns: int) -> None:
-        os.utime(self._for_change(0), ns=(atime_ns, mtime_ns))
+        self._times = (atime_ns, mtime_ns)
+        os.utime(self.path(), ns=self._times)
 
     def sync(self, datasync: bool) -> None:
         """Makes what was written since the last sync durable (several segments at once,
         each through an fd of its own: the open ones may be closed meanwhile)."""
-        paths = [self.path(i) for i in sorted(self._unsynced) if i < self._segments]
+        paths = [self.path(i) for i in sorted(self._unsynced) if i in self.segments]
+        if -1 in self._unsynced:
+            paths.append(self.path())
         sync = os.fdatasync if datasync else os.fsync
 
         def one(path: str) -> None:
@@ -250,23 +423,35 @@ class ScratchFile:
         else:  # the filesystem's journal merges concurrent syncs into few commits
             with ThreadPoolExecutor(min(_SYNC_THREADS, len(paths))) as pool:
                 list(pool.map(one, paths))
+        if -1 in self._unsynced:  # the anchor was renamed into place: its directory too
+            fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self._unsynced.clear()
 
     # -- committing ----------------------------------------------------------------------
-    def freeze(self) -> tuple[list[tuple[int, str]], int]:
-        """([(fd, path) of each segment of the content], the size) for a commit's worker,
-        which owns the fds; those inodes never change from now on (copy on write)."""
-        count = -(-self.size // CHUNK_SIZE)
-        segments: list[tuple[int, str]] = []
+    def freeze(self) -> tuple[list[tuple[int, int, str]], Chunks, int]:
+        """For a commit's worker: ([(index, fd, path) of each segment], the base chunks,
+        the size). The worker owns the fds; those inodes never change from now on (copy
+        on write)."""
+        segments: list[tuple[int, int, str]] = []
         try:
-            for index in range(count):
-                segments.append((os.open(self.path(index), os.O_RDONLY | os.O_CLOEXEC), self.path(index)))
+            for index in sorted(self.segments):
+                if index * CHUNK_SIZE >= self.size:
+                    continue
+                segments.append((index, os.open(self.path(index), os.O_RDONLY | os.O_CLOEXEC), self.path(index)))
                 self.shared.add(index)
         except BaseException:
-            for fd, _ in segments:
+            for _, fd, _ in segments:
                 os.close(fd)
             raise
-        return segments, self.size
+        return segments, tuple(sorted(self.base.items())), self.size
+
+    def open_segments(self) -> int:
+        """How many fds a :meth:`freeze` would hold."""
+        return len(self.segments)
 
     # -- lifetime -----------------------------------------------------------------------
     def close(self) -> None:
@@ -277,9 +462,13 @@ class ScratchFile:
 
     def unlink(self) -> None:
         self.close()
-        for index in range(self._segments - 1, -1, -1):
+        for index in sorted(self.segments, reverse=True):
             try:
                 os.unlink(self.path(index))
             except FileNotFoundError:
                 pass
-        self._segments = 0
+        self.segments.clear()
+        try:
+            os.unlink(self.path())
+        except FileNotFoundError:
+            pass

@@ -2,7 +2,8 @@
 
 Layout (all private, 0700)::
 
-    <store>/format         "volfs-store <format_version>"
+    <store>/format         "volfs-store <format_version>" (2; a format 1 store is upgraded
+                           in place when opened, see catalog.FORMAT_VERSION)
     <store>/catalog/       LMDB, durable (see catalog.py for the schema)
     <store>/runtime/       LMDB, mounts and open handles (not synced)
     <store>/blobs/ab/cd…   blobs, read-only files named by digest
@@ -17,7 +18,10 @@ Opening a store is cheap and idempotent; one :class:`Store` per path per process
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import secrets
 import threading
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from volfs.catalog import FORMAT_VERSION, Catalog
 from volfs.config import default_store_path
 from volfs.errors import VolfsError, from_os_error
 
+log = logging.getLogger(__name__)
 _STORES: dict[str, Store] = {}
 _LOCK = threading.Lock()
 
@@ -38,13 +43,13 @@ class Store:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             fmt = root / "format"
             if fmt.exists():
-                version = int(fmt.read_text().split()[-1])
-                if version != FORMAT_VERSION:
-                    raise VolfsError(f"store {root} has format {version}; this volfs reads {FORMAT_VERSION}")
+                version = _read_format(fmt)
+                if version > FORMAT_VERSION or version < 1:
+                    raise VolfsError(f"store {root} has format {version}; this volfs reads formats "
+                                     f"1 to {FORMAT_VERSION} (upgrade volfs)")
             else:
-                tmp = root / "format.tmp"
-                tmp.write_text(f"volfs-store {FORMAT_VERSION}\n")
-                os.replace(tmp, fmt)
+                version = FORMAT_VERSION
+                _write_format(fmt)
             for sub in ("overlays", "run", "tmp"):
                 (root / sub).mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -55,6 +60,18 @@ class Store:
         else:
             self.catalog = Catalog(root)
             self.blobs = LocalBlobStore(root / "blobs", root / "tmp")
+        if version < FORMAT_VERSION:
+            # After the catalog (which upgrades its own records when opened): the format
+            # file says 2 only once everything else does.
+            try:
+                _upgrade_format(fmt)
+            except OSError as exc:
+                raise from_os_error(exc, f"upgrading the store at {root}") from exc
+
+    @property
+    def format_version(self) -> int:
+        """The store's format (``<store>/format``): FORMAT_VERSION once opened writable."""
+        return _read_format(self.root / "format")
 
     @property
     def overlays_dir(self) -> Path:
@@ -74,3 +91,39 @@ class Store:
                 store = Store(Path(key))
                 _STORES[key] = store
             return store
+
+
+def _read_format(fmt: Path) -> int:
+    text = fmt.read_text().split()
+    if len(text) != 2 or text[0] != "volfs-store" or not text[1].isdigit():
+        raise VolfsError(f"{fmt} is not a volfs store format file ({' '.join(text)[:40]!r})")
+    return int(text[1])
+
+
+def _write_format(fmt: Path) -> None:
+    """Writes the format file whole or not at all: a temp file, fsynced, renamed over it."""
+    tmp = fmt.with_name(f"format.{os.getpid()}.{secrets.token_hex(4)}.tmp")  # two openers may race
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"volfs-store {FORMAT_VERSION}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, fmt)
+    dir_fd = os.open(fmt.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _upgrade_format(fmt: Path) -> None:
+    """A format 1 store becomes format 2 in place. Nothing stored changes: format 2 only adds
+    tree and record fields (VT1 trees keep decoding). A store this process cannot write (a
+    read-only filesystem, another user's) is read as it is."""
+    try:
+        _write_format(fmt)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        log.info("store %s stays at format 1 (not writable here: %s)", fmt.parent, exc.strerror)

@@ -40,7 +40,11 @@ class BlobStore(Protocol):
 
 
 def put_stream(store: BlobStore, stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> tuple[tuple[Digest, ...], int]:
-    """Splits a stream into chunk blobs; returns (chunk digests, total size)."""
+    """Splits a stream into chunk blobs; returns (chunk digests, total size).
+
+    The digests are dense (one per chunk, in order); a tree entry lists them as
+    ``tree.dense(digests)``.
+    """
     chunks: list[Digest] = []
     total = 0
     while True:
