@@ -36,10 +36,10 @@ from mounting import mounted, run_volfs  # noqa: E402
 
 from volfs import control  # noqa: E402
 from volfs.blobs import put_stream  # noqa: E402
-from volfs.changes import Dir, Put  # noqa: E402
-from volfs.commit import commit_changes  # noqa: E402
+from volfs.core.changes import Dir, Put  # noqa: E402
+from volfs.snapshots.commit import commit_changes  # noqa: E402
 from volfs.store import Store  # noqa: E402
-from volfs.tree import Entry, Kind  # noqa: E402
+from volfs.core.tree import Entry, Kind  # noqa: E402
 
 
 @dataclass

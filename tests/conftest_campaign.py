@@ -30,7 +30,7 @@ from mounting import MOUNT_DEADLINE, Mount, answers, run_volfs, stop_daemon, vol
 
 from volfs.config import CHUNK_SIZE
 from volfs.store import Store
-from volfs.tree import Entry, Kind
+from volfs.core.tree import Entry, Kind
 
 FULL = os.environ.get("VOLFS_CAMPAIGN", "").lower() == "full"
 DIR = "<dir>"

@@ -188,9 +188,9 @@ def test_read_file_errors_are_raised_at_the_call(vol: Volume) -> None:
 def test_reads_follow_relative_symlinks_inside_the_volume(vol: Volume) -> None:
     put(vol, {"real/file": b"content"})
     # Symlinks enter a volume through a mount or a copy; build them here with a commit.
-    from volfs.changes import ALL_META, Dir, Put
-    from volfs.commit import commit_changes
-    from volfs.tree import Entry, Kind
+    from volfs.core.changes import ALL_META, Dir, Put
+    from volfs.snapshots.commit import commit_changes
+    from volfs.core.tree import Entry, Kind
 
     def build(root: Entry) -> dict:
         return {("links",): Dir(Entry("links", Kind.DIR, 0o755), None, ALL_META),
@@ -199,7 +199,7 @@ def test_reads_follow_relative_symlinks_inside_the_volume(vol: Volume) -> None:
                 ("links", "to-dir"): Put(Entry("to-dir", Kind.SYMLINK, 0o777, target="../real")),
                 ("links", "out"): Put(Entry("out", Kind.SYMLINK, 0o777, target="/etc/passwd"))}
 
-    commit_changes(vol._store, vol.object_id, build, origin="test")
+    commit_changes(vol._store.catalog, vol.object_id, build, origin="test")
     assert read(vol, "links/to-file") == b"content"
     assert read(vol, "links/to-dir/file") == b"content"
     assert [e.path for e in vol.listdir("links/to-dir")] == ["links/to-dir/file"]

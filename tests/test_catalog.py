@@ -25,7 +25,7 @@ from volfs.catalog import (
 )
 from volfs.errors import AlreadyExistsError, CorruptionError, NotFoundError
 from volfs.store import Store
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, TreeWriter, encode, tree_digest
+from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, TreeWriter, encode, tree_digest
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from volfs.blobs import Digest, digest_of
-from volfs.changes import ALL_META, Dir, Put, Remove, SetMeta, diff
-from volfs.merge import merge
-from volfs.tree import Entry, Kind, MemoryTreeStore, Tree, TreeWriter, dense, lookup, walk
+from volfs.core.changes import ALL_META, Dir, Put, Remove, SetMeta, diff
+from volfs.core.merge import merge
+from volfs.core.tree import Entry, Kind, MemoryTreeStore, Tree, TreeWriter, dense, lookup, walk
 
 Path = tuple[str, ...]
 MTIME = 1_700_000_000_000_000_000

@@ -20,17 +20,18 @@ import pytest
 from click.testing import CliRunner
 from mounting import mounted, run_volfs
 
-from volfs import Volume, history
+from volfs import Volume
+from volfs.snapshots import history
 from volfs.blobs import Digest, digest_of
 from volfs.catalog import Lease, SnapshotRecord
-from volfs.changes import Put
+from volfs.core.changes import Put
 from volfs.cli import cli
-from volfs.collect import DEFAULT_GRACE, collect, parse_duration
-from volfs.commit import commit_changes
+from volfs.maintenance.gc import DEFAULT_GRACE, collect, parse_duration
+from volfs.snapshots.commit import commit_changes
 from volfs.errors import CorruptionError, InvalidError
-from volfs.fsck import fsck
+from volfs.maintenance.fsck import fsck
 from volfs.store import Store
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, encode, lookup, tree_digest, walk
+from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, encode, lookup, tree_digest, walk
 
 HOUR = 3600.0
 
@@ -215,7 +216,7 @@ def test_retention_keep_days_and_the_grace_window(store: Store) -> None:
     vol = Volume.objects.create("v", store=store)
     for i in range(3):
         put(vol, "f", str(i).encode())
-    history.set_retention(store, "v", keep_days=1)
+    history.set_retention(store.catalog, "v", keep_days=1)
     assert collect(store, grace=0, dry_run=True).snapshots_dropped == []  # all younger than a day
     two_days = time.time() + 2 * 86400
     # Two days on: only the head is kept — unless the grace window still covers the others.
@@ -227,10 +228,10 @@ def test_retention_keep_days_and_the_grace_window(store: Store) -> None:
 def test_retention_refuses_bad_values(store: Store) -> None:
     Volume.objects.create("v", store=store)
     with pytest.raises(InvalidError):
-        history.set_retention(store, "v", keep_last=0)
+        history.set_retention(store.catalog, "v", keep_last=0)
     with pytest.raises(InvalidError):
-        history.set_retention(store, "v", keep_days=-1)
-    assert history.get_retention(store, store.catalog.get_volume("main", "v").id).keeps_everything
+        history.set_retention(store.catalog, "v", keep_days=-1)
+    assert history.get_retention(store.catalog, store.catalog.get_volume("main", "v").id).keeps_everything
     assert parse_duration("10m") == 600 and parse_duration("2d") == 172800 and parse_duration("5") == 5
     with pytest.raises(InvalidError):
         parse_duration("soon")
@@ -244,13 +245,13 @@ def test_a_rollback_landing_during_gc_keeps_what_it_names(
     old = vol.history()[0].id
     vol.remove_file("old", recursive=True)
     put(vol, "new.txt", b"new")
-    history.set_retention(store, "v", keep_last=1)
+    history.set_retention(store.catalog, "v", keep_last=1)
     age_all_blobs(store)
     real_sweep = store.catalog.sweep
 
     @contextmanager
     def racing_sweep() -> Iterator[object]:
-        history.rollback(store, "v", old)  # lands after the mark phase, before the sweep
+        history.rollback(store.catalog, "v", old)  # lands after the mark phase, before the sweep
         with real_sweep() as sweep:
             yield sweep
 
@@ -274,7 +275,7 @@ def test_a_view_tree_stored_by_a_commit_during_gc_is_kept(
 
     @contextmanager
     def racing_sweep() -> Iterator[object]:
-        commit_changes(store, vol.object_id, lambda head: {("g",): Put(Entry("g", Kind.FILE))},
+        commit_changes(store.catalog, vol.object_id, lambda head: {("g",): Put(Entry("g", Kind.FILE))},
                        origin="mount", extra_trees={tree_digest(view): encode(view)})
         with real_sweep() as sweep:
             yield sweep
@@ -346,7 +347,7 @@ def test_gc_keeps_the_base_a_read_only_mount_reloaded_onto(store_path: Path, tmp
         m.reload()
         assert os.listdir(m.path) == ["f.txt"]
         vol.remove_file("f.txt")
-        history.set_retention(store, "vol", keep_last=1)
+        history.set_retention(store.catalog, "vol", keep_last=1)
         report = collect(store, grace=0)
         assert len(report.snapshots_dropped) == 2  # create and version 1; version 2 is the base
         assert (m.path / "f.txt").read_bytes() == b"version 2"

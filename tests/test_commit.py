@@ -6,11 +6,11 @@ import pytest
 
 from volfs.blobs import digest_of
 from volfs.catalog import Catalog, VolumeRecord
-from volfs.changes import Changes, Put, Remove, SetMeta, diff
-from volfs.commit import CommitResult, commit_changes
+from volfs.core.changes import Changes, Put, Remove, SetMeta, diff
+from volfs.snapshots.commit import CommitResult, commit_changes
 from volfs.errors import ConflictError
 from volfs.store import Store
-from volfs.tree import Entry, Kind, Tree, TreeWriter, dense, lookup, walk
+from volfs.core.tree import Entry, Kind, Tree, TreeWriter, dense, lookup, walk
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def put(
 ) -> CommitResult:
     parts = tuple(path.split("/"))
     return commit_changes(
-        store,
+        store.catalog,
         volume.id,
         lambda root: {parts: Put(a_file(parts[-1], data), seen)},
         origin="test",
@@ -77,7 +77,7 @@ def test_build_sees_the_current_head(store: Store, volume: VolumeRecord) -> None
         roots.append(root)
         return {}
 
-    commit_changes(store, volume.id, build, origin="test")
+    commit_changes(store.catalog, volume.id, build, origin="test")
     assert roots == [store.catalog.head(volume.id).root]
 
 
@@ -91,7 +91,7 @@ def test_the_commit_retries_when_the_head_moved(store: Store, volume: VolumeReco
             assert put(store, volume, "theirs", b"theirs").committed
         return {("mine",): Put(a_file("mine", b"mine"))}
 
-    result = commit_changes(store, volume.id, build, origin="test")
+    result = commit_changes(store.catalog, volume.id, build, origin="test")
     assert result.attempts == 2 and len(calls) == 2
     assert calls[1] != calls[0]  # the second attempt was built on the new head
     head = store.catalog.head(volume.id)
@@ -104,7 +104,7 @@ def test_the_commit_retries_when_the_head_moved(store: Store, volume: VolumeReco
 
 
 def test_empty_changes_are_a_no_op(store: Store, volume: VolumeRecord) -> None:
-    result = commit_changes(store, volume.id, lambda root: {}, origin="test")
+    result = commit_changes(store.catalog, volume.id, lambda root: {}, origin="test")
     assert not result.committed and result.snapshot is None and result.attempts == 1
     assert store.catalog.head(volume.id).id == volume.head
     assert len(list(store.catalog.history(volume.id))) == 1
@@ -148,7 +148,7 @@ def test_no_overwrite_is_recorded_over_content_the_writer_saw(
 def refuses(store: Store, volume: VolumeRecord, changes: Changes) -> None:
     before = store.catalog.head(volume.id)
     with pytest.raises(ConflictError) as info:
-        commit_changes(store, volume.id, lambda root: changes, origin="test", if_unchanged=True)
+        commit_changes(store.catalog, volume.id, lambda root: changes, origin="test", if_unchanged=True)
     assert isinstance(info.value, RuntimeError)
     assert store.catalog.head(volume.id) == before  # nothing moved
 
@@ -168,7 +168,7 @@ def test_if_unchanged_refuses_a_write_over_a_file_someone_deleted(
     put(store, volume, "a", b"v1")
     seen = entry_at(store, volume, "a")
     assert seen is not None
-    commit_changes(store, volume.id, lambda root: {("a",): Remove(seen)}, origin="other")
+    commit_changes(store.catalog, volume.id, lambda root: {("a",): Remove(seen)}, origin="other")
     refuses(store, volume, {("a",): Put(a_file("a", b"mine"), seen)})
 
 
@@ -230,7 +230,7 @@ def test_link_groups_are_fixed_with_trees_only_the_commit_carries(store: Store, 
 
     first = TreeWriter(catalog)
     base = view({("a", "p"): one, ("b", "q"): one}, first)
-    commit_changes(store, volume.id, lambda root: diff(first, root, base), origin="test",
+    commit_changes(store.catalog, volume.id, lambda root: diff(first, root, base), origin="test",
                    extra_trees=first.pending)
     # The next view rewrote p; b/ was never loaded, so q is as it was and not in the diff.
     second = TreeWriter(catalog)
@@ -238,7 +238,7 @@ def test_link_groups_are_fixed_with_trees_only_the_commit_carries(store: Store, 
     new = view({("a", "p"): two, ("b", "q"): one}, second)
     changes = diff(second, base, new)
     assert set(changes) == {(), ("a",), ("a", "p")}
-    result = commit_changes(store, volume.id, lambda root: changes, origin="test",
+    result = commit_changes(store.catalog, volume.id, lambda root: changes, origin="test",
                             extra_trees=second.pending)
     assert result.committed and result.overwrites == []
     head = catalog.head(volume.id)

@@ -62,8 +62,8 @@ from volfs import control
 from volfs.api import Volume
 from volfs.catalog import MountRecord
 from volfs.config import CHUNK_SIZE
-from volfs.inodes import ROOT_INO
-from volfs.overlay import Overlay
+from volfs.mount.inodes import ROOT_INO
+from volfs.mount.overlay import Overlay
 from volfs.store import Store
 
 pytestmark = pytest.mark.mount
@@ -638,7 +638,7 @@ def test_two_recovers_never_commit_one_overlay_twice(tmp_path: Path, monkeypatch
     """``volfs recover`` holds the overlay's lock, as its daemon did, while it commits: a
     recover that listed the overlay as orphaned a moment before another claimed it (the
     listing is made to race here) leaves it alone."""
-    from volfs import recover
+    from volfs.mount import recover
 
     monkeypatch.setattr(recover, "_locked_by_live_daemon", lambda overlay_dir: False)
     store, overlay = _mount_without_fuse(tmp_path)
@@ -665,7 +665,7 @@ def test_a_crash_as_a_commit_finishes_keeps_the_files_it_committed(
     had already deleted; recover replayed them as empty files and committed that, emptying
     committed files. Driven here without a mount: the crash is an exception at that instant.
     """
-    from volfs import recover
+    from volfs.mount import recover
 
     store, overlay = _mount_without_fuse(tmp_path)
     overlay.write(overlay.create(ROOT_INO, "f", 0o644, 0, 0), 0, b"committed content")
@@ -686,7 +686,7 @@ def test_a_crash_as_a_commit_finishes_keeps_the_files_it_committed(
 
 def test_an_mtime_set_on_an_uncommitted_file_survives_a_crash(tmp_path: Path) -> None:
     """The scratch file carries it (no journal record): tar sets mtimes after writing."""
-    from volfs import recover
+    from volfs.mount import recover
 
     store, overlay = _mount_without_fuse(tmp_path)
     node = overlay.create(ROOT_INO, "old", 0o644, 0, 0)

@@ -25,9 +25,9 @@ from volfs.blobs import Digest
 from volfs.catalog import SnapshotId, SnapshotRecord, new_id
 from volfs.cli import cli
 from volfs.config import CHUNK_SIZE
-from volfs.fsck import fsck
+from volfs.maintenance.fsck import fsck
 from volfs.store import Store
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, TreeWriter, encode, lookup, tree_digest, walk
+from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, TreeWriter, encode, lookup, tree_digest, walk
 
 SHARED = b"the same bytes in two volumes\n"
 HOUR = 3600.0
@@ -290,7 +290,7 @@ def test_chunk_indexes_past_the_size_or_out_of_order_are_found(populated: Store)
     assert "names chunk 2" in report.problems[0].detail
     assert affected(report, "chunk-index") == {("gamma", "d/past", True)}
     # Out of order: the tree decoder refuses such a tree, so it can only be seen in memory.
-    from volfs.fsck import FsckReport, _Checker
+    from volfs.maintenance.fsck import FsckReport, _Checker
 
     checker = _Checker(store, FsckReport(str(store.root), False))
     bad = Entry("swapped", Kind.FILE, 0o644, size=3 * CHUNK_SIZE, chunks=((1, blob), (0, blob)))
@@ -314,7 +314,7 @@ def test_a_special_file_with_content_is_found(populated: Store) -> None:
     report = fsck(store)
     assert [p.kind for p in report.problems] == ["special-entry"]
     assert "'fifo' is a fifo but carries content" in report.problems[0].detail
-    from volfs.fsck import FsckReport, _Checker
+    from volfs.maintenance.fsck import FsckReport, _Checker
 
     checker = _Checker(store, FsckReport(str(store.root), False))  # rdev on a socket: in memory only
     assert checker._check_entries(Digest("00" * 16), Tree((Entry("s", Kind.SOCKET, rdev=5),)))

@@ -24,12 +24,12 @@ import volfs
 from volfs import FileEntryType, Volume
 from volfs.blobs import Digest, digest_of
 from volfs.catalog import entry_from_json, entry_to_json
-from volfs.changes import ALL_META, Changes, Dir, Put
-from volfs.commit import commit_changes
+from volfs.core.changes import ALL_META, Changes, Dir, Put
+from volfs.snapshots.commit import commit_changes
 from volfs.config import CHUNK_SIZE, READ_CHUNK
-from volfs.fsck import fsck
+from volfs.maintenance.fsck import fsck
 from volfs.store import Store
-from volfs.tree import Entry, Kind, lookup
+from volfs.core.tree import Entry, Kind, lookup
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def commit_entries(vol: Volume, entries: dict[str, Entry]) -> None:
             changes[parts] = Put(entry.with_(name=parts[-1]))
         return changes
 
-    commit_changes(vol._store, vol.object_id, build, origin="test")
+    commit_changes(vol._store.catalog, vol.object_id, build, origin="test")
 
 
 def head_entry(vol: Volume, path: str) -> Entry:
@@ -114,7 +114,7 @@ def test_uploads_store_dense_chunk_pairs(vol: Volume) -> None:
 
 
 def test_gc_keeps_the_blobs_of_sparse_chunks(vol: Volume, store: Store) -> None:
-    from volfs import collect
+    from volfs.maintenance import gc as collect
 
     kept = store.blobs.put(b"live data in chunk 5")
     orphan = store.blobs.put(b"nothing names me")

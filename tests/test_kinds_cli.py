@@ -18,12 +18,12 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from volfs import Volume
-from volfs.changes import ALL_META, Changes, Dir, Put
+from volfs.core.changes import ALL_META, Changes, Dir, Put
 from volfs.cli import cli
-from volfs.commit import commit_changes
+from volfs.snapshots.commit import commit_changes
 from volfs.config import CHUNK_SIZE
 from volfs.store import Store
-from volfs.tree import Entry, Kind, lookup
+from volfs.core.tree import Entry, Kind, lookup
 
 MTIME = 1_600_000_000
 PR_CAPBSET_DROP = 24  # <linux/prctl.h>
@@ -49,7 +49,7 @@ def commit_entries(store: Store, vol: Volume, entries: dict[str, Entry]) -> None
             changes[parts] = Put(entry.with_(name=parts[-1]))
         return changes
 
-    commit_changes(store, vol.object_id, build, origin="test")
+    commit_changes(store.catalog, vol.object_id, build, origin="test")
 
 
 def populate(store: Store) -> tuple[Volume, bytes]:

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from volfs.blobs import digest_of
-from volfs.changes import Changes, Dir, Put, Remove, SetMeta, diff
-from volfs.merge import MergeResult, merge
-from volfs.tree import Entry, Kind, MemoryTreeStore, Tree, TreeWriter, dense, lookup, walk
+from volfs.core.changes import Changes, Dir, Put, Remove, SetMeta, diff
+from volfs.core.merge import MergeResult, merge
+from volfs.core.tree import Entry, Kind, MemoryTreeStore, Tree, TreeWriter, dense, lookup, walk
 
 Path = tuple[str, ...]
 File = tuple[bytes, int]  # (content, mode)

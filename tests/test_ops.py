@@ -1,5 +1,5 @@
 """The operational surface on real mounts: ``Volume.mount``, ``vol.commit()``/``vol.reload()``,
-``volfs.commit(path)``/``volfs.reload(path)``, ``scripts/entrypoint`` and the systemd unit.
+``volfs.snapshots.commit(path)``/``volfs.reload(path)``, ``scripts/entrypoint`` and the systemd unit.
 
 Every test runs under ``no_leftovers``: whatever it mounted under its ``tmp_path`` is detached
 (``fusermount3 -u -z``) and every daemon serving its store is ended by pid, even when the test
@@ -236,11 +236,11 @@ def test_volume_commit_and_reload_act_on_its_mounts(vol: Volume, store_path: Pat
 def test_module_commit_and_reload_act_on_one_mount(vol: Volume, tmp_path: Path) -> None:
     with vol.mount(tmp_path / "a", autocommit=0) as a, vol.mount(tmp_path / "b", autocommit=0) as b:
         (a / "f").write_text("v1")
-        volfs.commit(a)
+        volfs.snapshots.commit(a)
         volfs.reload(b)
         assert (b / "f").read_text() == "v1"
         (b / "f").write_text("v2 from b")
-        volfs.commit(str(b))
+        volfs.snapshots.commit(str(b))
         assert (a / "f").read_text() == "v1"  # A has not reloaded
         volfs.reload(str(a))
         assert (a / "f").read_text() == "v2 from b"

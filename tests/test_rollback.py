@@ -12,11 +12,12 @@ from collections.abc import Callable
 import pytest
 from click.testing import CliRunner
 
-from volfs import Volume, history
+from volfs import Volume
+from volfs.snapshots import history
 from volfs.cli import cli
-from volfs.collect import collect
+from volfs.maintenance.gc import collect
 from volfs.errors import InvalidError, NotFoundError
-from volfs.fsck import fsck
+from volfs.maintenance.fsck import fsck
 from volfs.store import Store
 
 
@@ -96,7 +97,7 @@ def test_rollback_retries_when_a_commit_lands_first(
         return real(expected, snapshot, source)
 
     monkeypatch.setattr(store.catalog, "rollback_head", racing)
-    result = history.rollback(store, "vol", target)
+    result = history.rollback(store.catalog, "vol", target)
     assert len(calls) == 2 and files(vol) == {}
     assert store.catalog.get_snapshot(result.snapshot).parent == vol.history()[1].id  # type: ignore[arg-type]
     assert vol.history()[1].origin == "api:put"  # the racer's commit is in history
@@ -113,14 +114,14 @@ def test_rollback_refusals_are_one_line_and_change_nothing(
     assert "does not belong" in refused("volume", "rollback", "vol", foreign).stderr
     assert store_state() == before
     with pytest.raises(NotFoundError):
-        history.rollback(store, "vol", "")
+        history.rollback(store.catalog, "vol", "")
     with pytest.raises(InvalidError):
-        history.rollback(store, "vol", foreign)
+        history.rollback(store.catalog, "vol", foreign)
 
 
 def test_log_stops_gracefully_where_retention_dropped_history(vol: Volume, store: Store) -> None:
     put(vol, "a.txt", b"third")
-    history.set_retention(store, "vol", keep_last=2)
+    history.set_retention(store.catalog, "vol", keep_last=2)
     collect(store, grace=0)
     assert len(vol.history()) == 2 and vol.history()[-1].parent is not None
     text = ok("volume", "log", "vol")

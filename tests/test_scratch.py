@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import volfs.scratch
+import volfs.mount.scratch
 from volfs import Volume
 from volfs.blobs import Digest, digest_of
 from volfs.config import CHUNK_SIZE
-from volfs.inodes import ROOT_INO
-from volfs.overlay import Overlay
-from volfs.scratch import ScratchFile, ScratchStats
+from volfs.mount.inodes import ROOT_INO
+from volfs.mount.overlay import Overlay
+from volfs.mount.scratch import ScratchFile, ScratchStats
 from volfs.store import Store
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,8 +80,8 @@ def test_a_scratch_file_reads_back_what_was_written_and_frozen_segments_never_ch
     store = _Blobs(tmp_path_factory.mktemp("blobs"))
     adopted = tmp_path_factory.mktemp("adopted")
     frozen: list[tuple[int, bytes]] = []  # (fd, the bytes it held when frozen)
-    original = volfs.scratch.CHUNK_SIZE
-    volfs.scratch.CHUNK_SIZE = SMALL
+    original = volfs.mount.scratch.CHUNK_SIZE
+    volfs.mount.scratch.CHUNK_SIZE = SMALL
     stats = ScratchStats()
     try:
         # Copy-up by chunk: the scratch file starts as a committed file and copies nothing.
@@ -125,7 +125,7 @@ def test_a_scratch_file_reads_back_what_was_written_and_frozen_segments_never_ch
         scratch.unlink()
         assert os.listdir(directory) == []
     finally:
-        volfs.scratch.CHUNK_SIZE = original
+        volfs.mount.scratch.CHUNK_SIZE = original
         for fd, _ in frozen:
             os.close(fd)
         store.close()
@@ -307,12 +307,12 @@ def _no_blobs(digest: Digest) -> int:
 
 
 def test_a_file_of_many_segments_keeps_few_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(volfs.scratch, "CHUNK_SIZE", SMALL)
+    monkeypatch.setattr(volfs.mount.scratch, "CHUNK_SIZE", SMALL)
     scratch = ScratchFile.create(str(tmp_path), "f1", _no_blobs, ScratchStats())
     content = os.urandom(40 * SMALL + 3)
     for offset in range(0, len(content), 7):  # small writes across every segment
         scratch.pwrite(content[offset:offset + 7], offset)
-        assert len(scratch._fds) <= volfs.scratch.MAX_OPEN_SEGMENTS
+        assert len(scratch._fds) <= volfs.mount.scratch.MAX_OPEN_SEGMENTS
     scratch.sync(datasync=False)  # reopens what it closed
     assert scratch.pread(len(content), 0) == content
     assert _segments(tmp_path) == {**{i: SMALL for i in range(40)}, 40: 3}
@@ -321,9 +321,9 @@ def test_a_file_of_many_segments_keeps_few_open(tmp_path: Path, monkeypatch: pyt
 
 def test_a_commit_past_its_fd_budget_hashes_the_rest_on_the_loop(
         store: Store, overlay: Overlay, monkeypatch: pytest.MonkeyPatch) -> None:
-    import volfs.overlay
+    import volfs.mount.overlay
 
-    monkeypatch.setattr(volfs.overlay, "freeze_budget", lambda: 2)
+    monkeypatch.setattr(volfs.mount.overlay, "freeze_budget", lambda: 2)
     files = {f"f{i}": os.urandom(1000 + i) for i in range(5)}
     for name, data in files.items():
         overlay.write(overlay.create(ROOT_INO, name, 0o644, 0, 0), 0, data)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from volfs.blobs import Digest, digest_of
 from volfs.config import CHUNK_SIZE
-from volfs.tree import (
+from volfs.core.tree import (
     EMPTY_TREE,
     MAGIC,
     MAGIC_V1,

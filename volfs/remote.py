@@ -3,7 +3,7 @@
 ``volfs store init --meta postgresql://… --blobs s3://bucket/prefix`` writes
 ``<store>/backend.json`` (atomically: temp file, fsync, rename; mode 0600 since a database
 URL may carry a password); :meth:`volfs.store.Store.open` reads it and builds a
-:class:`~volfs.pgcatalog.PgCatalog` and an :class:`~volfs.blobs.s3.S3BlobStore` instead of
+:class:`~volfs.catalog.postgres.PgCatalog` and an :class:`~volfs.blobs.s3.S3BlobStore` instead of
 the embedded backends. Without the file a store is embedded, exactly as before.
 
 ``backend.json``::
@@ -127,7 +127,7 @@ def open_backends(root: Path, config: RemoteConfig) -> tuple[Any, Any]:
 
         from volfs.blobs.local import LocalBlobStore
         from volfs.blobs.s3 import Bucket, S3BlobStore
-        from volfs.pgcatalog import PgCatalog
+        from volfs.catalog.postgres import PgCatalog
     except ImportError as exc:
         raise VolfsError(f"distributed mode needs boto3 and psycopg: pip install 'volfs[distributed]' "
                          f"({exc})") from None

@@ -51,14 +51,14 @@ from typing import Any
 
 import xxhash
 
-from volfs import collect
+from volfs.maintenance import gc as collect
 from volfs.blobs import Digest
 from volfs.catalog import SnapshotRecord, VolumeRecord, process_alive
 from volfs.config import CHUNK_SIZE
 from volfs.errors import CorruptionError, VolfsError
-from volfs.recover import find_orphans
+from volfs.mount.recover import find_orphans
 from volfs.store import Store
-from volfs.tree import Entry, Kind, Tree, chunk_span, decode_verified
+from volfs.core.tree import Entry, Kind, Tree, chunk_span, decode_verified
 
 READ_SIZE = 1 << 20
 
@@ -456,7 +456,7 @@ class _BucketChecker(_Checker):
 
 def fsck(store: Store, *, repair: bool = False, quick: bool = False,
          grace: float = collect.DEFAULT_GRACE) -> FsckReport:
-    from volfs import distgc
+    from volfs.maintenance import bucket_gc as distgc
 
     catalog = store.catalog
     report = FsckReport(str(store.root), quick)

@@ -58,9 +58,9 @@ from volfs.blobs import Digest
 from volfs.blobs.local import LocalBlobStore
 from volfs.catalog import Catalog, SnapshotRecord, VolumeRecord, entry_from_json, process_alive
 from volfs.errors import CorruptionError, InvalidError
-from volfs.history import kept_by_gc
+from volfs.snapshots.history import kept_by_gc
 from volfs.store import Store
-from volfs.tree import EMPTY_TREE, Kind, Tree, decode_verified, tree_digest
+from volfs.core.tree import EMPTY_TREE, Kind, Tree, decode_verified, tree_digest
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
 
     ``apply_retention=False`` (fsck --repair) keeps every snapshot of every volume.
     """
-    from volfs import distgc  # distgc imports this module
+    from volfs.maintenance import bucket_gc as distgc  # distgc imports this module
 
     if distgc.is_distributed(store):
         return distgc.collect_bucket(store, grace=grace, dry_run=dry_run, apply_retention=apply_retention,
@@ -305,7 +305,7 @@ def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
     drop: list[tuple[SnapshotRecord, str]] = []
     for volume_id, records in by_volume.items():
         volume = volumes.get(volume_id)
-        kept, reason = kept_by_gc(store, volume, records, pinned=pins.snapshots,
+        kept, reason = kept_by_gc(store.catalog, volume, records, pinned=pins.snapshots,
                                   apply_retention=apply_retention, now=now, grace=grace)
         keep |= kept
         name = volume.name if volume is not None else volume_id

@@ -22,13 +22,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from volfs.blobs import Digest
-from volfs.catalog import MAX_CHANGES_RECORDED, HeadMoved, SnapshotId, SnapshotRecord, new_id
-from volfs.changes import Changes, Dir, Path, Put, Remove, SetMeta
+from volfs.catalog import MAX_CHANGES_RECORDED, Catalog, HeadMoved, SnapshotId, SnapshotRecord, new_id
+from volfs.core.changes import Changes, Dir, Path, Put, Remove, SetMeta
 from volfs.errors import ConflictError
-from volfs.merge import merge
+from volfs.core.merge import merge
 from volfs.names import join_path
-from volfs.store import Store
-from volfs.tree import Entry, Tree, TreeStore, decode, lookup
+from volfs.core.tree import Entry, Tree, TreeStore, decode, lookup
 
 ChangeBuilder = Callable[[Entry], Changes]
 MAX_ATTEMPTS = 200
@@ -101,7 +100,7 @@ class _WithExtra:
         return tree
 
 
-def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin: str,
+def commit_changes(catalog: Catalog, volume_id: str, build: ChangeBuilder, *, origin: str,
                    if_unchanged: bool = False,
                    extra_trees: Mapping[Digest, bytes] | None = None) -> CommitResult:
     """Publishes ``build``'s changes; ``extra_trees`` (a mount's view) are stored with them.
@@ -109,7 +108,6 @@ def commit_changes(store: Store, volume_id: str, build: ChangeBuilder, *, origin
     The extra trees land in the same transaction as the head when there is a commit, and
     on their own when there is nothing to commit: either way they are stored on return.
     """
-    catalog = store.catalog
     extra = dict(extra_trees or {})
 
     def nothing(attempt: int) -> CommitResult:

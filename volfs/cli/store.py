@@ -63,7 +63,7 @@ def store_init(ctx: click.Context, meta: str, blobs: str, endpoint: str | None, 
 
 
 def remote_redact(url: str) -> str:
-    from volfs.pgcatalog import redact
+    from volfs.catalog.postgres import redact
 
     return redact(url)
 

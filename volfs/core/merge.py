@@ -33,8 +33,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from volfs.changes import ALL_META, Change, Changes, Dir, Path, Put, Remove, SetMeta
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, TreeStore, TreeWriter, find_links, lookup
+from volfs.core.changes import ALL_META, Change, Changes, Dir, Path, Put, Remove, SetMeta
+from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, TreeStore, TreeWriter, find_links, lookup
 
 
 @dataclass

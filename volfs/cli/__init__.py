@@ -39,7 +39,7 @@ from volfs.errors import (
     PathExistsError,
     VolfsError,
 )
-from volfs.history import get_retention
+from volfs.snapshots.history import get_retention
 from volfs.names import split_path
 from volfs.store import Store
 
@@ -570,7 +570,7 @@ def delete_cmd(ctx: click.Context, name: str, yes: bool, environment: str) -> No
 def info_cmd(ctx: click.Context, name: str, environment: str, as_json: bool) -> None:
     """Show what volume NAME is: id, creation, head snapshot, size, files, format."""
     i = _volume(ctx, name, environment).info()
-    retention = get_retention(open_store(ctx), i.object_id)
+    retention = get_retention(open_store(ctx).catalog, i.object_id)
     data = {"name": i.name, "id": i.object_id, "environment": i.environment,
             "created_at": i.created_at.isoformat(), "created_by": i.created_by,
             "head": i.head, "head_at": i.head_at.isoformat(), "size": i.size, "files": i.files,
@@ -620,7 +620,7 @@ def log_cmd(ctx: click.Context, name: str, max_count: int | None, environment: s
             click.echo(f"    overwrote {p} (unseen version kept in {prev})")
     if history and history[-1].parent and (max_count is None or len(history) < max_count):
         click.echo(f"(older history, from {history[-1].parent} back, was dropped by retention)")
-    retention = get_retention(open_store(ctx), vol.object_id)
+    retention = get_retention(open_store(ctx).catalog, vol.object_id)
     if not retention.keeps_everything:
         click.echo(f"retention: {retention.describe()}")
 
@@ -674,8 +674,8 @@ def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoR
 __all__ = ["UserError", "cli", "env_option", "json_option", "main", "open_store", "volume"]
 
 
-# The mount commands (cli_mount) and the maintenance ones (cli_admin: fsck, gc, volume
+# The mount commands (cli.mount) and the maintenance ones (cli.admin: fsck, gc, volume
 # retention/rollback) live in their own modules; importing them registers them on `cli`.
 # Imported last: they import `cli` and the helpers above from this module.
-from volfs import cli_admin, cli_mount  # noqa: F401
-from volfs import cli_store  # noqa: F401  (volfs store init/info: distributed mode)
+from volfs.cli import admin, mount  # noqa: F401, E402
+from volfs.cli import store as _store  # noqa: F401, E402  (volfs store init/info: distributed mode)

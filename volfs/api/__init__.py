@@ -5,13 +5,13 @@ Owns :class:`Volume` (lookup, create, list, delete, rename, ephemeral, info), th
 writes that each land as **one** commit onto the current head (``batch_upload``,
 ``remove_file``, ``copy_files``).
 
-Every write goes through :func:`volfs.commit.commit_changes` with a *build* callback, and
+Every write goes through :func:`volfs.snapshots.commit.commit_changes` with a *build* callback, and
 every validity check ("does the path exist?", "is it a directory?") runs inside that
 callback, so it sees the very head the change lands on; if another writer wins the
 compare-and-swap, the build runs again against the new head.
 
 Must not: import click, pyfuse3, trio or sockets; print; reach a mount other than through
-:mod:`volfs.control` and :mod:`volfs.daemon`, imported lazily by ``commit()``/``reload()``/
+:mod:`volfs.control` and :mod:`volfs.mount.daemon`, imported lazily by ``commit()``/``reload()``/
 ``mount()`` (the mount side owns them), so ``import volfs`` stays free of FUSE.
 
 Concurrency: a :class:`Volume` is a light handle (store, environment, name, id). Its
@@ -42,8 +42,8 @@ from typing import BinaryIO, ClassVar, Self, Union
 
 from volfs import blobs
 from volfs.catalog import SnapshotId, VolumeId, VolumeRecord
-from volfs.changes import ALL_META, Changes, Dir, Put, Remove
-from volfs.commit import CommitResult, commit_changes
+from volfs.core.changes import ALL_META, Changes, Dir, Put, Remove
+from volfs.snapshots.commit import CommitResult, commit_changes
 from volfs.config import CHUNK_SIZE, DEFAULT_AUTOCOMMIT_SECONDS, READ_CHUNK, default_environment
 from volfs.errors import (
     AlreadyExistsError,
@@ -66,7 +66,7 @@ from volfs.names import (
     split_path,
 )
 from volfs.store import Store
-from volfs.tree import Entry, Kind, chunk_span, dense
+from volfs.core.tree import Entry, Kind, chunk_span, dense
 
 StoreLike = Union[Store, str, "os.PathLike[str]", None]
 LocalFile = Union[str, "os.PathLike[str]", BinaryIO]
@@ -445,7 +445,7 @@ class Volume:
 
         For scripts and tests that want a real filesystem without shelling out: a background
         daemon serves the mount exactly as ``volfs mount`` does, so the block may use plain
-        file I/O, subprocesses and :func:`volfs.commit`/:func:`volfs.reload` on it.
+        file I/O, subprocesses and :func:`volfs.snapshots.commit`/:func:`volfs.reload` on it.
 
         On exit — also when the block raised, as a container's changes survive its crash —
         the mount's changes are committed and it is unmounted; this returns only once the
@@ -458,7 +458,7 @@ class Volume:
         committed on exit (the daemon died, or the final commit failed: ``volfs recover``
         then finds them); the mount is gone either way.
         """
-        from volfs import daemon  # lazy: pyfuse3 and trio load only in processes that mount
+        from volfs.mount import daemon  # lazy: pyfuse3 and trio load only in processes that mount
 
         record = self._record()  # NotFoundError here, not in the daemon's log
         options = daemon.MountOptions(
@@ -580,7 +580,7 @@ class Volume:
 
     def _commit(self, build: Callable[[_HeadView], Changes], origin: str) -> CommitResult:
         volume_id = self._writable_id()
-        return commit_changes(self._store, volume_id, lambda root: build(_HeadView(self._store, root)),
+        return commit_changes(self._store.catalog, volume_id, lambda root: build(_HeadView(self._store, root)),
                               origin=origin)
 
     def batch_upload(self, force: bool = False, *,

@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from volfs.clock import now_ns
-from volfs.tree import Chunks, Entry, Kind
+from volfs.core.tree import Chunks, Entry, Kind
 
 if TYPE_CHECKING:
-    from volfs.scratch import ScratchFile
+    from volfs.mount.scratch import ScratchFile
 
 ROOT_INO = 1
 

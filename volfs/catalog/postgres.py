@@ -84,7 +84,7 @@ from volfs.errors import (
     NotFoundError,
     VolfsError,
 )
-from volfs.tree import EMPTY_TREE, Kind, Tree, decode, decode_verified, encode, tree_digest
+from volfs.core.tree import EMPTY_TREE, Kind, Tree, decode, decode_verified, encode, tree_digest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

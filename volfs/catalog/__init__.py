@@ -82,7 +82,7 @@ from volfs.errors import (
     VolfsError,
     from_os_error,
 )
-from volfs.tree import EMPTY_TREE, Entry, Kind, Tree, decode_verified, encode, tree_digest
+from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, decode_verified, encode, tree_digest
 
 #: The store format this code writes (README, "Store format"); format 1 stores are read and
 #: upgraded when opened (their VT1 trees stay as they are: tree.py decodes both).

@@ -21,8 +21,8 @@ from typing import Any
 
 from volfs.catalog import MountRecord
 from volfs.errors import NotFoundError, VolfsError
-from volfs.journal import Journal
-from volfs.overlay import Overlay
+from volfs.mount.journal import Journal
+from volfs.mount.overlay import Overlay
 from volfs.store import Store
 
 log = logging.getLogger(__name__)

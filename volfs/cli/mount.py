@@ -14,8 +14,9 @@ from typing import Any
 
 import click
 
-from volfs import control, daemon
-from volfs import recover as recovery
+from volfs import control
+from volfs.mount import daemon
+from volfs.mount import recover as recovery
 from volfs.cli import _table, cli, env_option, json_option, open_store
 from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS
 from volfs.errors import InvalidError, MountError, VolfsError

@@ -40,13 +40,13 @@ import trio
 from volfs import control
 from volfs.catalog import MountId, MountRecord, new_id
 from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError, VolfsError
-from volfs.fs import VolfsOperations
-from volfs.inodes import Node
-from volfs.overlay import HashResult, Invalidation, Overlay
+from volfs.mount.fs import VolfsOperations
+from volfs.mount.inodes import Node
+from volfs.mount.overlay import HashResult, Invalidation, Overlay
 from volfs.store import Store
-from volfs.tree import Entry
+from volfs.core.tree import Entry
 
-log = logging.getLogger("volfs.daemon")
+log = logging.getLogger("volfs.mount.daemon")
 READY_TIMEOUT = 60.0
 FINAL_COMMIT_ATTEMPTS = 3
 READ_AHEAD_KB = 1024

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from volfs.blobs import Digest
 from volfs.config import CHUNK_SIZE, MAX_FILE_SIZE
-from volfs.tree import Chunks
+from volfs.core.tree import Chunks
 
 _SYNC_THREADS = 16
 #: Segments a file keeps open at once: a 10 GiB file has 1,280 of them.

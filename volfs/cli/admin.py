@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from volfs import collect, history
+from volfs.maintenance import gc as collect
+from volfs.snapshots import history
 from volfs.cli import (
     _local_time,
     _print_json,
@@ -25,7 +26,7 @@ from volfs.cli import (
     volume,
 )
 from volfs.errors import CorruptionError
-from volfs.fsck import FsckReport, fsck
+from volfs.maintenance.fsck import FsckReport, fsck
 
 _GRACE_HELP = ("Keep unreferenced blobs and trees younger than this (seconds, or 30s, 10m, 1h, "
                "2d): a commit in flight writes them before its head names them.")
@@ -166,10 +167,10 @@ def retention_cmd(ctx: click.Context, name: str, keep_last: int | None, keep_day
     if keep_all and (keep_last is not None or keep_days is not None):
         raise click.UsageError("--keep-all cannot be combined with --keep-last or --keep-days")
     if keep_all or keep_last is not None or keep_days is not None:
-        policy = history.set_retention(store, name, environment, keep_last=keep_last, keep_days=keep_days)
+        policy = history.set_retention(store.catalog, name, environment, keep_last=keep_last, keep_days=keep_days)
         changed = True
     else:
-        policy = history.get_retention(store, store.catalog.get_volume(environment, name).id)
+        policy = history.get_retention(store.catalog, store.catalog.get_volume(environment, name).id)
         changed = False
     if as_json:
         _print_json({"name": name, "environment": environment, **policy.to_json()})
@@ -190,7 +191,7 @@ def rollback_cmd(ctx: click.Context, name: str, snapshot: str, environment: str,
     Nothing is lost: the current head and everything since SNAPSHOT stay in history
     (`volfs volume log`). Mounts see the change after `volfs reload`.
     """
-    result = history.rollback(open_store(ctx), name, snapshot, environment)
+    result = history.rollback(open_store(ctx).catalog, name, snapshot, environment)
     if as_json:
         _print_json({"snapshot": result.snapshot, "source": result.source,
                      "previous_head": result.previous_head, "changed_count": result.changed_count,

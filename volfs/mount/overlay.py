@@ -1,6 +1,6 @@
 """A mount's view: its base snapshot plus a private scratch area, and how it commits.
 
-The view is an :class:`~volfs.inodes.InodeTable` whose nodes start as the committed
+The view is an :class:`~volfs.mount.inodes.InodeTable` whose nodes start as the committed
 entries of the base snapshot (loaded lazily, one directory at a time) and change as the
 mount writes: content goes to scratch files under ``<overlay>/scratch/``, the shape of
 the view (creates, deletes, renames, chmod…) is kept in memory and appended to the
@@ -41,16 +41,16 @@ from typing import Any
 from volfs.blobs import Digest
 from volfs.blobs.local import BlobBatch, LocalBlobStore
 from volfs.catalog import SnapshotRecord, VolumeRecord, entry_from_json, entry_to_json
-from volfs.changes import Dir, diff
-from volfs.commit import CommitResult, commit_changes
+from volfs.core.changes import Dir, diff
+from volfs.snapshots.commit import CommitResult, commit_changes
 from volfs.clock import now_ns
 from volfs.config import CHUNK_SIZE, MAX_FILE_SIZE, NAME_MAX
 from volfs.errors import OpenFilesError
-from volfs.inodes import ROOT_INO, InodeTable, Node
-from volfs.journal import Journal
-from volfs.scratch import ScratchFile, ScratchStats, has_data
+from volfs.mount.inodes import ROOT_INO, InodeTable, Node
+from volfs.mount.journal import Journal
+from volfs.mount.scratch import ScratchFile, ScratchStats, has_data
 from volfs.store import Store
-from volfs.tree import META_FIELDS, Chunks, Entry, Kind, Tree, TreeWriter, chunk_at, chunk_span
+from volfs.core.tree import META_FIELDS, Chunks, Entry, Kind, Tree, TreeWriter, chunk_at, chunk_span
 
 log = logging.getLogger(__name__)
 
@@ -788,7 +788,7 @@ class Overlay:
         """Phase 4 (any thread): merge the diff since the last commit onto the head."""
         changes = diff(pending.writer, self.committed_view, pending.view)
         try:
-            result = commit_changes(self.store, self.volume.id, lambda head: changes, origin=origin,
+            result = commit_changes(self.catalog, self.volume.id, lambda head: changes, origin=origin,
                                     if_unchanged=if_unchanged, extra_trees=pending.writer.pending)
         except BaseException:
             # Not published (a backend unreachable, a conflict): build_view cached the view's

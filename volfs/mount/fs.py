@@ -1,6 +1,6 @@
 """The pyfuse3 adapter: FUSE requests in, overlay calls, FUSE replies out. Nothing else.
 
-Every handler translates its arguments, calls the :class:`~volfs.overlay.Overlay`, and
+Every handler translates its arguments, calls the :class:`~volfs.mount.overlay.Overlay`, and
 builds the reply. Errors become errnos in one place (:func:`_errors`): ``OSError`` and
 ``VolfsError`` keep their errno; anything unexpected is logged once with its traceback
 and answered with EIO, so a bug never ends ``pyfuse3.main`` (and never unmounts).
@@ -26,9 +26,9 @@ import trio
 from volfs.blobs import Digest
 from volfs.config import NAME_MAX
 from volfs.errors import CorruptionError, VolfsError
-from volfs.inodes import Node
-from volfs.overlay import Overlay
-from volfs.tree import Kind, stored_bytes
+from volfs.mount.inodes import Node
+from volfs.mount.overlay import Overlay
+from volfs.core.tree import Kind, stored_bytes
 
 log = logging.getLogger(__name__)
 

@@ -46,13 +46,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
-from volfs import collect
+from volfs.maintenance import gc as collect
 from volfs.blobs import Digest
 from volfs.catalog import SnapshotRecord, VolumeRecord
 from volfs.errors import CorruptionError, VolfsError
-from volfs.history import kept_by_gc
+from volfs.snapshots.history import kept_by_gc
 from volfs.store import Store
-from volfs.tree import Kind, Tree
+from volfs.core.tree import Kind, Tree
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class _Plan:
         self.drop: list[tuple[SnapshotRecord, str, str]] = []  # (snapshot, volume name, reason)
         for volume_id, records in by_volume.items():
             volume = self.volumes.get(volume_id)
-            kept, reason = kept_by_gc(store, volume, records, pinned=self.who,
+            kept, reason = kept_by_gc(store.catalog, volume, records, pinned=self.who,
                                       apply_retention=apply_retention, now=now, grace=grace)
             self.keep |= kept
             name = volume.name if volume is not None else volume_id

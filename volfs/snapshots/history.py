@@ -24,6 +24,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from volfs.catalog import (
+    Catalog,
     MAX_CHANGES_RECORDED,
     HeadMoved,
     SnapshotId,
@@ -31,11 +32,10 @@ from volfs.catalog import (
     VolumeRecord,
     new_id,
 )
-from volfs.changes import diff
-from volfs.commit import MAX_ATTEMPTS, describe
+from volfs.core.changes import diff
+from volfs.snapshots.commit import MAX_ATTEMPTS, describe
 from volfs.config import DEFAULT_ENVIRONMENT
 from volfs.errors import ConflictError, InvalidError, NotFoundError
-from volfs.store import Store
 
 DAY = 86400.0
 
@@ -61,23 +61,23 @@ class Retention:
         return {"keep_last": self.keep_last, "keep_days": self.keep_days}
 
 
-def get_retention(store: Store, volume_id: str) -> Retention:
-    policy = store.catalog.get_retention(volume_id)
+def get_retention(catalog: Catalog, volume_id: str) -> Retention:
+    policy = catalog.get_retention(volume_id)
     if policy is None:
         return Retention()
     return Retention(policy.get("keep_last"), policy.get("keep_days"))
 
 
-def set_retention(store: Store, name: str, environment: str = DEFAULT_ENVIRONMENT, *,
+def set_retention(catalog: Catalog, name: str, environment: str = DEFAULT_ENVIRONMENT, *,
                   keep_last: int | None = None, keep_days: float | None = None) -> Retention:
     """Sets volume ``name``'s retention; neither rule given means keep everything."""
     if keep_last is not None and keep_last < 1:
         raise InvalidError("keep-last must be at least 1 (the head is always kept)")
     if keep_days is not None and not keep_days > 0:
         raise InvalidError("keep-days must be a positive number of days")
-    volume = store.catalog.get_volume(environment, name)
+    volume = catalog.get_volume(environment, name)
     policy = Retention(keep_last, keep_days)
-    store.catalog.set_retention(volume.id, None if policy.keeps_everything else policy.to_json())
+    catalog.set_retention(volume.id, None if policy.keeps_everything else policy.to_json())
     return policy
 
 
@@ -110,14 +110,14 @@ def retained(volume: VolumeRecord, snapshots: Iterable[SnapshotRecord], policy: 
     return keep
 
 
-def kept_by_gc(store: Store, volume: VolumeRecord | None, snapshots: Iterable[SnapshotRecord], *,
+def kept_by_gc(catalog: Catalog, volume: VolumeRecord | None, snapshots: Iterable[SnapshotRecord], *,
                pinned: Collection[str], apply_retention: bool, now: float,
                grace: float) -> tuple[set[SnapshotId], str]:
     """(which of one volume's snapshots gc keeps, why it drops the others). A deleted
     volume's (``volume`` None) are all dropped but those a mount pins."""
     if volume is None:
         return {s.id for s in snapshots if s.id in pinned}, "volume deleted"
-    policy = get_retention(store, volume.id) if apply_retention else Retention()
+    policy = get_retention(catalog, volume.id) if apply_retention else Retention()
     kept = retained(volume, snapshots, policy, now=now, grace=grace, pinned=pinned)
     return kept, f"retention: {policy.describe()}"
 
@@ -131,10 +131,9 @@ class RollbackResult:
     changed_count: int
 
 
-def rollback(store: Store, name: str, snapshot_id: str,
+def rollback(catalog: Catalog, name: str, snapshot_id: str,
              environment: str = DEFAULT_ENVIRONMENT) -> RollbackResult:
     """Makes snapshot ``snapshot_id``'s content volume ``name``'s head, as a new commit."""
-    catalog = store.catalog
     volume = catalog.get_volume(environment, name)
     source = catalog.find_snapshot(snapshot_id) if snapshot_id.startswith("sn-") else None
     if source is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from volfs.tree import META_FIELDS, Entry, Kind, TreeStore
+from volfs.core.tree import META_FIELDS, Entry, Kind, TreeStore
 
 Path = tuple[str, ...]
 
