@@ -23,10 +23,10 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -37,9 +37,9 @@ from mounting import mounted, run_volfs  # noqa: E402
 from volfs import control  # noqa: E402
 from volfs.blobs import put_stream  # noqa: E402
 from volfs.core.changes import Dir, Put  # noqa: E402
+from volfs.core.tree import Entry, Kind  # noqa: E402
 from volfs.snapshots.commit import commit_changes  # noqa: E402
 from volfs.store import Store  # noqa: E402
-from volfs.core.tree import Entry, Kind  # noqa: E402
 
 
 @dataclass
@@ -170,16 +170,35 @@ def stdlib_tar(workdir: Path) -> Path:
     tar = workdir / "stdlib.tar"
     if not tar.exists():
         src = Path(os.path.dirname(os.__file__))
-        subprocess.run(["tar", "-C", str(src.parent), "--exclude=site-packages", "--exclude=__pycache__",
-                        "-cf", str(tar), src.name], check=True)
+        subprocess.run(
+            [
+                "tar",
+                "-C",
+                str(src.parent),
+                "--exclude=site-packages",
+                "--exclude=__pycache__",
+                "-cf",
+                str(tar),
+                src.name,
+            ],
+            check=True,
+        )
     return tar
 
 
 def tar_cycle(root: Path, tar: Path) -> dict[str, float]:
-    out = {"untar": timed(lambda: subprocess.run(["tar", "-C", str(root), "-xf", str(tar)], check=True))}
+    out = {
+        "untar": timed(
+            lambda: subprocess.run(["tar", "-C", str(root), "-xf", str(tar)], check=True)
+        )
+    }
     drop_caches()
-    out["tar"] = timed(lambda: subprocess.run(["tar", "-C", str(root), "-cf", "/dev/null", "."], check=True))
-    out["rm -rf"] = timed(lambda: subprocess.run(["rm", "-rf", *map(str, root.iterdir())], check=True))
+    out["tar"] = timed(
+        lambda: subprocess.run(["tar", "-C", str(root), "-cf", "/dev/null", "."], check=True)
+    )
+    out["rm -rf"] = timed(
+        lambda: subprocess.run(["rm", "-rf", *map(str, root.iterdir())], check=True)
+    )
     return out
 
 
@@ -204,7 +223,7 @@ def bench_sequential(bench: Bench) -> None:
         for side in ("native", "volfs"):
             r = results[side]
             if side == "native":
-                place: ContextManager[Path] = nullcontext(fresh(native_dir))
+                place: AbstractContextManager[Path] = nullcontext(fresh(native_dir))
             else:
                 run_volfs(bench.store, "volume", "rm", "seq", "/big", check=False)
                 place = volume_mount(bench, "seq", bench.workdir / "mnt-seq")
@@ -214,7 +233,9 @@ def bench_sequential(bench: Bench) -> None:
                 if side == "volfs":
                     # The committed path is the one reads normally take.
                     sock = control.mount_info(str(mp)).socket
-                    r.setdefault("commit 1 GiB new", []).append(timed(lambda: control.call(sock, "commit")))
+                    r.setdefault("commit 1 GiB new", []).append(
+                        timed(lambda: control.call(sock, "commit"))
+                    )
                 drop_caches()
                 r.setdefault("seq read cold", []).append(mib / timed(lambda: seq_read(target)))
                 seq_read(target)
@@ -222,18 +243,37 @@ def bench_sequential(bench: Bench) -> None:
                 for readers in (1, 4):
                     seq_read(target)
                     r.setdefault(f"rand 4k warm x{readers}", []).append(
-                        random_reads(target, readers, 1.5 if bench.quick else 3.0))
-    for key, unit in [("seq write", "MiB/s"), ("seq read cold", "MiB/s"), ("seq read warm", "MiB/s"),
-                      ("rand 4k warm x1", "IOPS"), ("rand 4k warm x4", "IOPS")]:
-        bench.rows.append(Row(key, unit, median(results["native"][key]), median(results["volfs"][key])))
+                        random_reads(target, readers, 1.5 if bench.quick else 3.0)
+                    )
+    for key, unit in [
+        ("seq write", "MiB/s"),
+        ("seq read cold", "MiB/s"),
+        ("seq read warm", "MiB/s"),
+        ("rand 4k warm x1", "IOPS"),
+        ("rand 4k warm x4", "IOPS"),
+    ]:
+        bench.rows.append(
+            Row(key, unit, median(results["native"][key]), median(results["volfs"][key]))
+        )
     # cp + sync of the same amount, for the commit-of-1-GiB target
     src = native_dir / "big"
     seq_write(src, size)
-    cp_sync = median([timed(lambda: (shutil.copyfile(src, native_dir / "copy"), os.sync()))
-                      for _ in range(bench.rounds)])
-    bench.rows.append(Row(f"commit {mib:.0f} MiB new data", "s", cp_sync,
-                          median(results["volfs"]["commit 1 GiB new"]), higher_is_better=False,
-                          note="native column: cp + sync"))
+    cp_sync = median(
+        [
+            timed(lambda: (shutil.copyfile(src, native_dir / "copy"), os.sync()))
+            for _ in range(bench.rounds)
+        ]
+    )
+    bench.rows.append(
+        Row(
+            f"commit {mib:.0f} MiB new data",
+            "s",
+            cp_sync,
+            median(results["volfs"]["commit 1 GiB new"]),
+            higher_is_better=False,
+            note="native column: cp + sync",
+        )
+    )
 
 
 def bench_small_files(bench: Bench) -> None:
@@ -251,8 +291,14 @@ def bench_small_files(bench: Bench) -> None:
             for k, v in r.items():
                 results["volfs"].setdefault(k, []).append(files / v)
     for key in ("create", "stat cold", "readdir", "read", "delete"):
-        bench.rows.append(Row(f"{files} x 4 KiB: {key}", "files/s", median(results["native"][key]),
-                              median(results["volfs"][key])))
+        bench.rows.append(
+            Row(
+                f"{files} x 4 KiB: {key}",
+                "files/s",
+                median(results["native"][key]),
+                median(results["volfs"][key]),
+            )
+        )
 
 
 def bench_tar(bench: Bench) -> None:
@@ -266,20 +312,31 @@ def bench_tar(bench: Bench) -> None:
             for k, v in tar_cycle(mp, tar).items():
                 results["volfs"].setdefault(k, []).append(v)
     for key in ("untar", "tar", "rm -rf"):
-        bench.rows.append(Row(f"stdlib {key}", "s", median(results["native"][key]),
-                              median(results["volfs"][key]), higher_is_better=False))
+        bench.rows.append(
+            Row(
+                f"stdlib {key}",
+                "s",
+                median(results["native"][key]),
+                median(results["volfs"][key]),
+                higher_is_better=False,
+            )
+        )
 
 
 def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> None:
     """A volume of ``files`` small files, built straight through commit (fast)."""
-    volume = store.catalog.find_volume("main", name) or store.catalog.create_volume("main", name, "bench")
+    volume = store.catalog.find_volume("main", name) or store.catalog.create_volume(
+        "main", name, "bench"
+    )
     chunks, size = put_stream(store.blobs, io.BytesIO(b"x" * 100))
     changes = {}
     for i in range(files):
         d = f"d{i // per_dir:05d}"
         if i % per_dir == 0:
             changes[(d,)] = Dir(Entry(d, Kind.DIR, 0o755), None, frozenset({"mode"}))
-        changes[(d, f"f{i:07d}")] = Put(Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=chunks))
+        changes[(d, f"f{i:07d}")] = Put(
+            Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=chunks)
+        )
     commit_changes(store, volume.id, lambda head: changes, origin="bench")
 
 
@@ -300,16 +357,34 @@ def bench_commit_reload_mount(bench: Bench) -> None:
     empty = median([_mount_time(bench, "empty")[0] for _ in range(bench.rounds)])
     bench.rows.append(Row("mount time, empty volume", "s", None, empty, higher_is_better=False))
     for files in sizes:
-        t, rss = zip(*[_mount_time(bench, f"big{files}") for _ in range(bench.rounds)])
-        bench.rows.append(Row(f"mount time, {files:,} files", "s", None, median(list(t)), False,
-                              note=f"{median(list(t)) / empty:.2f}x empty"))
-        bench.rows.append(Row(f"daemon RSS after ls -R, {files:,} files" if files <= 100_000
-                              else f"daemon RSS, {files:,} files (root listed)", "MiB", None,
-                              median(list(rss)) / (1 << 20), False))
+        t, rss = zip(*[_mount_time(bench, f"big{files}") for _ in range(bench.rounds)], strict=True)
+        bench.rows.append(
+            Row(
+                f"mount time, {files:,} files",
+                "s",
+                None,
+                median(list(t)),
+                False,
+                note=f"{median(list(t)) / empty:.2f}x empty",
+            )
+        )
+        bench.rows.append(
+            Row(
+                f"daemon RSS after ls -R, {files:,} files"
+                if files <= 100_000
+                else f"daemon RSS, {files:,} files (root listed)",
+                "MiB",
+                None,
+                median(list(rss)) / (1 << 20),
+                False,
+            )
+        )
     # commit of one changed file in a volume of 100,000 files; reload after 1 / 10,000 changes
     name = "big100000"
-    with volume_mount(bench, name, bench.workdir / "mnt-a") as a, \
-            volume_mount(bench, name, bench.workdir / "mnt-b") as b:
+    with (
+        volume_mount(bench, name, bench.workdir / "mnt-a") as a,
+        volume_mount(bench, name, bench.workdir / "mnt-b") as b,
+    ):
         # Latencies through the control socket, as `volfs commit` sees them minus its own
         # interpreter start-up (measured separately in the note).
         sock_a, sock_b = control.mount_info(str(a)).socket, control.mount_info(str(b)).socket
@@ -318,8 +393,16 @@ def bench_commit_reload_mount(bench: Bench) -> None:
             (a / "d00050" / "f0050000").write_text(f"changed {i}")
             samples.append(timed(lambda: control.call(sock_a, "commit")))
         cli = median([timed(lambda: run_volfs(bench.store, "commit", str(a))) for _ in range(3)])
-        bench.rows.append(Row("commit 1 changed file / 100k files", "ms", None, median(samples) * 1000, False,
-                              note=f"the CLI adds its start-up: `volfs commit` no-op {cli * 1000:.0f} ms"))
+        bench.rows.append(
+            Row(
+                "commit 1 changed file / 100k files",
+                "ms",
+                None,
+                median(samples) * 1000,
+                False,
+                note=f"the CLI adds its start-up: `volfs commit` no-op {cli * 1000:.0f} ms",
+            )
+        )
         samples = []
         for i in range(max(5, bench.rounds)):
             (a / "d00051" / "f0051000").write_text(f"changed {i}")
@@ -365,8 +448,16 @@ def bench_dedup(bench: Bench) -> None:
     first = usage() - before
     run_volfs(bench.store, "volume", "put", "--force", "dedup2", str(src), "/data.bin")
     second = usage() - before - first
-    bench.rows.append(Row(f"dedup: store growth, 2nd put of {size >> 20} MiB", "MiB", None, second / (1 << 20),
-                          False, note=f"1st put grew it {first / (1 << 20):.0f} MiB"))
+    bench.rows.append(
+        Row(
+            f"dedup: store growth, 2nd put of {size >> 20} MiB",
+            "MiB",
+            None,
+            second / (1 << 20),
+            False,
+            note=f"1st put grew it {first / (1 << 20):.0f} MiB",
+        )
+    )
 
 
 @contextmanager
@@ -404,8 +495,15 @@ def bench_ceiling(bench: Bench) -> None:
     for _ in range(bench.rounds):
         for k, v in small_files(fresh(bench.workdir / "native-ceiling"), files, dirs).items():
             native.setdefault(k, []).append(files / v)
-        native.setdefault("untar", []).append(1 / timed(lambda: subprocess.run(
-            ["tar", "-C", str(fresh(bench.workdir / "native-ceiling")), "-xf", str(tar)], check=True)))
+        native.setdefault("untar", []).append(
+            1
+            / timed(
+                lambda: subprocess.run(
+                    ["tar", "-C", str(fresh(bench.workdir / "native-ceiling")), "-xf", str(tar)],
+                    check=True,
+                )
+            )
+        )
         with ceiling_mount(bench.workdir / "mnt-ceiling") as mp:
             root = mp / f"run{len(ceiling.get('create', []))}"
             root.mkdir()
@@ -413,12 +511,25 @@ def bench_ceiling(bench: Bench) -> None:
                 ceiling.setdefault(k, []).append(files / v)
             untar_root = mp / f"tar{len(ceiling.get('untar', []))}"
             untar_root.mkdir()
-            ceiling.setdefault("untar", []).append(1 / timed(lambda: subprocess.run(
-                ["tar", "-C", str(untar_root), "-xf", str(tar)], check=True)))
+            ceiling.setdefault("untar", []).append(
+                1
+                / timed(
+                    lambda: subprocess.run(
+                        ["tar", "-C", str(untar_root), "-xf", str(tar)], check=True
+                    )
+                )
+            )
     for key in ("create", "stat cold", "readdir", "read", "delete", "untar"):
         unit = "1/s" if key == "untar" else "files/s"
-        bench.rows.append(Row(f"CEILING pyfuse3 minimal: {key}", unit, median(native[key]),
-                              median(ceiling[key]), note="in-memory pyfuse3 fs: the Python-FUSE limit"))
+        bench.rows.append(
+            Row(
+                f"CEILING pyfuse3 minimal: {key}",
+                unit,
+                median(native[key]),
+                median(ceiling[key]),
+                note="in-memory pyfuse3 fs: the Python-FUSE limit",
+            )
+        )
 
 
 WORKLOADS = {
@@ -440,12 +551,18 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, one round (under 3 minutes)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes, one round (under 3 minutes)"
+    )
     parser.add_argument("--rounds", type=int, help="rounds per workload (median reported)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--only", help="comma-separated workloads: " + ",".join(WORKLOADS))
-    parser.add_argument("--dir", type=Path, help="work directory (default: a temp dir under /var/tmp)")
+    parser.add_argument(
+        "--dir", type=Path, help="work directory (default: a temp dir under /var/tmp)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (it drops the page cache)", file=sys.stderr)
@@ -453,8 +570,10 @@ def main() -> int:
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="volfs-bench-", dir="/var/tmp"))
     bench = Bench(args.quick, args.rounds or (1 if args.quick else 3), workdir)
     chosen = args.only.split(",") if args.only else list(WORKLOADS)
-    print(f"# volfs bench: {os.uname().machine}, {os.cpu_count()} cores, work dir {workdir}"
-          f" ({'quick' if args.quick else 'full'}, {bench.rounds} round(s), medians)")
+    print(
+        f"# volfs bench: {os.uname().machine}, {os.cpu_count()} cores, work dir {workdir}"
+        f" ({'quick' if args.quick else 'full'}, {bench.rounds} round(s), medians)"
+    )
     start = time.perf_counter()
     try:
         for name in chosen:
@@ -465,7 +584,9 @@ def main() -> int:
         print_table(bench.rows)
         print(f"# total {time.perf_counter() - start:.0f} s")
         if args.json:
-            args.json.write_text(json.dumps([{**r.__dict__, "ratio": r.ratio} for r in bench.rows], indent=2))
+            args.json.write_text(
+                json.dumps([{**r.__dict__, "ratio": r.ratio} for r in bench.rows], indent=2)
+            )
         if not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -91,10 +91,21 @@ def run(backend: str, machines: list[Path], tmp: Path, args: argparse.Namespace)
                 assert got == size, (got, size)
         mib = size / (1 << 20)
         files = 4 if workload == "large" else args.small
-        results.append({"backend": backend, "workload": workload, "bytes": size, "files": files,
-                        "commit_s": commit, "commit_MiB_s": mib / commit, "commit_files_s": files / commit,
-                        "cold_read_s": reads["cold"], "cold_read_MiB_s": mib / reads["cold"],
-                        "warm_read_s": reads["warm"], "warm_read_MiB_s": mib / reads["warm"]})
+        results.append(
+            {
+                "backend": backend,
+                "workload": workload,
+                "bytes": size,
+                "files": files,
+                "commit_s": commit,
+                "commit_MiB_s": mib / commit,
+                "commit_files_s": files / commit,
+                "cold_read_s": reads["cold"],
+                "cold_read_MiB_s": mib / reads["cold"],
+                "warm_read_s": reads["warm"],
+                "warm_read_MiB_s": mib / reads["warm"],
+            }
+        )
         print(json.dumps(results[-1]), file=sys.stderr)
     return results
 
@@ -117,21 +128,43 @@ def main() -> None:
         results += run("local", [local, local], tmp, args)
         prefix = "bench-" + secrets.token_hex(4)
         db = "volfs_bench_" + secrets.token_hex(4)
-        subprocess.run([sys.executable, "-c", f"import psycopg; psycopg.connect({meta!r}, autocommit=True)"
-                        f".execute('CREATE DATABASE {db}')"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import psycopg; psycopg.connect({meta!r}, autocommit=True)"
+                f".execute('CREATE DATABASE {db}')",
+            ],
+            check=True,
+        )
         meta_db = meta.rsplit("/", 1)[0] + "/" + db
         machines = [tmp / "machine1", tmp / "machine2"]
         for m in machines:
-            run_volfs(m, "store", "init", "--meta", meta_db, "--blobs", f"s3://{bucket}/{prefix}",
-                      "--endpoint", endpoint)
+            run_volfs(
+                m,
+                "store",
+                "init",
+                "--meta",
+                meta_db,
+                "--blobs",
+                f"s3://{bucket}/{prefix}",
+                "--endpoint",
+                endpoint,
+            )
         results += run("distributed", machines, tmp, args)
     engine = os.environ.get("VOLFS_S3_ENGINE", "s3")
     print(f"\n{'workload':8} {'backend':12} {'commit':>14} {'cold read':>12} {'warm read':>12}")
     for r in results:
         backend = r["backend"] if r["backend"] == "local" else f"{engine}+pg"
-        commit = f"{r['commit_MiB_s']:.0f} MiB/s" if r["workload"] == "large" else f"{r['commit_files_s']:.0f} files/s"
-        print(f"{r['workload']:8} {backend:12} {commit:>14} {r['cold_read_MiB_s']:>7.1f} MiB/s "
-              f"{r['warm_read_MiB_s']:>7.1f} MiB/s")
+        commit = (
+            f"{r['commit_MiB_s']:.0f} MiB/s"
+            if r["workload"] == "large"
+            else f"{r['commit_files_s']:.0f} files/s"
+        )
+        print(
+            f"{r['workload']:8} {backend:12} {commit:>14} {r['cold_read_MiB_s']:>7.1f} MiB/s "
+            f"{r['warm_read_MiB_s']:>7.1f} MiB/s"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

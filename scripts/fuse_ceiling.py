@@ -51,7 +51,9 @@ class CeilingFS(pyfuse3.Operations):
         a.entry_timeout = a.attr_timeout = TIMEOUT
         return a
 
-    async def lookup(self, parent: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         ino = self.nodes[parent].children.get(name)
         if ino is None:
             missing = pyfuse3.EntryAttributes()
@@ -73,11 +75,14 @@ class CeilingFS(pyfuse3.Operations):
         self.nodes[parent].children[name] = node.ino
         return node
 
-    async def mkdir(self, parent: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         return self.attrs(self._new(parent, name, stat.S_IFDIR | (mode & 0o7777)))
 
-    async def create(self, parent: int, name: bytes, mode: int, flags: int,
-                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         node = self._new(parent, name, stat.S_IFREG | (mode & 0o7777))
         return pyfuse3.FileInfo(fh=node.ino, keep_cache=True), self.attrs(node)
 
@@ -85,30 +90,37 @@ class CeilingFS(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return bytes(self.nodes[fh].data[off:off + size])
+        return bytes(self.nodes[fh].data[off : off + size])
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         data = self.nodes[fh].data
-        data[off:off + len(buf)] = buf
+        data[off : off + len(buf)] = buf
         return len(buf)
 
     async def release(self, fh: int) -> None:
         return None
 
-    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
-                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
         node = self.nodes[inode]
         if fields.update_mode:
             node.mode = (node.mode & ~0o7777) | (attr.st_mode & 0o7777)
         if fields.update_mtime:
             node.mtime = attr.st_mtime_ns
         if fields.update_size:
-            del node.data[attr.st_size:]
+            del node.data[attr.st_size :]
             node.data.extend(b"\0" * (attr.st_size - len(node.data)))
         return self.attrs(node)
 
-    async def symlink(self, parent: int, name: bytes, target: bytes,
-                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def symlink(
+        self, parent: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         node = self._new(parent, name, stat.S_IFLNK | 0o777)
         node.data[:] = target
         return self.attrs(node)

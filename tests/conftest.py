@@ -42,8 +42,9 @@ def store(store_path: Path) -> Store:
 
 
 def _state(store: Store) -> StoreState:
-    volumes = tuple(sorted((v.environment, v.name, v.id, v.head)
-                           for v in store.catalog.list_volumes()))
+    volumes = tuple(
+        sorted((v.environment, v.name, v.id, v.head) for v in store.catalog.list_volumes())
+    )
     return volumes, tuple(sorted(store.blobs.digests()))
 
 

@@ -22,15 +22,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mounting import MOUNT_DEADLINE, Mount, answers, run_volfs, stop_daemon, volfs_mountpoints
 
 from volfs.config import CHUNK_SIZE
-from volfs.store import Store
 from volfs.core.tree import Entry, Kind
+from volfs.store import Store
 
 FULL = os.environ.get("VOLFS_CAMPAIGN", "").lower() == "full"
 DIR = "<dir>"
@@ -47,7 +48,7 @@ def entry_bytes(store: Store, entry: Entry) -> bytes:
     content = bytearray(entry.size)
     for index, digest in entry.chunks:
         data = store.blobs.get(digest)[: max(0, entry.size - index * CHUNK_SIZE)]
-        content[index * CHUNK_SIZE:index * CHUNK_SIZE + len(data)] = data
+        content[index * CHUNK_SIZE : index * CHUNK_SIZE + len(data)] = data
     return bytes(content)
 
 

@@ -14,9 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 MOUNT_DEADLINE = 30.0
 
@@ -31,14 +31,23 @@ def volfs_mountpoints() -> list[str]:
     return points
 
 
-def run_volfs(store: Path, *args: str, check: bool = True, timeout: float = 120,
-              **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_volfs(
+    store: Path, *args: str, check: bool = True, timeout: float = 120, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     """Runs the CLI in a child process, as a user would."""
     env = {**os.environ, "VOLFS_STORE": str(store)}
-    proc = subprocess.run([sys.executable, "-m", "volfs", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, **kwargs)  # type: ignore[call-overload]
+    proc = subprocess.run(
+        [sys.executable, "-m", "volfs", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        **kwargs,
+    )  # type: ignore[call-overload]
     if check and proc.returncode != 0:
-        raise AssertionError(f"volfs {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"volfs {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 
@@ -86,24 +95,43 @@ def stop_daemon(proc: subprocess.Popen[bytes], path: Path) -> None:
 
 
 @contextlib.contextmanager
-def mounted(store: Path, name: str, path: Path, *extra: str, autocommit: str = "0",
-            stop: bool = True) -> Iterator[Mount]:
+def mounted(
+    store: Path, name: str, path: Path, *extra: str, autocommit: str = "0", stop: bool = True
+) -> Iterator[Mount]:
     path.mkdir(parents=True, exist_ok=True)
     log = path.parent / f"{path.name}.daemon.log"
     env = {**os.environ, "VOLFS_STORE": str(store)}
     with open(log, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "volfs", "mount", name, str(path), "--foreground",
-             "--autocommit", autocommit, *extra],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env)
+            [
+                sys.executable,
+                "-m",
+                "volfs",
+                "mount",
+                name,
+                str(path),
+                "--foreground",
+                "--autocommit",
+                autocommit,
+                *extra,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            env=env,
+        )
     mount = Mount(path, store, proc, log)
     try:
         deadline = time.monotonic() + MOUNT_DEADLINE
         while str(path) not in volfs_mountpoints() or not answers(path):
             if proc.poll() is not None:
-                raise AssertionError(f"the daemon exited with {proc.returncode}:\n{mount.log_text()}")
+                raise AssertionError(
+                    f"the daemon exited with {proc.returncode}:\n{mount.log_text()}"
+                )
             if time.monotonic() > deadline:
-                raise AssertionError(f"the mount was not ready in {MOUNT_DEADLINE}s:\n{mount.log_text()}")
+                raise AssertionError(
+                    f"the mount was not ready in {MOUNT_DEADLINE}s:\n{mount.log_text()}"
+                )
             time.sleep(0.02)
         yield mount
     except BaseException:

@@ -65,7 +65,8 @@ def test_create_refuses_an_existing_name_unless_allow_existing(vol: Volume) -> N
 
 @pytest.mark.parametrize("name", ["", "a" * 64, "has space", "sl/ash", "..", "é", "a\0b", "."])
 def test_bad_volume_names_are_refused_before_anything_is_written(
-        name: str, store_state: Callable[[], object]) -> None:
+    name: str, store_state: Callable[[], object]
+) -> None:
     before = store_state()
     with pytest.raises(volfs.InvalidError):
         Volume.objects.create(name)
@@ -148,7 +149,9 @@ def test_info_reports_size_files_head_and_format(vol: Volume) -> None:
 def test_listdir_iterdir_and_file_entries(vol: Volume) -> None:
     put(vol, {"top.txt": b"abc", "d/x.bin": b"12", "d/sub/y": b""})
     assert [(e.path, e.type) for e in vol.listdir("/")] == [
-        ("d", FileEntryType.DIRECTORY), ("top.txt", FileEntryType.FILE)]
+        ("d", FileEntryType.DIRECTORY),
+        ("top.txt", FileEntryType.FILE),
+    ]
     assert paths(vol) == ["d", "d/sub", "d/sub/y", "d/x.bin", "top.txt"]
     assert paths(vol, "d") == ["d/sub", "d/sub/y", "d/x.bin"]
     assert [e.path for e in vol.iterdir("/d/")] == ["d/sub", "d/x.bin"]
@@ -189,15 +192,16 @@ def test_reads_follow_relative_symlinks_inside_the_volume(vol: Volume) -> None:
     put(vol, {"real/file": b"content"})
     # Symlinks enter a volume through a mount or a copy; build them here with a commit.
     from volfs.core.changes import ALL_META, Dir, Put
-    from volfs.snapshots.commit import commit_changes
     from volfs.core.tree import Entry, Kind
+    from volfs.snapshots.commit import commit_changes
 
     def build(root: Entry) -> dict:
-        return {("links",): Dir(Entry("links", Kind.DIR, 0o755), None, ALL_META),
-                ("links", "to-file"): Put(Entry("to-file", Kind.SYMLINK, 0o777,
-                                                target="../real/file")),
-                ("links", "to-dir"): Put(Entry("to-dir", Kind.SYMLINK, 0o777, target="../real")),
-                ("links", "out"): Put(Entry("out", Kind.SYMLINK, 0o777, target="/etc/passwd"))}
+        return {
+            ("links",): Dir(Entry("links", Kind.DIR, 0o755), None, ALL_META),
+            ("links", "to-file"): Put(Entry("to-file", Kind.SYMLINK, 0o777, target="../real/file")),
+            ("links", "to-dir"): Put(Entry("to-dir", Kind.SYMLINK, 0o777, target="../real")),
+            ("links", "out"): Put(Entry("out", Kind.SYMLINK, 0o777, target="/etc/passwd")),
+        }
 
     commit_changes(vol._store.catalog, vol.object_id, build, origin="test")
     assert read(vol, "links/to-file") == b"content"
@@ -222,8 +226,9 @@ def test_snapshot_view_is_pinned_and_read_only(vol: Volume) -> None:
 
 
 # -- batch_upload -------------------------------------------------------------------------
-def test_batch_upload_from_paths_and_fileobjs_lands_as_one_commit(vol: Volume,
-                                                                  tmp_path: Path) -> None:
+def test_batch_upload_from_paths_and_fileobjs_lands_as_one_commit(
+    vol: Volume, tmp_path: Path
+) -> None:
     local = tmp_path / "script.sh"
     local.write_bytes(b"#!/bin/sh\n")
     local.chmod(0o750)
@@ -241,8 +246,9 @@ def test_batch_upload_from_paths_and_fileobjs_lands_as_one_commit(vol: Volume,
     assert vol.history()[0].origin == "api:put"
 
 
-def test_batch_upload_commits_nothing_if_the_block_raises(vol: Volume,
-                                                          store_state: Callable) -> None:
+def test_batch_upload_commits_nothing_if_the_block_raises(
+    vol: Volume, store_state: Callable
+) -> None:
     put(vol, {"keep": b"1"})
     heads = store_state()[0]
     with pytest.raises(ValueError), vol.batch_upload() as batch:
@@ -295,7 +301,8 @@ def test_bad_remote_paths_are_refused(vol: Volume, bad: str, store_state: Callab
 
 
 def test_put_directory_uploads_files_and_fifos_and_never_follows_symlinks(
-        vol: Volume, tmp_path: Path) -> None:
+    vol: Volume, tmp_path: Path
+) -> None:
     outside = tmp_path / "secret"
     outside.mkdir()
     (outside / "password").write_text("hunter2")
@@ -309,8 +316,14 @@ def test_put_directory_uploads_files_and_fifos_and_never_follows_symlinks(
     os.mkfifo(src / "fifo")
     with vol.batch_upload() as batch:
         batch.put_directory(src, "/dst")
-    assert paths(vol) == ["dst", "dst/a.txt", "dst/fifo", "dst/sub", "dst/sub/b.txt",
-                          "dst/sub/empty-dir"]
+    assert paths(vol) == [
+        "dst",
+        "dst/a.txt",
+        "dst/fifo",
+        "dst/sub",
+        "dst/sub/b.txt",
+        "dst/sub/empty-dir",
+    ]
     assert vol.stat("dst/fifo").type is volfs.FileEntryType.FIFO
     assert read(vol, "dst/sub/b.txt") == b"b"
     with pytest.raises(NotADirectoryError), vol.batch_upload() as batch:
@@ -318,7 +331,8 @@ def test_put_directory_uploads_files_and_fifos_and_never_follows_symlinks(
 
 
 def test_put_directory_checks_every_target_before_storing_anything(
-        vol: Volume, tmp_path: Path, store_state: Callable) -> None:
+    vol: Volume, tmp_path: Path, store_state: Callable
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     for i in range(5):
@@ -364,8 +378,19 @@ def test_copy_files_has_cp_semantics(vol: Volume) -> None:
     vol.copy_files(["d"], "d2", recursive=True)  # ... and again: into the existing one
     assert read(vol, "a2") == b"A"
     assert paths(vol, "d") == ["d/a", "d/b", "d/sub", "d/sub/y", "d/x"]
-    assert paths(vol, "d2") == ["d2/a", "d2/b", "d2/d", "d2/d/a", "d2/d/b", "d2/d/sub",
-                                "d2/d/sub/y", "d2/d/x", "d2/sub", "d2/sub/y", "d2/x"]
+    assert paths(vol, "d2") == [
+        "d2/a",
+        "d2/b",
+        "d2/d",
+        "d2/d/a",
+        "d2/d/b",
+        "d2/d/sub",
+        "d2/d/sub/y",
+        "d2/d/x",
+        "d2/sub",
+        "d2/sub/y",
+        "d2/x",
+    ]
     vol.copy_files(["b"], "a2")  # onto an existing file: replaced, as cp does
     assert read(vol, "a2") == b"B"
 
@@ -433,12 +458,17 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_concurrent_batch_uploads_from_4_processes_lose_nothing(store: Store,
-                                                                tmp_path: Path) -> None:
+def test_concurrent_batch_uploads_from_4_processes_lose_nothing(
+    store: Store, tmp_path: Path
+) -> None:
     vol = Volume.objects.create("shared")
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(w), "50", str(go)],
-                              stderr=subprocess.PIPE) for w in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(w), "50", str(go)], stderr=subprocess.PIPE
+        )
+        for w in range(4)
+    ]
     try:
         go.touch()
         for p in procs:
@@ -475,3 +505,28 @@ def test_one_change_in_a_volume_of_100k_files_writes_only_its_path(store: Store)
     assert batch.result is not None and batch.result.trees_written == depth
     assert store.catalog.stats["trees_written"] - before == depth
     assert read(vol, target) == b"changed" and vol.info().files == 100_000
+
+
+# -- Volume.mount when the mount cannot start (volfs.mount.launcher) -----------------------------
+def test_a_refused_mount_point_fails_before_any_daemon_starts(vol: Volume, store: Store) -> None:
+    with (
+        pytest.raises(volfs.InvalidError, match="refusing to mount on /proc"),
+        vol.mount("/proc/volfs-never"),
+    ):
+        pass
+    assert not list(store.run_dir.glob("daemon-*.log"))  # no daemon was spawned
+
+
+def test_a_daemon_that_fails_to_start_is_one_mount_error_with_its_reason(
+    vol: Volume, store: Store, tmp_path: Path
+) -> None:
+    from volfs import control
+    from volfs.mount import launcher
+
+    # The volume exists, so the check before spawning passes; the daemon itself refuses.
+    options = launcher.MountOptions(
+        str(store.root), "vol", "main", str(tmp_path / "m"), snapshot="sn-none"
+    )
+    with pytest.raises(volfs.MountError, match="mount failed: snapshot 'sn-none' not found"):
+        launcher.start(options, tmp_path / "daemon.log")
+    assert str(tmp_path / "m") not in control.volfs_mountpoints()

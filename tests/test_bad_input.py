@@ -21,9 +21,10 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from conftest_campaign import control_socket, summary
@@ -305,7 +306,7 @@ def test_every_cli_command_refuses_bad_input_in_one_line_and_changes_nothing(set
         bad = [
             f"volfs {' '.join(repr(a) if not a or ' ' in a else a for a in args)}: {problem}\n"
             f"    stderr: {proc.stderr.strip()[:300]!r}"
-            for args, proc in zip(cases, procs)
+            for args, proc in zip(cases, procs, strict=True)
             if (problem := verdict(proc))
         ]
         after = setup.state()

@@ -1,4 +1,8 @@
-"""The LMDB catalog: volumes and names, heads (compare-and-swap), history, trees, runtime tables."""
+"""The LMDB catalog: volumes and names, heads (compare-and-swap), history, trees, runtime tables.
+
+Most tests hold it as the interface (:class:`Catalog`); the ones that reach into LMDB (to
+damage a record) hold the backend (:class:`LmdbCatalog`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from volfs.catalog import (
     FORMAT_VERSION,
     Catalog,
     HeadMoved,
+    LmdbCatalog,
     MountId,
     MountRecord,
     SnapshotId,
@@ -23,15 +28,15 @@ from volfs.catalog import (
     VolumeId,
     new_id,
 )
+from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, TreeWriter, encode, tree_digest
 from volfs.errors import AlreadyExistsError, CorruptionError, NotFoundError
 from volfs.store import Store
-from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, TreeWriter, encode, tree_digest
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> LmdbCatalog:
     # One store for the module: LMDB environments stay open for the life of the process.
-    return Store.open(tmp_path_factory.mktemp("store")).catalog
+    return LmdbCatalog(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture
@@ -205,7 +210,7 @@ def test_missing_tree_is_not_found(catalog: Catalog) -> None:
 
 
 def test_a_damaged_tree_is_a_corruption_not_wrong_entries(tmp_path: Path) -> None:
-    catalog = Store.open(tmp_path).catalog
+    catalog = LmdbCatalog(tmp_path)
     tree = Tree.of([a_file("a", b"x")])
     digest = tree_digest(tree)
     damaged = encode(Tree.of([a_file("b", b"x")]))  # well-formed, but not what was stored
@@ -217,12 +222,12 @@ def test_a_damaged_tree_is_a_corruption_not_wrong_entries(tmp_path: Path) -> Non
 
 # --- one environment per process; several processes per store --------------------------------
 def test_the_same_store_opened_twice_shares_one_lmdb_env(tmp_path: Path) -> None:
-    first = Catalog(tmp_path)
-    second = Catalog(tmp_path)
+    first = LmdbCatalog(tmp_path)
+    second = LmdbCatalog(tmp_path)
     assert first.env is second.env and first.runtime is second.runtime
     # Through another spelling of the same path, too.
     os.symlink(tmp_path, tmp_path.parent / (tmp_path.name + "-link"))
-    third = Catalog(tmp_path.parent / (tmp_path.name + "-link"))
+    third = LmdbCatalog(tmp_path.parent / (tmp_path.name + "-link"))
     assert third.env is first.env
     volume = first.create_volume("main", "shared", "me")
     assert second.get_volume("main", "shared") == volume
@@ -311,7 +316,7 @@ def test_handles_add_list_remove(catalog: Catalog, env: str) -> None:
 
 
 def test_unregister_the_last_mount_in_the_table(tmp_path: Path) -> None:
-    catalog = Store.open(tmp_path).catalog
+    catalog = LmdbCatalog(tmp_path)
     only = a_mount("vo-x", "/only")
     catalog.register_mount(only)
     for fh in range(3):
@@ -320,3 +325,22 @@ def test_unregister_the_last_mount_in_the_table(tmp_path: Path) -> None:
     assert catalog.list_mounts() == [] and catalog.handles(only.id) == []
     with catalog.runtime.begin() as txn:
         assert txn.stat(catalog._handles)["entries"] == 0
+
+
+# --- the interface's gc side, as an embedded catalog answers it --------------------------------
+def test_an_embedded_catalog_declares_no_bucket_and_no_other_machines(catalog: Catalog) -> None:
+    assert catalog.bucket is None
+    assert catalog.live_pins(600.0, prune=True) == []
+    with catalog.gc_lock():  # nothing to wait for: it is taken at once
+        catalog.check()
+
+
+def test_delete_snapshots_keeps_heads_and_drops_their_marks(catalog: Catalog, env: str) -> None:
+    volume = catalog.create_volume(env, "v", "me")
+    first = catalog.head(volume.id)
+    second = commit_tree(catalog, volume.id, Tree.of([a_file("a", b"a")]))
+    catalog.mark_damaged(first.id, ["a test"])
+    gone = catalog.delete_snapshots([first.id, second.id, "sn-nonexistent"])
+    assert gone == [first.id]  # the head stays; what does not exist is not reported
+    assert catalog.find_snapshot(first.id) is None and first.id not in catalog.damaged()
+    assert catalog.head(volume.id).id == second.id

@@ -37,10 +37,17 @@ def run(*args: str, input: str | None = None) -> Outcome:
     return Outcome(result.exit_code, result.stdout, result.stderr)
 
 
-def run_process(*args: str, cwd: Path | None = None, stdin: int | None = subprocess.DEVNULL
-                ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "volfs", *args], cwd=cwd, stdin=stdin,
-                          capture_output=True, timeout=100, check=False)
+def run_process(
+    *args: str, cwd: Path | None = None, stdin: int | None = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "volfs", *args],
+        cwd=cwd,
+        stdin=stdin,
+        capture_output=True,
+        timeout=100,
+        check=False,
+    )
 
 
 def ok(*args: str, input: str | None = None) -> Outcome:
@@ -90,7 +97,8 @@ def ls_json(name: str, path: str = "/") -> list[dict]:
 
 # -- the round trip, for real -------------------------------------------------------------
 def test_put_get_round_trip_is_byte_identical_and_dedups_across_volumes(
-        store: Store, tmp_path: Path, blob_bytes: Callable[[], int]) -> None:
+    store: Store, tmp_path: Path, blob_bytes: Callable[[], int]
+) -> None:
     src = tmp_path / "src"
     (src / "ünïcødé dir" / "深い").mkdir(parents=True)
     (src / "empty-dir").mkdir()
@@ -136,15 +144,17 @@ def test_create_list_and_info(store: Store) -> None:
     listed = json.loads(ok("volume", "list", "--json").stdout)
     assert [v["name"] for v in listed] == ["two", "one"]
     assert listed[0]["id"].startswith("vo-") and listed[0]["size"] == 0
-    assert [v["name"] for v in json.loads(ok("volume", "list", "--env", "dev", "--json").stdout)
-            ] == ["elsewhere"]
+    assert [
+        v["name"] for v in json.loads(ok("volume", "list", "--env", "dev", "--json").stdout)
+    ] == ["elsewhere"]
     info = json.loads(ok("volume", "info", "one", "--json").stdout)
     assert info["name"] == "one" and info["files"] == 0 and info["format_version"] == 2
     assert "Files:" in ok("volume", "info", "one").stdout
 
 
-def test_volfs_env_and_store_options(store: Store, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_volfs_env_and_store_options(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VOLFS_ENV", "staging")
     ok("volume", "create", "v")
     assert [v.name for v in Volume.objects.list(environment_name="staging")] == ["v"]
@@ -306,8 +316,13 @@ BAD_INPUTS: list[tuple[str, list[str], int]] = [
 
 @pytest.mark.parametrize("argv, code", [pytest.param(a, c, id=i) for i, a, c in BAD_INPUTS])
 def test_bad_input_is_refused_with_one_line_and_changes_nothing(
-        vol: Volume, local_file: Path, tmp_path: Path, argv: list[str], code: int,
-        store_state: Callable[[], object]) -> None:
+    vol: Volume,
+    local_file: Path,
+    tmp_path: Path,
+    argv: list[str],
+    code: int,
+    store_state: Callable[[], object],
+) -> None:
     Volume.objects.create("other")
     argv = [a.format(local=local_file, tmp=tmp_path) for a in argv]
     before = store_state()
@@ -318,16 +333,19 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing(
     assert local_tree(tmp_path) == local_before
 
 
-@pytest.mark.parametrize("argv, code", [
-    (["volume", "create", "bad name"], 2),
-    (["volume", "ls", "nope"], 3),
-    (["volume", "put", "vol", "{local}", "/f.txt"], 4),
-    (["volume", "get", "vol", "/f.txt", "{local}"], 4),
-    (["volume", "ls", "vol", "../x"], 2),
-])
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["volume", "create", "bad name"], 2),
+        (["volume", "ls", "nope"], 3),
+        (["volume", "put", "vol", "{local}", "/f.txt"], 4),
+        (["volume", "get", "vol", "/f.txt", "{local}"], 4),
+        (["volume", "ls", "vol", "../x"], 2),
+    ],
+)
 def test_refusals_through_a_real_process_print_no_traceback(
-        vol: Volume, local_file: Path, argv: list[str], code: int,
-        store_state: Callable[[], object]) -> None:
+    vol: Volume, local_file: Path, argv: list[str], code: int, store_state: Callable[[], object]
+) -> None:
     before = store_state()
     proc = run_process(*[a.format(local=local_file) for a in argv])
     assert_refused(proc.returncode, proc.stderr.decode(), code)
@@ -343,8 +361,19 @@ def test_usage_errors_exit_2_and_help_works(store: Store) -> None:
     assert run("volume", "cp", "vol", "only-one").code == 2
     helped = run_process("volume", "--help")
     assert helped.returncode == 0
-    for command in (b"create", b"list", b"ls", b"put", b"get", b"rm", b"cp", b"rename",
-                    b"delete", b"info", b"log"):
+    for command in (
+        b"create",
+        b"list",
+        b"ls",
+        b"put",
+        b"get",
+        b"rm",
+        b"cp",
+        b"rename",
+        b"delete",
+        b"info",
+        b"log",
+    ):
         assert command in helped.stdout
     version = run_process("--version")
     assert version.returncode == 0 and b"volfs" in version.stdout
@@ -361,15 +390,16 @@ def test_unexpected_errors_are_one_line_too(vol: Volume, monkeypatch: pytest.Mon
 
 
 def test_progress_bar_only_for_large_transfers_on_a_terminal(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from volfs import cli as cli_module
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from volfs.cli._common import PROGRESS_MIN_BYTES, progress_bar
 
-    with cli_module._progress(1 << 40, "Uploading") as progress:
+    with progress_bar(1 << 40, "Uploading") as progress:
         assert progress is None  # stdout is not a terminal here
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    with cli_module._progress(1024, "Uploading") as progress:
+    with progress_bar(1024, "Uploading") as progress:
         assert progress is None  # too small to be worth a bar
-    with cli_module._progress(cli_module.PROGRESS_MIN_BYTES, "Uploading") as progress:
+    with progress_bar(PROGRESS_MIN_BYTES, "Uploading") as progress:
         assert progress is not None
-        progress(cli_module.PROGRESS_MIN_BYTES)
+        progress(PROGRESS_MIN_BYTES)
     assert "Uploading" in capsys.readouterr().out

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,17 +21,18 @@ from click.testing import CliRunner
 from mounting import mounted, run_volfs
 
 from volfs import Volume
-from volfs.snapshots import history
 from volfs.blobs import Digest, digest_of
-from volfs.catalog import Lease, SnapshotRecord
-from volfs.core.changes import Put
+from volfs.blobs.local import LocalBlobStore
+from volfs.catalog import Lease, LmdbCatalog, SnapshotRecord
 from volfs.cli import cli
-from volfs.maintenance.gc import DEFAULT_GRACE, collect, parse_duration
-from volfs.snapshots.commit import commit_changes
+from volfs.core.changes import Put
+from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, encode, lookup, tree_digest, walk
 from volfs.errors import CorruptionError, InvalidError
 from volfs.maintenance.fsck import fsck
+from volfs.maintenance.gc import DEFAULT_GRACE, collect, parse_duration
+from volfs.snapshots import history
+from volfs.snapshots.commit import commit_changes
 from volfs.store import Store
-from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, encode, lookup, tree_digest, walk
 
 HOUR = 3600.0
 
@@ -92,7 +93,9 @@ def test_gc_deletes_exactly_what_nothing_references(two_volumes: Store) -> None:
     stray = Tree((Entry("x", Kind.FILE, size=1000, chunks=((0, abandoned[0]),)),))
     store.catalog.put_trees({tree_digest(stray): encode(stray)})
     age_all_blobs(store)
-    kept_snapshots = [s for s in snapshots(store) if s.volume_id == store.catalog.get_volume("main", "keep").id]
+    kept_snapshots = [
+        s for s in snapshots(store) if s.volume_id == store.catalog.get_volume("main", "keep").id
+    ]
     live_trees, live_blobs = reachable(store, kept_snapshots)
     all_trees, all_blobs = set(store.catalog.tree_digests()), set(store.blobs.digests())
     gone_snapshots = len(snapshots(store)) - len(kept_snapshots)
@@ -112,8 +115,96 @@ def test_gc_deletes_exactly_what_nothing_references(two_volumes: Store) -> None:
     assert (again.blobs_deleted, again.trees_deleted, again.snapshots_dropped) == (0, 0, [])
 
 
+class MemoryBucket:
+    """An in-memory :class:`volfs.blobs.ObjectStore`: a distributed store's bucket, no S3."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], tuple[bytes, float]] = {}
+
+    def describe(self) -> str:
+        return "memory://bucket"
+
+    def get(self, kind: str, digest: str) -> bytes | None:
+        found = self.objects.get((kind, digest))
+        return found[0] if found is not None else None
+
+    def head(self, kind: str, digest: str) -> int | None:
+        found = self.objects.get((kind, digest))
+        return len(found[0]) if found is not None else None
+
+    def put(self, kind: str, digest: str, data: bytes, *, mtime: float | None = None) -> None:
+        self.objects[(kind, digest)] = (data, time.time() if mtime is None else mtime)
+
+    def delete(self, kind: str, digests: Sequence[str]) -> None:
+        for digest in digests:
+            self.objects.pop((kind, digest), None)
+
+    def list(self, kind: str) -> Iterator[tuple[Digest, int, float]]:
+        for (k, digest), (data, mtime) in sorted(self.objects.items()):
+            if k == kind:
+                yield Digest(digest), len(data), mtime
+
+    def check(self) -> None:
+        pass
+
+    def digests(self, kind: str) -> set[Digest]:
+        return {d for d, _, _ in self.list(kind)}
+
+
+def in_a_bucket(store: Store, monkeypatch: pytest.MonkeyPatch) -> MemoryBucket:
+    """Copies the store's trees and blobs into a bucket (written long ago) and gives the
+    store backends that declare it (the ``bucket`` capability), as remote.py wires S3."""
+    bucket = MemoryBucket()
+    for d in store.catalog.tree_digests():
+        raw = store.catalog.get_tree_raw(d)
+        assert raw is not None
+        bucket.put("trees", d, raw, mtime=time.time() - 2 * HOUR)
+    for d in store.blobs.digests():
+        bucket.put("blobs", d, store.blobs.get(d), mtime=time.time() - 2 * HOUR)
+    catalog = LmdbCatalog(store.root)
+    catalog.bucket = bucket
+    blobs = LocalBlobStore(store.root / "blobs", store.root / "tmp")
+    blobs.bucket = bucket
+    monkeypatch.setattr(store, "catalog", catalog)
+    monkeypatch.setattr(store, "blobs", blobs)
+    return bucket
+
+
+def test_the_bucket_sweeper_runs_where_the_store_declares_a_bucket(
+    two_volumes: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same plan, swept from the bucket (bucket_gc.py): chosen by the capability, driven
+    only through the interfaces; this machine's own files are not its business."""
+    store = two_volumes
+    Volume.objects.delete("gone", store=store)
+    abandoned = [store.blobs.put(os.urandom(1000)) for _ in range(3)]
+    stray = Tree((Entry("x", Kind.FILE, size=1000, chunks=((0, abandoned[0]),)),))
+    store.catalog.put_trees({tree_digest(stray): encode(stray)})
+    keep_id = store.catalog.get_volume("main", "keep").id
+    kept_snapshots = [s for s in snapshots(store) if s.volume_id == keep_id]
+    live_trees, live_blobs = reachable(store, kept_snapshots)
+    live_trees.add(tree_digest(EMPTY_TREE))  # never collected
+    bucket = in_a_bucket(store, monkeypatch)
+    local_blobs = set(store.blobs.digests())
+    young = store.blobs.put(b"written a moment ago, by a commit in flight")
+    bucket.put("blobs", young, b"written a moment ago, by a commit in flight")
+    all_trees, all_blobs = bucket.digests("trees"), bucket.digests("blobs")
+
+    report = collect(store, grace=HOUR / 2)
+    assert {d["reason"] for d in report.snapshots_dropped} == {"volume deleted"}
+    assert len(report.snapshots_dropped) == 3
+    assert {s.id for s in snapshots(store)} == {s.id for s in kept_snapshots}
+    assert bucket.digests("blobs") == live_blobs | {young} and report.blobs_young == 1
+    assert bucket.digests("trees") == live_trees
+    assert report.blobs_deleted == len(all_blobs - live_blobs - {young})
+    assert report.trees_deleted == len(all_trees - live_trees)
+    assert local_blobs <= set(store.blobs.digests())  # the local sweeper did not run
+    assert fsck(store, grace=HOUR / 2).clean  # the bucket checker, against the same listing
+
+
 def test_dry_run_counts_the_same_and_changes_nothing(
-        two_volumes: Store, store_state: Callable[[], object]) -> None:
+    two_volumes: Store, store_state: Callable[[], object]
+) -> None:
     store = two_volumes
     Volume.objects.delete("gone", store=store)
     age_all_blobs(store)
@@ -122,8 +213,12 @@ def test_dry_run_counts_the_same_and_changes_nothing(
     assert store_state() == before and set(store.catalog.tree_digests()) == trees
     assert len(snapshots(store)) == 7
     real = collect(store, grace=0)
-    assert (dry.blobs_deleted, dry.bytes_freed, dry.trees_deleted, len(dry.snapshots_dropped)) == \
-        (real.blobs_deleted, real.bytes_freed, real.trees_deleted, len(real.snapshots_dropped))
+    assert (dry.blobs_deleted, dry.bytes_freed, dry.trees_deleted, len(dry.snapshots_dropped)) == (
+        real.blobs_deleted,
+        real.bytes_freed,
+        real.trees_deleted,
+        len(real.snapshots_dropped),
+    )
     assert real.blobs_deleted == 1 and real.bytes_freed == 10_000
 
 
@@ -201,8 +296,11 @@ def test_retention_keep_last_3_frees_only_what_older_snapshots_used(store: Store
     report = collect(store, grace=0)
     assert len(report.snapshots_dropped) == 8 - 3  # create + versions 0..3 + … : 8 snapshots in all
     assert report.blobs_deleted == 4
-    assert set(store.blobs.digests()) == {digest_of(versions[4]), digest_of(versions[5]),
-                                          digest_of(b"added last")}
+    assert set(store.blobs.digests()) == {
+        digest_of(versions[4]),
+        digest_of(versions[5]),
+        digest_of(b"added last"),
+    }
     log = json.loads(CliRunner().invoke(cli, ["volume", "log", "v", "--json"]).stdout)
     assert len(log) == 3 and [e["origin"] for e in log] == ["api:put"] * 3
     text = CliRunner().invoke(cli, ["volume", "log", "v"]).stdout
@@ -231,14 +329,19 @@ def test_retention_refuses_bad_values(store: Store) -> None:
         history.set_retention(store.catalog, "v", keep_last=0)
     with pytest.raises(InvalidError):
         history.set_retention(store.catalog, "v", keep_days=-1)
-    assert history.get_retention(store.catalog, store.catalog.get_volume("main", "v").id).keeps_everything
-    assert parse_duration("10m") == 600 and parse_duration("2d") == 172800 and parse_duration("5") == 5
+    assert history.get_retention(
+        store.catalog, store.catalog.get_volume("main", "v").id
+    ).keeps_everything
+    assert (
+        parse_duration("10m") == 600 and parse_duration("2d") == 172800 and parse_duration("5") == 5
+    )
     with pytest.raises(InvalidError):
         parse_duration("soon")
 
 
 def test_a_rollback_landing_during_gc_keeps_what_it_names(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Between gc's mark phase and its sweep, a rollback names a snapshot gc decided to drop."""
     vol = Volume.objects.create("v", store=store)
     put(vol, "old/file.txt", b"the old content, only in the old snapshot")
@@ -263,7 +366,8 @@ def test_a_rollback_landing_during_gc_keeps_what_it_names(
 
 
 def test_a_view_tree_stored_by_a_commit_during_gc_is_kept(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A mount's view tree equal to an old unreferenced one, stored with a commit that lands
     between gc's mark phase and its sweep: its journal names it only a moment later."""
     vol = Volume.objects.create("v", store=store)
@@ -275,8 +379,13 @@ def test_a_view_tree_stored_by_a_commit_during_gc_is_kept(
 
     @contextmanager
     def racing_sweep() -> Iterator[object]:
-        commit_changes(store.catalog, vol.object_id, lambda head: {("g",): Put(Entry("g", Kind.FILE))},
-                       origin="mount", extra_trees={tree_digest(view): encode(view)})
+        commit_changes(
+            store.catalog,
+            vol.object_id,
+            lambda head: {("g",): Put(Entry("g", Kind.FILE))},
+            origin="mount",
+            extra_trees={tree_digest(view): encode(view)},
+        )
         with real_sweep() as sweep:
             yield sweep
 
@@ -287,10 +396,15 @@ def test_a_view_tree_stored_by_a_commit_during_gc_is_kept(
 
 
 def test_gc_deletes_nothing_when_a_tree_is_missing(
-        two_volumes: Store, store_state: Callable[[], object]) -> None:
+    two_volumes: Store, store_state: Callable[[], object]
+) -> None:
     store = two_volumes
     Volume.objects.delete("gone", store=store)
-    entry = lookup(store.catalog, store.catalog.head(store.catalog.get_volume("main", "keep").id).root, ("dir",))
+    entry = lookup(
+        store.catalog,
+        store.catalog.head(store.catalog.get_volume("main", "keep").id).root,
+        ("dir",),
+    )
     assert entry is not None and entry.tree is not None
     with store.catalog.env.begin(write=True) as txn:
         txn.delete(bytes.fromhex(entry.tree), db=store.catalog._trees)
@@ -309,7 +423,9 @@ def test_gc_cli_reports_in_text_and_json(two_volumes: Store) -> None:
     age_all_blobs(store)
     dry = CliRunner().invoke(cli, ["gc", "--dry-run", "--grace", "0"])
     assert dry.exit_code == 0
-    assert "Would drop 3 snapshots of" in dry.stdout and "Would delete 1 blob (9.8 KiB)" in dry.stdout
+    assert (
+        "Would drop 3 snapshots of" in dry.stdout and "Would delete 1 blob (9.8 KiB)" in dry.stdout
+    )
     done = json.loads(CliRunner().invoke(cli, ["gc", "--json", "--grace", "0"]).stdout)
     assert done["blobs_deleted"] == 1 and done["bytes_freed"] == 10_000 and not done["dry_run"]
     assert len(done["snapshots_dropped"]) == 3
@@ -337,7 +453,9 @@ def test_gc_keeps_what_a_live_mount_still_shows(store_path: Path, tmp_path: Path
 
 
 @pytest.mark.mount
-def test_gc_keeps_the_base_a_read_only_mount_reloaded_onto(store_path: Path, tmp_path: Path) -> None:
+def test_gc_keeps_the_base_a_read_only_mount_reloaded_onto(
+    store_path: Path, tmp_path: Path
+) -> None:
     """A read-only mount has no journal: only its mount record names its new base."""
     store = Store.open(store_path)
     vol = Volume.objects.create("vol", store=store)

@@ -7,10 +7,10 @@ import pytest
 from volfs.blobs import digest_of
 from volfs.catalog import Catalog, VolumeRecord
 from volfs.core.changes import Changes, Put, Remove, SetMeta, diff
-from volfs.snapshots.commit import CommitResult, commit_changes
-from volfs.errors import ConflictError
-from volfs.store import Store
 from volfs.core.tree import Entry, Kind, Tree, TreeWriter, dense, lookup, walk
+from volfs.errors import ConflictError
+from volfs.snapshots.commit import CommitResult, commit_changes
+from volfs.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,9 @@ def test_no_overwrite_is_recorded_over_content_the_writer_saw(
 def refuses(store: Store, volume: VolumeRecord, changes: Changes) -> None:
     before = store.catalog.head(volume.id)
     with pytest.raises(ConflictError) as info:
-        commit_changes(store.catalog, volume.id, lambda root: changes, origin="test", if_unchanged=True)
+        commit_changes(
+            store.catalog, volume.id, lambda root: changes, origin="test", if_unchanged=True
+        )
     assert isinstance(info.value, RuntimeError)
     assert store.catalog.head(volume.id) == before  # nothing moved
 
@@ -210,7 +212,9 @@ def test_if_unchanged_commits_when_only_other_paths_changed(
 
 
 # --- hard-link groups ---------------------------------------------------------------------------
-def test_link_groups_are_fixed_with_trees_only_the_commit_carries(store: Store, volume: VolumeRecord) -> None:
+def test_link_groups_are_fixed_with_trees_only_the_commit_carries(
+    store: Store, volume: VolumeRecord
+) -> None:
     """A mount's view trees reach the catalog in the commit's own transaction: the merge,
     which reads them to find a group's names, must see them before."""
     catalog = store.catalog
@@ -225,21 +229,29 @@ def test_link_groups_are_fixed_with_trees_only_the_commit_carries(store: Store, 
             dirs.setdefault(path[:-1], {})[path[-1]] = entry.with_(name=path[-1])
         for path in sorted(dirs, key=len, reverse=True):
             if path:
-                dirs[path[:-1]][path[-1]] = writer.dir_entry(Entry(path[-1], Kind.DIR, 0o755), Tree.of(dirs[path]))
+                dirs[path[:-1]][path[-1]] = writer.dir_entry(
+                    Entry(path[-1], Kind.DIR, 0o755), Tree.of(dirs[path])
+                )
         return writer.dir_entry(Entry("", Kind.DIR, 0o755), Tree.of(dirs[()]))
 
     first = TreeWriter(catalog)
     base = view({("a", "p"): one, ("b", "q"): one}, first)
-    commit_changes(store.catalog, volume.id, lambda root: diff(first, root, base), origin="test",
-                   extra_trees=first.pending)
+    commit_changes(
+        store.catalog,
+        volume.id,
+        lambda root: diff(first, root, base),
+        origin="test",
+        extra_trees=first.pending,
+    )
     # The next view rewrote p; b/ was never loaded, so q is as it was and not in the diff.
     second = TreeWriter(catalog)
     two = one.with_(size=3, chunks=dense([digest_of(b"two")]))
     new = view({("a", "p"): two, ("b", "q"): one}, second)
     changes = diff(second, base, new)
     assert set(changes) == {(), ("a",), ("a", "p")}
-    result = commit_changes(store.catalog, volume.id, lambda root: changes, origin="test",
-                            extra_trees=second.pending)
+    result = commit_changes(
+        store.catalog, volume.id, lambda root: changes, origin="test", extra_trees=second.pending
+    )
     assert result.committed and result.overwrites == []
     head = catalog.head(volume.id)
     assert entry_at(store, volume, "b/q") == two.with_(name="q")

@@ -628,13 +628,27 @@ def _mount_without_fuse(tmp_path: Path) -> tuple[Store, Overlay]:
     base = store.catalog.head(volume.id)
     overlay_dir = store.overlays_dir / "mo-crashtest"
     overlay_dir.mkdir()
-    record = MountRecord("mo-crashtest", volume.id, "v", "main", str(tmp_path / "m"), 1,
-                         0, base.id, False, "", str(overlay_dir), time.time())  # type: ignore[arg-type]
+    record = MountRecord(
+        "mo-crashtest",
+        volume.id,
+        "v",
+        "main",
+        str(tmp_path / "m"),
+        1,
+        0,
+        base.id,
+        False,
+        "",
+        str(overlay_dir),
+        time.time(),
+    )  # type: ignore[arg-type]
     (overlay_dir / "mount.json").write_text(json.dumps(record.__dict__))
     return store, Overlay(store, volume, base, overlay_dir)
 
 
-def test_two_recovers_never_commit_one_overlay_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_recovers_never_commit_one_overlay_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``volfs recover`` holds the overlay's lock, as its daemon did, while it commits: a
     recover that listed the overlay as orphaned a moment before another claimed it (the
     listing is made to race here) leaves it alone."""

@@ -128,8 +128,11 @@ def blob_count(store: Path) -> int:
     for prefix in os.listdir(store / "blobs"):
         if len(prefix) != 2 or not set(prefix) <= _HEX or not (store / "blobs" / prefix).is_dir():
             continue
-        count += sum(1 for name in os.listdir(store / "blobs" / prefix)
-                     if len(name) == 30 and set(name) <= _HEX)
+        count += sum(
+            1
+            for name in os.listdir(store / "blobs" / prefix)
+            if len(name) == 30 and set(name) <= _HEX
+        )
     return count
 
 
@@ -155,18 +158,24 @@ def pwrite(path: Path, data: bytes, offset: int) -> None:
         os.close(fd)
 
 
-def run(*argv: str | Path, timeout: float = 120,
-        **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(
+    *argv: str | Path, timeout: float = 120, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload]
-        [str(arg) for arg in argv], capture_output=True, text=True, timeout=timeout, **kwargs)
+        [str(arg) for arg in argv], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def bind_socket(directory: Path, name: str) -> None:
     """Creates a unix socket node by bind(), from a child whose cwd is ``directory`` (a
     sun_path holds 108 bytes only; tmp paths can be longer)."""
-    proc = run(sys.executable, "-c",
-               f"import socket; s = socket.socket(socket.AF_UNIX); s.bind({name!r}); s.close()",
-               cwd=directory, timeout=30)
+    proc = run(
+        sys.executable,
+        "-c",
+        f"import socket; s = socket.socket(socket.AF_UNIX); s.bind({name!r}); s.close()",
+        cwd=directory,
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -211,7 +220,7 @@ def fifo_round_trip(path: Path, payload: bytes = b"through the fifo\n" * 100) ->
                     time.sleep(0.01)  # no writer yet: EOF until one opens
                     continue
                 received.extend(block)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        except BaseException as exc:
             errors.append(exc)
 
     def writer() -> None:
@@ -220,14 +229,16 @@ def fifo_round_trip(path: Path, payload: bytes = b"through the fifo\n" * 100) ->
             try:
                 view = memoryview(payload)
                 while view:
-                    view = view[os.write(wfd, view):]
+                    view = view[os.write(wfd, view) :]
             finally:
                 os.close(wfd)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=reader, daemon=True),
-               threading.Thread(target=writer, daemon=True)]
+    threads = [
+        threading.Thread(target=reader, daemon=True),
+        threading.Thread(target=writer, daemon=True),
+    ]
     try:
         for thread in threads:
             thread.start()
@@ -422,8 +433,11 @@ NAME_UNICODE = "héllo wörld ☃ 日本語.txt"
 NAME_LATIN1 = b"caf\xe9"  # not UTF-8: names are bytes
 SPARSE_SIZE = 64 * MiB
 SPARSE_DATA = ((3 * MiB, pattern(1, MiB)), (50 * MiB + 7, pattern(2, 12345)))
-HUGE_DATA = ((0, pattern(3, 4 * KiB)), (512 * GiB + 123, pattern(4, 5000)),
-             (TiB - 4 * KiB, pattern(5, 4 * KiB)))
+HUGE_DATA = (
+    (0, pattern(3, 4 * KiB)),
+    (512 * GiB + 123, pattern(4, 5000)),
+    (TiB - 4 * KiB, pattern(5, 4 * KiB)),
+)
 
 
 def build_source(src: Path) -> None:
@@ -553,8 +567,16 @@ def tar_compare(archive: Path, dest: Path) -> None:
 
 
 def rsync_differences(src: Path, dest: Path) -> str:
-    proc = run("rsync", "-aHX", "--checksum", "--itemize-changes", "--dry-run",
-               f"{src}/", f"{dest}/", timeout=300)
+    proc = run(
+        "rsync",
+        "-aHX",
+        "--checksum",
+        "--itemize-changes",
+        "--dry-run",
+        f"{src}/",
+        f"{dest}/",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -570,8 +592,18 @@ def test_tar_round_trip_through_commit_and_reload(tmp_path: Path, a: Mount, b: M
     build_huge_source(srcbig)
     archive, bigarchive = tmp_path / "tree.tar", tmp_path / "huge.tar"
     for tarball, root in ((archive, src), (bigarchive, srcbig)):
-        proc = run("tar", "--format=posix", "--xattrs", "--sparse", "-cf", tarball, "-C", root, ".",
-                   timeout=300)
+        proc = run(
+            "tar",
+            "--format=posix",
+            "--xattrs",
+            "--sparse",
+            "-cf",
+            tarball,
+            "-C",
+            root,
+            ".",
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr  # ("socket ignored" is a warning only)
 
     dest, destbig = a.path / "tree", a.path / "huge"
@@ -579,8 +611,17 @@ def test_tar_round_trip_through_commit_and_reload(tmp_path: Path, a: Mount, b: M
     destbig.mkdir()
     proc = run("tar", "--xattrs", "--xattrs-include=*", "-xpf", archive, "-C", dest, timeout=300)
     assert proc.returncode == 0, f"tar -x into the mount failed:\n{proc.stderr}"
-    proc = run("tar", "--xattrs", "--xattrs-include=*", "--sparse", "-xpf", bigarchive,
-               "-C", destbig, timeout=300)
+    proc = run(
+        "tar",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--sparse",
+        "-xpf",
+        bigarchive,
+        "-C",
+        destbig,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"tar -x of the 1 TiB sparse file failed:\n{proc.stderr}"
     bind_socket_like_source(src, dest)
     tar_compare(archive, dest)
@@ -700,7 +741,8 @@ def test_touch_never_moves_mtime_behind_creation(a: Mount) -> None:
         if now < created:
             backwards.append((i, created, now))
     assert backwards == [], (
-        f"{len(backwards)} of 1000 touches went back in time, e.g. {backwards[:3]}")
+        f"{len(backwards)} of 1000 touches went back in time, e.g. {backwards[:3]}"
+    )
 
 
 # -- special files ---------------------------------------------------------------------------------

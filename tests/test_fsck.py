@@ -16,18 +16,30 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from volfs import Volume
 from volfs.blobs import Digest
-from volfs.catalog import SnapshotId, SnapshotRecord, new_id
+from volfs.blobs.local import LocalBlobStore
+from volfs.catalog import LmdbCatalog, SnapshotId, SnapshotRecord, new_id
 from volfs.cli import cli
 from volfs.config import CHUNK_SIZE
+from volfs.core.tree import (
+    EMPTY_TREE,
+    Entry,
+    Kind,
+    Tree,
+    TreeWriter,
+    encode,
+    lookup,
+    tree_digest,
+    walk,
+)
 from volfs.maintenance.fsck import fsck
 from volfs.store import Store
-from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, TreeWriter, encode, lookup, tree_digest, walk
 
 SHARED = b"the same bytes in two volumes\n"
 HOUR = 3600.0
@@ -95,7 +107,9 @@ def snapshots_using(store: Store, digest: Digest) -> set[str]:
 
 
 def affected(report, kind: str) -> set[tuple[str, str, bool]]:  # type: ignore[no-untyped-def]
-    return {(a.volume, a.path, a.head) for p in report.problems if p.kind == kind for a in p.affected}
+    return {
+        (a.volume, a.path, a.head) for p in report.problems if p.kind == kind for a in p.affected
+    }
 
 
 def delete_tree(store: Store, digest: Digest) -> None:
@@ -112,8 +126,9 @@ def test_a_fresh_store_with_volumes_and_snapshots_is_clean(populated: Store) -> 
     assert report.clean and report.problems == [] and report.damaged_snapshots == {}
     snapshots = all_snapshots(store)
     assert report.volumes == 3 and report.snapshots == len(snapshots) == 5 + 3 + 1
-    trees = {s.root.tree for s in snapshots} | {e.tree for s in snapshots
-                                                 for _, e in walk(store.catalog, s.root) if e.is_dir}
+    trees = {s.root.tree for s in snapshots} | {
+        e.tree for s in snapshots for _, e in walk(store.catalog, s.root) if e.is_dir
+    }
     blobs = {c for s in snapshots for _, e in walk(store.catalog, s.root) for _, c in e.chunks}
     assert report.trees == len(trees) and report.blobs == len(blobs)
     assert report.bytes_read == sum(store.blobs.size(d) for d in blobs)
@@ -125,7 +140,8 @@ def test_a_fresh_store_with_volumes_and_snapshots_is_clean(populated: Store) -> 
 
 
 def test_each_tree_and_blob_is_read_once_however_many_snapshots_share_it(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     vol = Volume.objects.create("deep", store=store)
     for i in range(4):
         put(vol, f"a/b/c/big{i}.bin", os.urandom(20_000))
@@ -142,7 +158,9 @@ def test_each_tree_and_blob_is_read_once_however_many_snapshots_share_it(
     report = fsck(store)
     assert report.clean and report.snapshots == 20
     assert max(reads.values()) == 1 and len(reads) == report.trees
-    distinct = {c for s in all_snapshots(store) for _, e in walk(store.catalog, s.root) for _, c in e.chunks}
+    distinct = {
+        c for s in all_snapshots(store) for _, e in walk(store.catalog, s.root) for _, c in e.chunks
+    }
     assert report.bytes_read == sum(store.blobs.size(d) for d in distinct)  # each blob read once
 
 
@@ -155,8 +173,11 @@ def test_a_corrupted_blob_names_every_volume_and_path_using_it(populated: Store)
     assert [p.kind for p in report.problems] == ["blob-damaged"]
     assert report.problems[0].subject == digest
     assert affected(report, "blob-damaged") == {
-        ("alpha", "d/a.txt", True), ("alpha", "d/a.txt", False), ("beta", "other/a.txt", True),
-        ("beta", "other/a.txt", False)}
+        ("alpha", "d/a.txt", True),
+        ("alpha", "d/a.txt", False),
+        ("beta", "other/a.txt", True),
+        ("beta", "other/a.txt", False),
+    }
     assert set(report.damaged_snapshots) == snapshots_using(store, digest)
     code, out, _ = run_cli("fsck")
     assert code == 8
@@ -166,10 +187,17 @@ def test_a_corrupted_blob_names_every_volume_and_path_using_it(populated: Store)
 
 def test_damage_exits_non_zero_with_one_error_line(populated: Store) -> None:
     flip_byte(blob_path(populated, "beta", "only-beta.txt"))
-    proc = subprocess.run([sys.executable, "-m", "volfs", "fsck"], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "volfs", "fsck"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 8
-    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("Error: fsck found 1 problem")
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith(
+        "Error: fsck found 1 problem"
+    )
     assert "beta:/only-beta.txt" in proc.stdout and "Traceback" not in proc.stderr
 
 
@@ -202,7 +230,9 @@ def test_a_missing_blob_is_found(populated: Store) -> None:
     os.unlink(blob_path(store, "alpha", "top.txt"))
     report = fsck(store)
     assert [p.kind for p in report.problems] == ["blob-missing"]
-    assert affected(report, "blob-missing") == {("alpha", "top.txt", True)}  # "top 2" is in the head only
+    assert affected(report, "blob-missing") == {
+        ("alpha", "top.txt", True)
+    }  # "top 2" is in the head only
     assert not report.clean
 
 
@@ -239,8 +269,14 @@ def test_directory_totals_that_do_not_add_up_are_found(populated: Store) -> None
     catalog = store.catalog
     volume = catalog.get_volume("main", "alpha")
     head = catalog.head(volume.id)
-    lying = SnapshotRecord(SnapshotId(new_id("sn")), volume.id, head.root.with_(files=999), head.id,
-                           time.time(), "a bug")
+    lying = SnapshotRecord(
+        SnapshotId(new_id("sn")),
+        volume.id,
+        head.root.with_(files=999),
+        head.id,
+        time.time(),
+        "a bug",
+    )
     catalog.advance_head(head.id, lying, {})
     report = fsck(store)
     assert [p.kind for p in report.problems] == ["dir-totals"]
@@ -248,7 +284,9 @@ def test_directory_totals_that_do_not_add_up_are_found(populated: Store) -> None
 
 
 # -- format 2: sparse chunks, special kinds, hard links ---------------------------------------
-def commit_raw(store: Store, volume_name: str, entries: list[Entry]) -> tuple[Store, SnapshotRecord]:
+def commit_raw(
+    store: Store, volume_name: str, entries: list[Entry]
+) -> tuple[Store, SnapshotRecord]:
     """A head whose directory ``d`` holds ``entries``, built without the merge: fsck must
     find what a buggy writer could store."""
     catalog = store.catalog
@@ -257,7 +295,9 @@ def commit_raw(store: Store, volume_name: str, entries: list[Entry]) -> tuple[St
     writer = TreeWriter(catalog)
     sub = writer.dir_entry(Entry("d", Kind.DIR, 0o755), Tree.of(entries))
     root = writer.dir_entry(head.root, Tree.of([sub]))
-    snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume.id, root, head.id, time.time(), "a bug")
+    snapshot = SnapshotRecord(
+        SnapshotId(new_id("sn")), volume.id, root, head.id, time.time(), "a bug"
+    )
     catalog.advance_head(head.id, snapshot, writer.pending)
     return store, snapshot
 
@@ -266,15 +306,25 @@ def test_sparse_files_with_short_blobs_and_every_kind_are_clean(populated: Store
     store = populated
     short = store.blobs.put(b"a blob much shorter than its 8 MiB span")
     tail = store.blobs.put(b"7 bytes")
-    linked = Entry("l1", Kind.FILE, 0o644, size=CHUNK_SIZE * 3, chunks=((2, short),), link=0x11, nlink=2)
-    commit_raw(store, "gamma", [
-        Entry("sparse", Kind.FILE, 0o644, size=CHUNK_SIZE * 5 + 7, chunks=((1, short), (5, tail))),
-        Entry("hole", Kind.FILE, 0o644, size=1 << 40),
-        Entry("fifo", Kind.FIFO, 0o644), Entry("sock", Kind.SOCKET, 0o755),
-        Entry("null", Kind.CHAR_DEVICE, 0o666, rdev=os.makedev(1, 3)),
-        Entry("loop", Kind.BLOCK_DEVICE, 0o660, rdev=os.makedev(7, 0)),
-        linked, linked.with_(name="l2"),
-    ])
+    linked = Entry(
+        "l1", Kind.FILE, 0o644, size=CHUNK_SIZE * 3, chunks=((2, short),), link=0x11, nlink=2
+    )
+    commit_raw(
+        store,
+        "gamma",
+        [
+            Entry(
+                "sparse", Kind.FILE, 0o644, size=CHUNK_SIZE * 5 + 7, chunks=((1, short), (5, tail))
+            ),
+            Entry("hole", Kind.FILE, 0o644, size=1 << 40),
+            Entry("fifo", Kind.FIFO, 0o644),
+            Entry("sock", Kind.SOCKET, 0o755),
+            Entry("null", Kind.CHAR_DEVICE, 0o666, rdev=os.makedev(1, 3)),
+            Entry("loop", Kind.BLOCK_DEVICE, 0o660, rdev=os.makedev(7, 0)),
+            linked,
+            linked.with_(name="l2"),
+        ],
+    )
     report = fsck(store)
     assert report.clean, [p.summary for p in report.problems]
     assert fsck(store, quick=True).clean
@@ -283,8 +333,11 @@ def test_sparse_files_with_short_blobs_and_every_kind_are_clean(populated: Store
 def test_chunk_indexes_past_the_size_or_out_of_order_are_found(populated: Store) -> None:
     store = populated
     blob = store.blobs.put(b"x" * 10)
-    commit_raw(store, "gamma", [Entry("past", Kind.FILE, 0o644, size=CHUNK_SIZE + 1,
-                                      chunks=((0, blob), (2, blob)))])
+    commit_raw(
+        store,
+        "gamma",
+        [Entry("past", Kind.FILE, 0o644, size=CHUNK_SIZE + 1, chunks=((0, blob), (2, blob)))],
+    )
     report = fsck(store)
     assert [p.kind for p in report.problems] == ["chunk-index"]
     assert "names chunk 2" in report.problems[0].detail
@@ -301,11 +354,15 @@ def test_chunk_indexes_past_the_size_or_out_of_order_are_found(populated: Store)
 def test_a_blob_longer_than_its_span_is_found(populated: Store) -> None:
     store = populated
     blob = store.blobs.put(b"y" * 100)
-    commit_raw(store, "gamma", [Entry("f", Kind.FILE, 0o644, size=CHUNK_SIZE + 50,
-                                      chunks=((1, blob),))])  # chunk 1 covers 50 bytes
+    commit_raw(
+        store, "gamma", [Entry("f", Kind.FILE, 0o644, size=CHUNK_SIZE + 50, chunks=((1, blob),))]
+    )  # chunk 1 covers 50 bytes
     report = fsck(store)
     assert [p.kind for p in report.problems] == ["file-size"]
-    assert "chunk 1 covers 50" in report.problems[0].detail and "holds 100" in report.problems[0].detail
+    assert (
+        "chunk 1 covers 50" in report.problems[0].detail
+        and "holds 100" in report.problems[0].detail
+    )
 
 
 def test_a_special_file_with_content_is_found(populated: Store) -> None:
@@ -316,7 +373,9 @@ def test_a_special_file_with_content_is_found(populated: Store) -> None:
     assert "'fifo' is a fifo but carries content" in report.problems[0].detail
     from volfs.maintenance.fsck import FsckReport, _Checker
 
-    checker = _Checker(store, FsckReport(str(store.root), False))  # rdev on a socket: in memory only
+    checker = _Checker(
+        store, FsckReport(str(store.root), False)
+    )  # rdev on a socket: in memory only
     assert checker._check_entries(Digest("00" * 16), Tree((Entry("s", Kind.SOCKET, rdev=5),)))
     assert "a device number" in checker.report.problems[0].detail
 
@@ -329,25 +388,40 @@ def test_a_link_group_whose_names_disagree_is_found(populated: Store) -> None:
     volume = catalog.get_volume("main", "gamma")
     head = catalog.head(volume.id)
     writer = TreeWriter(catalog)
-    sub = writer.dir_entry(Entry("d", Kind.DIR, 0o755),
-                           Tree.of([a.with_(name="b", chunks=((0, two),)),   # other content
-                                    a.with_(name="c")]))
+    sub = writer.dir_entry(
+        Entry("d", Kind.DIR, 0o755),
+        Tree.of(
+            [
+                a.with_(name="b", chunks=((0, two),)),  # other content
+                a.with_(name="c"),
+            ]
+        ),
+    )
     ok = Entry("ok", Kind.FILE, 0o644, size=3, chunks=((0, one),), link=0x33, nlink=1)
     root = writer.dir_entry(head.root, Tree.of([a, sub, ok]))
-    snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume.id, root, head.id, time.time(), "a bug")
+    snapshot = SnapshotRecord(
+        SnapshotId(new_id("sn")), volume.id, root, head.id, time.time(), "a bug"
+    )
     catalog.advance_head(head.id, snapshot, writer.pending)
     report = fsck(store)
     assert [p.kind for p in report.problems] == ["link-group"]
     problem = report.problems[0]
     assert problem.subject == "0x21" and "their content differs" in problem.detail
-    assert affected(report, "link-group") == {("gamma", "a", True), ("gamma", "d/b", True),
-                                              ("gamma", "d/c", True)}
+    assert affected(report, "link-group") == {
+        ("gamma", "a", True),
+        ("gamma", "d/b", True),
+        ("gamma", "d/c", True),
+    }
     assert snapshot.id in report.damaged_snapshots
     # The counts: three names that say 2.
-    fixed = writer.dir_entry(Entry("d", Kind.DIR, 0o755), Tree.of([a.with_(name="b", nlink=2),
-                                                                   a.with_(name="c", nlink=2)]))
+    fixed = writer.dir_entry(
+        Entry("d", Kind.DIR, 0o755),
+        Tree.of([a.with_(name="b", nlink=2), a.with_(name="c", nlink=2)]),
+    )
     root2 = writer.dir_entry(root, Tree.of([a.with_(nlink=2), fixed, ok]))
-    later = SnapshotRecord(SnapshotId(new_id("sn")), volume.id, root2, snapshot.id, time.time(), "a bug")
+    later = SnapshotRecord(
+        SnapshotId(new_id("sn")), volume.id, root2, snapshot.id, time.time(), "a bug"
+    )
     catalog.advance_head(snapshot.id, later, writer.pending)
     report = fsck(store)
     details = sorted(p.detail for p in report.problems)
@@ -362,8 +436,14 @@ def test_a_directory_whose_link_count_is_wrong_is_found(populated: Store) -> Non
     _, snapshot = commit_raw(store, "gamma", [linked, linked.with_(name="y")])
     catalog = store.catalog
     head = catalog.head(snapshot.volume_id)
-    lying = SnapshotRecord(SnapshotId(new_id("sn")), snapshot.volume_id, head.root.with_(links=1),
-                           head.id, time.time(), "a bug")
+    lying = SnapshotRecord(
+        SnapshotId(new_id("sn")),
+        snapshot.volume_id,
+        head.root.with_(links=1),
+        head.id,
+        time.time(),
+        "a bug",
+    )
     catalog.advance_head(head.id, lying, {})
     report = fsck(store)
     kinds = [p.kind for p in report.problems]
@@ -383,7 +463,9 @@ def make_orphans(store: Store, *, age: float = 2 * HOUR) -> dict[str, object]:
     os.utime(temp, (time.time() - age,) * 2)
     overlay = store.overlays_dir / "mo-crashedmount0001"
     overlay.mkdir()
-    (overlay / "mount.json").write_text(json.dumps({"base": "sn-gone", "volume_name": "alpha", "path": "/mnt/x"}))
+    (overlay / "mount.json").write_text(
+        json.dumps({"base": "sn-gone", "volume_name": "alpha", "path": "/mnt/x"})
+    )
     return {"blob": blob, "tree": tree_digest(tree), "temp": temp, "overlay": overlay}
 
 
@@ -406,14 +488,18 @@ def test_orphans_are_reported_but_are_not_damage(populated: Store) -> None:
     assert store.blobs.has(made["blob"])  # type: ignore[arg-type]  # reporting deletes nothing
 
 
-def test_repair_drops_orphans_and_marks_damage_without_touching_referenced_data(populated: Store) -> None:
+def test_repair_drops_orphans_and_marks_damage_without_touching_referenced_data(
+    populated: Store,
+) -> None:
     store = populated
     made = make_orphans(store)
     damaged_blob = head_entry(store, "alpha", "d/a.txt").chunks[0][1]
     using = snapshots_using(store, damaged_blob)
     assert len(using) == 6  # alpha's 4 snapshots since d/a.txt, beta's 2
     flip_byte(store.blobs.path(damaged_blob))
-    referenced = {c for s in all_snapshots(store) for _, e in walk(store.catalog, s.root) for _, c in e.chunks}
+    referenced = {
+        c for s in all_snapshots(store) for _, e in walk(store.catalog, s.root) for _, c in e.chunks
+    }
     code, out, _ = run_cli("fsck", "--repair", "--grace", "0")
     assert code == 8
     assert "Repair: deleted 1 orphan blobs (21 bytes), 1 orphan trees, 1 temp files" in out
@@ -426,7 +512,11 @@ def test_repair_drops_orphans_and_marks_damage_without_touching_referenced_data(
     assert set(store.catalog.damaged()) == using
     again = fsck(store, grace=0)
     assert [p.kind for p in again.problems] == ["blob-damaged"]
-    assert (again.orphans["blobs"], again.orphans["trees"], again.orphans["temp_files"]) == (0, 0, 0)
+    assert (again.orphans["blobs"], again.orphans["trees"], again.orphans["temp_files"]) == (
+        0,
+        0,
+        0,
+    )
     # Restored from a backup: repair clears the marks.
     rewrite(store.blobs.path(damaged_blob), SHARED)
     cleared = fsck(store, repair=True, grace=0)
@@ -460,11 +550,45 @@ def test_fresh_records_are_little_endian_times(store: Store) -> None:
     assert before <= struct.unpack("<d", raw)[0] <= time.time()
 
 
-def test_a_distributed_store_is_refused_in_one_line(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    class RemoteCatalog(type(store.catalog)):  # type: ignore[misc]
-        pass
+class NoBucket:
+    """An :class:`volfs.blobs.ObjectStore` nothing may reach: the refusal comes first."""
 
-    monkeypatch.setattr(store.catalog, "__class__", RemoteCatalog)
+    def describe(self) -> str:
+        return "s3://elsewhere/prefix"
+
+    def _reached(self, *args: object) -> Any:
+        raise AssertionError("the store was refused: nothing may reach its bucket")
+
+    get = head = put = delete = list = check = _reached
+
+
+class BlobsInABucket(LocalBlobStore):
+    """This store's blob files, declared (the capability) to be a bucket's cache."""
+
+    reads_are_local = False
+    bucket = NoBucket()
+
+
+class TreesInABucket(LmdbCatalog):
+    """This store's LMDB catalog, declared (the capability) to keep its trees in a bucket."""
+
+    bucket = NoBucket()
+
+
+@pytest.mark.parametrize("half", ["blobs", "catalog"])
+def test_a_half_distributed_store_is_refused_in_one_line(
+    store: Store, monkeypatch: pytest.MonkeyPatch, half: str
+) -> None:
+    """Neither sweeper nor checker runs on a store whose catalog and blobs disagree about
+    where their objects are (the local one would collect a cache, the bucket one miss
+    what is only here): the interfaces' ``bucket`` capability says so, no type is asked."""
+    if half == "blobs":
+        monkeypatch.setattr(
+            store, "blobs", BlobsInABucket(store.root / "blobs", store.root / "tmp")
+        )
+    else:
+        monkeypatch.setattr(store, "catalog", TreesInABucket(store.root))
     for command in ("fsck", "gc"):
         code, _, err = run_cli(command)
         assert code == 2 and err.startswith("Error: `volfs") and "distributed mode" in err
+        assert len(err.strip().splitlines()) == 1

@@ -24,12 +24,12 @@ import volfs
 from volfs import FileEntryType, Volume
 from volfs.blobs import Digest, digest_of
 from volfs.catalog import entry_from_json, entry_to_json
-from volfs.core.changes import ALL_META, Changes, Dir, Put
-from volfs.snapshots.commit import commit_changes
 from volfs.config import CHUNK_SIZE, READ_CHUNK
-from volfs.maintenance.fsck import fsck
-from volfs.store import Store
+from volfs.core.changes import ALL_META, Changes, Dir, Put
 from volfs.core.tree import Entry, Kind, lookup
+from volfs.maintenance.fsck import fsck
+from volfs.snapshots.commit import commit_changes
+from volfs.store import Store
 
 
 @pytest.fixture
@@ -47,8 +47,12 @@ def commit_entries(vol: Volume, entries: dict[str, Entry]) -> None:
             for i in range(1, len(parts)):
                 parent = parts[:i]
                 here = lookup(vol._store.catalog, root, parent)
-                changes.setdefault(parent, Dir(here, here, frozenset()) if here is not None else
-                                   Dir(Entry(parent[-1], Kind.DIR, 0o755), None, ALL_META))
+                changes.setdefault(
+                    parent,
+                    Dir(here, here, frozenset())
+                    if here is not None
+                    else Dir(Entry(parent[-1], Kind.DIR, 0o755), None, ALL_META),
+                )
             changes[parts] = Put(entry.with_(name=parts[-1]))
         return changes
 
@@ -64,15 +68,15 @@ def head_entry(vol: Volume, path: str) -> Entry:
 
 # -- sparse files --------------------------------------------------------------------------
 def test_read_file_yields_holes_and_short_blobs_as_zeros(vol: Volume, store: Store) -> None:
-    short = store.blobs.put(b"x" * 100)           # chunk 1, much shorter than its 8 MiB span
-    tail = store.blobs.put(b"y" * 10)             # chunk 3: the last 10 bytes
+    short = store.blobs.put(b"x" * 100)  # chunk 1, much shorter than its 8 MiB span
+    tail = store.blobs.put(b"y" * 10)  # chunk 3: the last 10 bytes
     size = 3 * CHUNK_SIZE + 10
-    commit_entries(vol, {"sparse": Entry("", Kind.FILE, 0o644, size=size,
-                                         chunks=((1, short), (3, tail)))})
+    commit_entries(
+        vol, {"sparse": Entry("", Kind.FILE, 0o644, size=size, chunks=((1, short), (3, tail)))}
+    )
     pieces = list(vol.read_file("sparse"))
     assert max(len(p) for p in pieces) <= READ_CHUNK
-    want = (bytes(CHUNK_SIZE) + b"x" * 100 + bytes(CHUNK_SIZE - 100) + bytes(CHUNK_SIZE)
-            + b"y" * 10)
+    want = bytes(CHUNK_SIZE) + b"x" * 100 + bytes(CHUNK_SIZE - 100) + bytes(CHUNK_SIZE) + b"y" * 10
     assert b"".join(pieces) == want
     assert vol.stat("sparse").size == size
     out = io.BytesIO()
@@ -83,8 +87,7 @@ def test_a_huge_hole_is_yielded_in_pieces_never_allocated_whole(vol: Volume, sto
     data = store.blobs.put(b"end")
     size = 64 << 30  # 64 GiB: one 3-byte blob at the very last chunk
     last = (size - 1) // CHUNK_SIZE
-    commit_entries(vol, {"huge": Entry("", Kind.FILE, 0o644, size=size,
-                                       chunks=((last, data),))})
+    commit_entries(vol, {"huge": Entry("", Kind.FILE, 0o644, size=size, chunks=((last, data),))})
     tracemalloc.start()
     try:
         total = 0
@@ -118,7 +121,9 @@ def test_gc_keeps_the_blobs_of_sparse_chunks(vol: Volume, store: Store) -> None:
 
     kept = store.blobs.put(b"live data in chunk 5")
     orphan = store.blobs.put(b"nothing names me")
-    commit_entries(vol, {"f": Entry("", Kind.FILE, 0o644, size=6 * CHUNK_SIZE, chunks=((5, kept),))})
+    commit_entries(
+        vol, {"f": Entry("", Kind.FILE, 0o644, size=6 * CHUNK_SIZE, chunks=((5, kept),))}
+    )
     report = collect.collect(store, grace=0, now=time.time() + 10)
     assert report.blobs_deleted == 1
     assert store.blobs.has(kept) and not store.blobs.has(orphan)
@@ -128,21 +133,34 @@ def test_gc_keeps_the_blobs_of_sparse_chunks(vol: Volume, store: Store) -> None:
 # -- kinds ---------------------------------------------------------------------------------
 def test_file_entry_types_have_modals_values_and_devices_beyond() -> None:
     assert {t.name: t.value for t in FileEntryType} == {
-        "UNSPECIFIED": 0, "FILE": 1, "DIRECTORY": 2, "SYMLINK": 3, "FIFO": 4, "SOCKET": 5,
-        "CHARACTER_DEVICE": 6, "BLOCK_DEVICE": 7}
+        "UNSPECIFIED": 0,
+        "FILE": 1,
+        "DIRECTORY": 2,
+        "SYMLINK": 3,
+        "FIFO": 4,
+        "SOCKET": 5,
+        "CHARACTER_DEVICE": 6,
+        "BLOCK_DEVICE": 7,
+    }
 
 
 def test_listdir_lists_every_kind_with_its_device_number(vol: Volume) -> None:
-    commit_entries(vol, {
-        "d/fifo": Entry("", Kind.FIFO, 0o640, mtime_ns=5 * 10**9),
-        "d/sock": Entry("", Kind.SOCKET, 0o755),
-        "d/null": Entry("", Kind.CHAR_DEVICE, 0o666, rdev=os.makedev(1, 3)),
-        "d/loop": Entry("", Kind.BLOCK_DEVICE, 0o660, rdev=os.makedev(7, 42)),
-    })
+    commit_entries(
+        vol,
+        {
+            "d/fifo": Entry("", Kind.FIFO, 0o640, mtime_ns=5 * 10**9),
+            "d/sock": Entry("", Kind.SOCKET, 0o755),
+            "d/null": Entry("", Kind.CHAR_DEVICE, 0o666, rdev=os.makedev(1, 3)),
+            "d/loop": Entry("", Kind.BLOCK_DEVICE, 0o660, rdev=os.makedev(7, 42)),
+        },
+    )
     listed = {e.path: e for e in vol.listdir("d")}
     assert {p: e.type for p, e in listed.items()} == {
-        "d/fifo": FileEntryType.FIFO, "d/loop": FileEntryType.BLOCK_DEVICE,
-        "d/null": FileEntryType.CHARACTER_DEVICE, "d/sock": FileEntryType.SOCKET}
+        "d/fifo": FileEntryType.FIFO,
+        "d/loop": FileEntryType.BLOCK_DEVICE,
+        "d/null": FileEntryType.CHARACTER_DEVICE,
+        "d/sock": FileEntryType.SOCKET,
+    }
     assert (listed["d/fifo"].mode, listed["d/fifo"].mtime, listed["d/fifo"].size) == (0o640, 5, 0)
     assert listed["d/loop"].rdev == os.makedev(7, 42) and listed["d/null"].rdev == os.makedev(1, 3)
     assert [e.type for e in vol.iterdir("d/null")] == [FileEntryType.CHARACTER_DEVICE]
@@ -150,11 +168,19 @@ def test_listdir_lists_every_kind_with_its_device_number(vol: Volume) -> None:
     assert vol.info().files == 0  # special files hold no bytes and count as no files
 
 
-def test_copy_files_copies_special_entries_and_leaves_link_groups(vol: Volume, store: Store) -> None:
+def test_copy_files_copies_special_entries_and_leaves_link_groups(
+    vol: Volume, store: Store
+) -> None:
     blob = store.blobs.put(b"shared")
     linked = Entry("", Kind.FILE, 0o644, size=6, chunks=((0, blob),), link=0x1235, nlink=2)
-    commit_entries(vol, {"a": linked, "b": linked,
-                         "dev": Entry("", Kind.CHAR_DEVICE, 0o600, rdev=os.makedev(1, 5))})
+    commit_entries(
+        vol,
+        {
+            "a": linked,
+            "b": linked,
+            "dev": Entry("", Kind.CHAR_DEVICE, 0o600, rdev=os.makedev(1, 5)),
+        },
+    )
     vol.copy_files(["a"], "copy")
     vol.copy_files(["dev"], "dev2")
     copy = head_entry(vol, "copy")
@@ -165,7 +191,9 @@ def test_copy_files_copies_special_entries_and_leaves_link_groups(vol: Volume, s
 
 
 # -- put_directory: special files and hard links ----------------------------------------------
-def test_put_directory_uploads_fifos_and_devices_and_skips_sockets(vol: Volume, tmp_path: Path) -> None:
+def test_put_directory_uploads_fifos_and_devices_and_skips_sockets(
+    vol: Volume, tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     os.mkfifo(src / "fifo", 0o640)
@@ -185,13 +213,19 @@ def test_put_directory_uploads_fifos_and_devices_and_skips_sockets(vol: Volume, 
     assert sorted(listed) == ["up/blk", "up/fifo", "up/null"]  # the socket is skipped
     fifo, null, blk = listed["up/fifo"], listed["up/null"], listed["up/blk"]
     assert (fifo.type, fifo.mode, fifo.mtime) == (FileEntryType.FIFO, 0o640, 1234)
-    assert (null.type, null.mode, null.rdev) == (FileEntryType.CHARACTER_DEVICE, 0o620, os.makedev(1, 3))
+    assert (null.type, null.mode, null.rdev) == (
+        FileEntryType.CHARACTER_DEVICE,
+        0o620,
+        os.makedev(1, 3),
+    )
     assert (blk.type, blk.rdev) == (FileEntryType.BLOCK_DEVICE, os.makedev(7, 200))
     entry = head_entry(vol, "up/null")
     assert (entry.uid, entry.gid, entry.size, entry.chunks) == (os.getuid(), os.getgid(), 0, ())
 
 
-def test_put_directory_keeps_hard_links_and_reads_a_linked_file_once(vol: Volume, tmp_path: Path) -> None:
+def test_put_directory_keeps_hard_links_and_reads_a_linked_file_once(
+    vol: Volume, tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     data = os.urandom(100_000)
@@ -226,16 +260,35 @@ def test_put_directory_keeps_hard_links_and_reads_a_linked_file_once(vol: Volume
 
 # -- catalog records and the store format ---------------------------------------------------
 def test_entry_json_round_trips_the_format_2_fields() -> None:
-    device = Entry("", Kind.BLOCK_DEVICE, 0o660, 1, 2, 3, rdev=os.makedev(8, 1), link=0x77, nlink=3,
-                   xattrs=(("user.a", b"\x00\x01"),))
+    device = Entry(
+        "",
+        Kind.BLOCK_DEVICE,
+        0o660,
+        1,
+        2,
+        3,
+        rdev=os.makedev(8, 1),
+        link=0x77,
+        nlink=3,
+        xattrs=(("user.a", b"\x00\x01"),),
+    )
     directory = Entry("", Kind.DIR, 0o755, tree=Digest("ab" * 16), size=10, files=2, links=5)
     sparse = Entry("", Kind.FILE, size=CHUNK_SIZE * 4, chunks=((2, Digest("cd" * 16)),))
     symlink = Entry("", Kind.SYMLINK, 0o777, target="../x")
     for entry in (device, directory, sparse, symlink):
         assert entry_from_json(json.loads(json.dumps(entry_to_json(entry)))) == entry
     # A format 1 record (a snapshot's root) has none of the new fields: their defaults.
-    old = {"kind": 2, "mode": 493, "uid": 0, "gid": 0, "mtime_ns": 7, "size": 3,
-           "tree": "ef" * 16, "files": 1, "xattrs": []}
+    old = {
+        "kind": 2,
+        "mode": 493,
+        "uid": 0,
+        "gid": 0,
+        "mtime_ns": 7,
+        "size": 3,
+        "tree": "ef" * 16,
+        "files": 1,
+        "xattrs": [],
+    }
     loaded = entry_from_json(old)
     assert (loaded.kind, loaded.tree, loaded.size, loaded.files) == (Kind.DIR, "ef" * 16, 3, 1)
     assert (loaded.link, loaded.nlink, loaded.rdev, loaded.links) == (0, 1, 0, 0)
@@ -245,8 +298,13 @@ def _vt1(entries: list[tuple[bytes, int, int, int, bytes]]) -> bytes:
     """A format 1 tree, encoded by README's format 1 grammar (not by tree.py)."""
     out = [b"VT1\n", struct.pack("<I", len(entries))]
     for name, kind, mode, size, payload in sorted(entries):
-        out += [struct.pack("<H", len(name)), name, struct.pack("<BIIIqQ", kind, mode, 0, 0, 10**9, size),
-                payload, struct.pack("<H", 0)]
+        out += [
+            struct.pack("<H", len(name)),
+            name,
+            struct.pack("<BIIIqQ", kind, mode, 0, 0, 10**9, size),
+            payload,
+            struct.pack("<H", 0),
+        ]
     return b"".join(out)
 
 
@@ -256,20 +314,40 @@ def _make_format_1_store(path: Path, data: bytes) -> tuple[str, Digest]:
     format 2 fields. Returns the volume id and the root tree's digest."""
     store = Store(path)
     volume = Volume.objects.create("old", store=store)
-    chunks = [store.blobs.put(data[i:i + CHUNK_SIZE]) for i in range(0, len(data), CHUNK_SIZE)]
+    chunks = [store.blobs.put(data[i : i + CHUNK_SIZE]) for i in range(0, len(data), CHUNK_SIZE)]
     file_payload = struct.pack("<I", len(chunks)) + b"".join(bytes.fromhex(c) for c in chunks)
-    sub = _vt1([(b"big.bin", 1, 0o600, len(data), file_payload),
-                (b"ln", 3, 0o777, 0, struct.pack("<H", 7) + b"big.bin")])
+    sub = _vt1(
+        [
+            (b"big.bin", 1, 0o600, len(data), file_payload),
+            (b"ln", 3, 0o777, 0, struct.pack("<H", 7) + b"big.bin"),
+        ]
+    )
     sub_digest = digest_of(sub)
     root = _vt1([(b"d", 2, 0o755, len(data), bytes.fromhex(sub_digest) + struct.pack("<Q", 1))])
     root_digest = digest_of(root)
     catalog = store.catalog
     head = catalog.head(volume.object_id)
-    record = {"id": "sn-format1xxxxxxxxx", "volume_id": volume.object_id, "parent": head.id,
-              "time": time.time(), "origin": "test", "overwrites": [], "changed": [],
-              "changed_count": 0,
-              "root": {"kind": 2, "mode": 493, "uid": 0, "gid": 0, "mtime_ns": 10**9,
-                       "size": len(data), "tree": root_digest, "files": 1, "xattrs": []}}
+    record = {
+        "id": "sn-format1xxxxxxxxx",
+        "volume_id": volume.object_id,
+        "parent": head.id,
+        "time": time.time(),
+        "origin": "test",
+        "overwrites": [],
+        "changed": [],
+        "changed_count": 0,
+        "root": {
+            "kind": 2,
+            "mode": 493,
+            "uid": 0,
+            "gid": 0,
+            "mtime_ns": 10**9,
+            "size": len(data),
+            "tree": root_digest,
+            "files": 1,
+            "xattrs": [],
+        },
+    }
     with catalog.env.begin(write=True) as txn:
         for digest, raw in ((sub_digest, sub), (root_digest, root)):
             txn.put(bytes.fromhex(digest), raw, db=catalog._trees)
@@ -296,7 +374,9 @@ def test_a_format_1_store_opens_upgrades_in_place_and_reads_its_old_trees(tmp_pa
     assert b"".join(vol.read_file("d/big.bin")) == data
     assert b"".join(vol.read_file("d/ln")) == data  # the VT1 symlink, followed
     assert [(e.path, e.type, e.link) for e in vol.listdir("d")] == [
-        ("d/big.bin", FileEntryType.FILE, 0), ("d/ln", FileEntryType.SYMLINK, 0)]
+        ("d/big.bin", FileEntryType.FILE, 0),
+        ("d/ln", FileEntryType.SYMLINK, 0),
+    ]
     assert store.catalog.get_tree_raw(root_digest)[:4] == b"VT1\n"  # stored trees stay VT1
     with vol.batch_upload() as batch:  # new commits write VT2 trees beside them
         batch.put_file(io.BytesIO(b"new"), "d/new.txt")

@@ -18,12 +18,12 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from volfs import Volume
-from volfs.core.changes import ALL_META, Changes, Dir, Put
 from volfs.cli import cli
-from volfs.snapshots.commit import commit_changes
 from volfs.config import CHUNK_SIZE
-from volfs.store import Store
+from volfs.core.changes import ALL_META, Changes, Dir, Put
 from volfs.core.tree import Entry, Kind, lookup
+from volfs.snapshots.commit import commit_changes
+from volfs.store import Store
 
 MTIME = 1_600_000_000
 PR_CAPBSET_DROP = 24  # <linux/prctl.h>
@@ -44,8 +44,12 @@ def commit_entries(store: Store, vol: Volume, entries: dict[str, Entry]) -> None
             parts = tuple(path.split("/"))
             for i in range(1, len(parts)):
                 here = lookup(store.catalog, root, parts[:i])
-                changes.setdefault(parts[:i], Dir(here, here, frozenset()) if here is not None else
-                                   Dir(Entry(parts[i - 1], Kind.DIR, 0o755), None, ALL_META))
+                changes.setdefault(
+                    parts[:i],
+                    Dir(here, here, frozenset())
+                    if here is not None
+                    else Dir(Entry(parts[i - 1], Kind.DIR, 0o755), None, ALL_META),
+                )
             changes[parts] = Put(entry.with_(name=parts[-1]))
         return changes
 
@@ -60,18 +64,30 @@ def populate(store: Store) -> tuple[Volume, bytes]:
     blob = store.blobs.put(data)
     tail = store.blobs.put(b"tail!")
     ns = MTIME * 10**9
-    linked = Entry("", Kind.FILE, 0o640, size=len(data), mtime_ns=ns, chunks=((0, blob),),
-                   link=0x5151, nlink=2)
-    commit_entries(store, vol, {
-        "d/a": linked, "d/sub/b": linked,
-        "d/fifo": Entry("", Kind.FIFO, 0o604, mtime_ns=ns),
-        "d/null": Entry("", Kind.CHAR_DEVICE, 0o620, mtime_ns=ns, rdev=os.makedev(1, 3)),
-        "d/blk": Entry("", Kind.BLOCK_DEVICE, 0o600, mtime_ns=ns, rdev=os.makedev(7, 201)),
-        "d/sock": Entry("", Kind.SOCKET, 0o755, mtime_ns=ns),
-        "d/sparse": Entry("", Kind.FILE, 0o644, mtime_ns=ns, size=2 * CHUNK_SIZE + 4 * 2**20 + 5,
-                          chunks=((2, store.blobs.put(bytes(4 * 2**20) + b"tail!")),)),
-        "d/short": Entry("", Kind.FILE, 0o644, mtime_ns=ns, size=100, chunks=((0, tail),)),
-    })
+    linked = Entry(
+        "", Kind.FILE, 0o640, size=len(data), mtime_ns=ns, chunks=((0, blob),), link=0x5151, nlink=2
+    )
+    commit_entries(
+        store,
+        vol,
+        {
+            "d/a": linked,
+            "d/sub/b": linked,
+            "d/fifo": Entry("", Kind.FIFO, 0o604, mtime_ns=ns),
+            "d/null": Entry("", Kind.CHAR_DEVICE, 0o620, mtime_ns=ns, rdev=os.makedev(1, 3)),
+            "d/blk": Entry("", Kind.BLOCK_DEVICE, 0o600, mtime_ns=ns, rdev=os.makedev(7, 201)),
+            "d/sock": Entry("", Kind.SOCKET, 0o755, mtime_ns=ns),
+            "d/sparse": Entry(
+                "",
+                Kind.FILE,
+                0o644,
+                mtime_ns=ns,
+                size=2 * CHUNK_SIZE + 4 * 2**20 + 5,
+                chunks=((2, store.blobs.put(bytes(4 * 2**20) + b"tail!")),),
+            ),
+            "d/short": Entry("", Kind.FILE, 0o644, mtime_ns=ns, size=100, chunks=((0, tail),)),
+        },
+    )
     return vol, data
 
 
@@ -87,20 +103,33 @@ def test_ls_shows_every_kind_and_device_numbers(store: Store) -> None:
     code, out, _ = run("volume", "ls", "vol", "d", "--json")
     listed = {e["path"]: e for e in json.loads(out)}
     assert {p: e["type"] for p, e in listed.items()} == {
-        "d/a": "file", "d/blk": "block-device", "d/fifo": "fifo", "d/null": "char-device",
-        "d/short": "file", "d/sock": "socket", "d/sparse": "file", "d/sub": "dir"}
+        "d/a": "file",
+        "d/blk": "block-device",
+        "d/fifo": "fifo",
+        "d/null": "char-device",
+        "d/short": "file",
+        "d/sock": "socket",
+        "d/sparse": "file",
+        "d/sub": "dir",
+    }
     assert listed["d/blk"]["rdev"] == {"major": 7, "minor": 201}
     assert listed["d/a"]["nlink"] == 2 and "nlink" not in listed["d/fifo"]
 
 
-def test_get_recreates_fifos_devices_and_hard_links_and_skips_sockets(store: Store, tmp_path: Path) -> None:
+def test_get_recreates_fifos_devices_and_hard_links_and_skips_sockets(
+    store: Store, tmp_path: Path
+) -> None:
     _, data = populate(store)
     dest = tmp_path / "out"
     code, _, err = run("volume", "get", "vol", "d", str(dest))
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert warnings == [("warning: skipped 1 special file: 1 socket (a socket node means "
-                         "nothing without its server)")]
+    assert warnings == [
+        (
+            "warning: skipped 1 special file: 1 socket (a socket node means "
+            "nothing without its server)"
+        )
+    ]
     assert not (dest / "sock").exists() and not list(dest.glob(".*volfs-part"))
     fifo = os.lstat(dest / "fifo")
     assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o604
@@ -136,7 +165,8 @@ def test_get_of_one_fifo_recreates_it(store: Store, tmp_path: Path) -> None:
     assert stat.S_ISFIFO(os.lstat(tmp_path / "p").st_mode)
     code, _, err = run("volume", "get", "vol", "d/sock", str(tmp_path / "s"))
     assert code == 0 and err.splitlines() == [
-        "warning: skipped 1 special file: 1 socket (a socket node means nothing without its server)"]
+        "warning: skipped 1 special file: 1 socket (a socket node means nothing without its server)"
+    ]
     assert not os.path.lexists(tmp_path / "s")
 
 
@@ -149,16 +179,26 @@ def _without_cap_mknod() -> None:
 
 
 def test_get_without_the_right_to_make_devices_skips_them_with_one_warning(
-        store: Store, tmp_path: Path) -> None:
+    store: Store, tmp_path: Path
+) -> None:
     _, data = populate(store)
-    proc = subprocess.run([sys.executable, "-m", "volfs", "volume", "get", "vol", "d",
-                           str(tmp_path / "out")], preexec_fn=_without_cap_mknod,
-                          capture_output=True, text=True, timeout=100, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "volfs", "volume", "get", "vol", "d", str(tmp_path / "out")],
+        preexec_fn=_without_cap_mknod,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
-    assert warnings == [("warning: skipped 3 special files: 1 socket (a socket node means "
-                         "nothing without its server), 2 device nodes (creating them needs "
-                         "root, with CAP_MKNOD)")]
+    assert warnings == [
+        (
+            "warning: skipped 3 special files: 1 socket (a socket node means "
+            "nothing without its server), 2 device nodes (creating them needs "
+            "root, with CAP_MKNOD)"
+        )
+    ]
     assert "Traceback" not in proc.stderr
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["a", "fifo", "short", "sparse", "sub"]
@@ -167,7 +207,9 @@ def test_get_without_the_right_to_make_devices_skips_them_with_one_warning(
     assert (out / "a").read_bytes() == data
 
 
-def test_put_then_get_round_trips_special_files_and_hard_links(store: Store, tmp_path: Path) -> None:
+def test_put_then_get_round_trips_special_files_and_hard_links(
+    store: Store, tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "f").write_bytes(b"x" * 1000)
@@ -180,7 +222,11 @@ def test_put_then_get_round_trips_special_files_and_hard_links(store: Store, tmp
     assert "Uploaded 4 files (1000 B)" in err  # four names; the linked file's bytes once
     code, out, _ = run("volume", "ls", "vol", "up", "--json")
     assert {e["path"]: e["type"] for e in json.loads(out)} == {
-        "up/f": "file", "up/pipe": "fifo", "up/sub": "dir", "up/zero": "char-device"}
+        "up/f": "file",
+        "up/pipe": "fifo",
+        "up/sub": "dir",
+        "up/zero": "char-device",
+    }
     dest = tmp_path / "back"
     code, _, err = run("volume", "get", "vol", "up", str(dest))
     assert code == 0, err

@@ -82,7 +82,7 @@ def test_no_import_cycles() -> None:
 
     def visit(module: str) -> None:
         if module in path:
-            cycle = path[path.index(module):] + [module]
+            cycle = path[path.index(module) :] + [module]
             pytest.fail("import cycle: " + " -> ".join(cycle))
         if module in done:
             return

@@ -37,7 +37,12 @@ def build(store: MemoryTreeStore, files: Model) -> Entry:
             name = path[len(prefix)]
             if len(path) == len(prefix) + 1:
                 children[name] = Entry(
-                    name, Kind.FILE, mode, mtime_ns=MTIME, size=len(data), chunks=dense([digest_of(data)])
+                    name,
+                    Kind.FILE,
+                    mode,
+                    mtime_ns=MTIME,
+                    size=len(data),
+                    chunks=dense([digest_of(data)]),
                 )
             elif name not in children:
                 template = Entry(name, Kind.DIR, 0o755, mtime_ns=MTIME)
@@ -223,13 +228,17 @@ def test_one_changed_file_at_depth_d_rewrites_d_plus_1_trees(depth: int, sibling
 
 def _parts(changes: Changes) -> Changes:
     """The same changes without the ``whole`` hint: the merge builds every tree itself."""
-    return {p: dataclasses.replace(c, whole=False) if isinstance(c, Dir) else c for p, c in changes.items()}
+    return {
+        p: dataclasses.replace(c, whole=False) if isinstance(c, Dir) else c
+        for p, c in changes.items()
+    }
 
 
 @settings(max_examples=300, deadline=None)
 @given(models, action_maps, action_maps)
 def test_taking_the_writers_whole_directories_gives_the_merge_of_its_parts(
-        base: Model, others: dict, mine: dict) -> None:
+    base: Model, others: dict, mine: dict
+) -> None:
     vol = Volume(base)
     head = vol.commit(vol.base, perform(base, others)).root
     changes = vol.changes(perform(base, mine))
@@ -466,8 +475,16 @@ X = 0x1111_2222_3333_4444
 
 
 def node(data: bytes, mode: int = 0o644, link: int = 0, nlink: int = 1) -> Entry:
-    return Entry("", Kind.FILE, mode, mtime_ns=MTIME, size=len(data),
-                 chunks=dense([digest_of(data)]), link=link, nlink=nlink)
+    return Entry(
+        "",
+        Kind.FILE,
+        mode,
+        mtime_ns=MTIME,
+        size=len(data),
+        chunks=dense([digest_of(data)]),
+        link=link,
+        nlink=nlink,
+    )
 
 
 def build_entries(store: MemoryTreeStore, entries: Entries) -> Entry:
@@ -509,7 +526,9 @@ def group_problems(store: MemoryTreeStore, root: Entry) -> list[str]:
             problems.append(f"group {link:x} has one name: {names[0][0]}")
         for path, entry in names:
             if entry.nlink != len(names):
-                problems.append(f"{path}: nlink {entry.nlink}, group {link:x} has {len(names)} names")
+                problems.append(
+                    f"{path}: nlink {entry.nlink}, group {link:x} has {len(names)} names"
+                )
             if entry != names[0][1].with_(nlink=entry.nlink):
                 problems.append(f"{path} differs from {names[0][0]} in group {link:x}")
     return problems
@@ -604,33 +623,54 @@ def test_a_write_then_a_rename_agree() -> None:
 
 def test_removing_names_fixes_nlink_and_the_last_name_is_a_plain_file() -> None:
     r = ("d1", "d0", "r")
-    vol = Links({P: node(b"A", link=X, nlink=3), Q: node(b"A", link=X, nlink=3), r: node(b"A", link=X, nlink=3)})
+    vol = Links(
+        {
+            P: node(b"A", link=X, nlink=3),
+            Q: node(b"A", link=X, nlink=3),
+            r: node(b"A", link=X, nlink=3),
+        }
+    )
     # The writer unlinked p without ever loading q's or r's directory.
     result = vol.commit(vol.base, {Q: node(b"A", link=X, nlink=3), r: node(b"A", link=X, nlink=3)})
     assert vol.at(result.root, *Q) == vol.at(result.root, *r) == node(b"A", link=X, nlink=2)
     # Another, from the same base, unlinks q: one name is left.
-    result = vol.commit(result.root, {P: node(b"A", link=X, nlink=3), r: node(b"A", link=X, nlink=3)})
+    result = vol.commit(
+        result.root, {P: node(b"A", link=X, nlink=3), r: node(b"A", link=X, nlink=3)}
+    )
     assert entries_of(vol.store, result.root) == {r: node(b"A")}
     assert result.overwrites == []
 
 
 def test_removing_a_directory_removes_its_link_names_from_their_groups() -> None:
     inside = ("d0", "d1", "q")
-    vol = Links({P: node(b"A", link=X, nlink=3), inside: node(b"A", link=X, nlink=3),
-                 ("r",): node(b"A", link=X, nlink=3), ("d1", "f"): node(b"CCC")})
+    vol = Links(
+        {
+            P: node(b"A", link=X, nlink=3),
+            inside: node(b"A", link=X, nlink=3),
+            ("r",): node(b"A", link=X, nlink=3),
+            ("d1", "f"): node(b"CCC"),
+        }
+    )
     # Someone else added a file to d0 meanwhile: d0 stays for it, the link names go.
-    head = vol.commit(vol.base, {**entries_of(vol.store, vol.base), ("d0", "late"): node(b"BB")}).root
+    head = vol.commit(
+        vol.base, {**entries_of(vol.store, vol.base), ("d0", "late"): node(b"BB")}
+    ).root
     changes = vol.changes({("r",): node(b"A", link=X, nlink=3), ("d1", "f"): node(b"CCC")})
     assert isinstance(changes[("d0",)], Remove) and P not in changes
     result = apply(vol.store, head, changes)
-    assert entries_of(vol.store, result.root) == {("r",): node(b"A"), ("d1", "f"): node(b"CCC"),
-                                                  ("d0", "late"): node(b"BB")}
+    assert entries_of(vol.store, result.root) == {
+        ("r",): node(b"A"),
+        ("d1", "f"): node(b"CCC"),
+        ("d0", "late"): node(b"BB"),
+    }
 
 
 def test_a_chmod_through_one_name_applies_to_the_groups_current_content() -> None:
     vol = Links({P: node(b"A", link=X, nlink=2), Q: node(b"A", link=X, nlink=2)})
     # Someone rewrote the file meanwhile; the writer chmods it through p only.
-    head = vol.commit(vol.base, {P: node(b"BB", link=X, nlink=2), Q: node(b"BB", link=X, nlink=2)}).root
+    head = vol.commit(
+        vol.base, {P: node(b"BB", link=X, nlink=2), Q: node(b"BB", link=X, nlink=2)}
+    ).root
     changes = vol.changes({P: node(b"A", 0o600, link=X, nlink=2), Q: node(b"A", link=X, nlink=2)})
     assert isinstance(changes[P], SetMeta) and Q not in changes
     result = apply(vol.store, head, changes)
@@ -640,34 +680,60 @@ def test_a_chmod_through_one_name_applies_to_the_groups_current_content() -> Non
 
 def test_a_chmod_through_a_name_someone_renamed_reaches_the_file() -> None:
     vol = Links({P: node(b"A", link=X, nlink=2), Q: node(b"A", link=X, nlink=2)})
-    head = vol.commit(vol.base, {S: node(b"A", link=X, nlink=2), Q: node(b"A", link=X, nlink=2)}).root
-    result = vol.commit(head, {P: node(b"A", 0o600, link=X, nlink=2), Q: node(b"A", link=X, nlink=2)})
+    head = vol.commit(
+        vol.base, {S: node(b"A", link=X, nlink=2), Q: node(b"A", link=X, nlink=2)}
+    ).root
+    result = vol.commit(
+        head, {P: node(b"A", 0o600, link=X, nlink=2), Q: node(b"A", link=X, nlink=2)}
+    )
     assert vol.at(result.root, *P) is None
     assert vol.at(result.root, *S) == vol.at(result.root, *Q) == node(b"A", 0o600, link=X, nlink=2)
 
 
 def test_a_write_through_a_name_someone_replaced_leaves_their_file_there() -> None:
     r = ("r",)
-    base = {P: node(b"A", link=X, nlink=3), Q: node(b"A", link=X, nlink=3), r: node(b"A", link=X, nlink=3)}
+    base = {
+        P: node(b"A", link=X, nlink=3),
+        Q: node(b"A", link=X, nlink=3),
+        r: node(b"A", link=X, nlink=3),
+    }
     vol = Links(base)
     # B: rm p, then a new file p (not a name of the group any more).
-    head = vol.commit(vol.base, {P: node(b"CCC"), Q: node(b"A", link=X, nlink=2), r: node(b"A", link=X, nlink=2)}).root
+    head = vol.commit(
+        vol.base, {P: node(b"CCC"), Q: node(b"A", link=X, nlink=2), r: node(b"A", link=X, nlink=2)}
+    ).root
     # A writes the file through p and q (r's directory loaded too, but r is untouched here).
-    result = vol.commit(head, {P: node(b"BB", link=X, nlink=3), Q: node(b"BB", link=X, nlink=3),
-                               r: node(b"A", link=X, nlink=3)})
+    result = vol.commit(
+        head,
+        {
+            P: node(b"BB", link=X, nlink=3),
+            Q: node(b"BB", link=X, nlink=3),
+            r: node(b"A", link=X, nlink=3),
+        },
+    )
     assert vol.at(result.root, *P) == node(b"CCC")
     assert vol.at(result.root, *Q) == vol.at(result.root, *r) == node(b"BB", link=X, nlink=2)
     assert result.overwrites == []
 
 
 def test_a_write_through_a_removed_directory_does_not_bring_it_back() -> None:
-    vol = Links({P: node(b"A", link=X, nlink=2), Q: node(b"A", link=X, nlink=2), ("d0", "f"): node(b"CCC")})
-    head = vol.commit(vol.base, {Q: node(b"A", link=X, nlink=1)}).root  # B: rm -r d0 (q's nlink stale)
+    vol = Links(
+        {P: node(b"A", link=X, nlink=2), Q: node(b"A", link=X, nlink=2), ("d0", "f"): node(b"CCC")}
+    )
+    head = vol.commit(
+        vol.base, {Q: node(b"A", link=X, nlink=1)}
+    ).root  # B: rm -r d0 (q's nlink stale)
     assert vol.at(head, *Q) == node(b"A")  # B's commit: q is a plain file now
     # A rewrote the file through p; q's directory was not loaded. The group has no name
     # left that A's write could go to (q left it), so p comes back, as a plain file's would.
-    result = vol.commit(head, {P: node(b"BB", link=X, nlink=2), Q: node(b"A", link=X, nlink=2),
-                               ("d0", "f"): node(b"CCC")})
+    result = vol.commit(
+        head,
+        {
+            P: node(b"BB", link=X, nlink=2),
+            Q: node(b"A", link=X, nlink=2),
+            ("d0", "f"): node(b"CCC"),
+        },
+    )
     assert vol.at(result.root, *P) == node(b"BB")
     assert vol.at(result.root, "d0", "f") is None
     assert vol.at(result.root, *Q) == node(b"A")
@@ -675,10 +741,22 @@ def test_a_write_through_a_removed_directory_does_not_bring_it_back() -> None:
 
 def test_a_write_through_names_all_removed_brings_them_back() -> None:
     r = ("d1", "r")
-    vol = Links({P: node(b"A", link=X, nlink=3), Q: node(b"A", link=X, nlink=3), r: node(b"A", link=X, nlink=3)})
+    vol = Links(
+        {
+            P: node(b"A", link=X, nlink=3),
+            Q: node(b"A", link=X, nlink=3),
+            r: node(b"A", link=X, nlink=3),
+        }
+    )
     head = vol.commit(vol.base, {r: node(b"A", link=X, nlink=1)}).root  # B: rm p q (r: plain now)
-    result = vol.commit(head, {P: node(b"BB", link=X, nlink=3), Q: node(b"BB", link=X, nlink=3),
-                               r: node(b"A", link=X, nlink=3)})
+    result = vol.commit(
+        head,
+        {
+            P: node(b"BB", link=X, nlink=3),
+            Q: node(b"BB", link=X, nlink=3),
+            r: node(b"A", link=X, nlink=3),
+        },
+    )
     # Last writer wins over the removals: p and q are the file again, r (which B made a
     # file of its own) is not a name of it any more.
     assert vol.at(result.root, *P) == vol.at(result.root, *Q) == node(b"BB", link=X, nlink=2)
@@ -691,18 +769,23 @@ def test_writing_over_a_name_of_someone_elses_group_leaves_the_rest_consistent()
     vol = Links({P: node(b"A"), Q: node(b"A")})
     # Meanwhile someone made p and q names of one file; the writer (from the base) rewrote
     # p, a plain file to it.
-    head = vol.commit(vol.base, {P: node(b"A", link=y, nlink=2), Q: node(b"A", link=y, nlink=2)}).root
+    head = vol.commit(
+        vol.base, {P: node(b"A", link=y, nlink=2), Q: node(b"A", link=y, nlink=2)}
+    ).root
     result = vol.commit(head, {P: node(b"BB"), Q: node(b"A")})
     assert entries_of(vol.store, result.root) == {P: node(b"BB"), Q: node(b"A")}
 
 
-def test_a_new_name_joins_the_group_and_a_link_to_a_changed_file_takes_the_writers_content() -> None:
+def test_a_new_name_joins_the_group_and_a_link_to_a_changed_file_takes_the_writers_content() -> (
+    None
+):
     vol = Links({P: node(b"A"), ("r",): node(b"A")})
     head = vol.commit(vol.base, {P: node(b"CCC"), ("r",): node(b"A")}).root
     # ln p q, in a view where p is still "A": the writer's file (its content) wins for the
     # group, and p's newer content, which it never saw, is recorded.
-    result = vol.commit(head, {P: node(b"A", link=X, nlink=2), Q: node(b"A", link=X, nlink=2),
-                               ("r",): node(b"A")})
+    result = vol.commit(
+        head, {P: node(b"A", link=X, nlink=2), Q: node(b"A", link=X, nlink=2), ("r",): node(b"A")}
+    )
     assert vol.at(result.root, *P) == vol.at(result.root, *Q) == node(b"A", link=X, nlink=2)
     assert result.overwrites == [P]
 
@@ -747,7 +830,11 @@ class LinkView:
 
     def _group(self, path: Path, change: Callable[[Entry], Entry]) -> None:
         entry = self.entries[path]
-        names = [p for p, e in self.entries.items() if entry.link and e.link == entry.link and self._visible(p)]
+        names = [
+            p
+            for p, e in self.entries.items()
+            if entry.link and e.link == entry.link and self._visible(p)
+        ]
         for other in names or [path]:
             self.entries[other] = change(self.entries[other])
 
@@ -773,15 +860,23 @@ class LinkView:
             if entry is None:
                 self.entries[path] = node(data)
             elif entry.kind is Kind.FILE:
-                self._group(path, lambda e: e.with_(size=len(data), chunks=dense([digest_of(data)])))
+                self._group(
+                    path, lambda e: e.with_(size=len(data), chunks=dense([digest_of(data)]))
+                )
         elif kind == "chmod" and entry is not None:
             self._group(path, lambda e: e.with_(mode=args[0]))
         elif kind == "rm" and entry is not None:
             self._unlink(path)
         elif kind == "mknod" and entry is None:
-            self.entries[path] = Entry("", args[0], 0o600, mtime_ns=MTIME,
-                                       rdev=0x103 if args[0] is Kind.CHAR_DEVICE else 0)
-        elif kind == "ln" and entry is not None and args[0] not in self.entries and self._visible(args[0]):
+            self.entries[path] = Entry(
+                "", args[0], 0o600, mtime_ns=MTIME, rdev=0x103 if args[0] is Kind.CHAR_DEVICE else 0
+            )
+        elif (
+            kind == "ln"
+            and entry is not None
+            and args[0] not in self.entries
+            and self._visible(args[0])
+        ):
             link = entry.link or next(self.ids)
             self._group(path, lambda e: e.with_(link=link, nlink=e.nlink + 1 if e.link else 2))
             self.entries[args[0]] = self.entries[path]
@@ -795,7 +890,10 @@ class LinkView:
 def link_bases(draw: st.DrawFn) -> Entries:
     """A consistent volume where most names belong to one of two groups."""
     paths = draw(st.lists(link_paths, min_size=2, max_size=len(LINK_PATHS), unique=True))
-    kinds = [(Kind.FILE, data) for data in CONTENT_CHOICES] + [(Kind.FIFO, b""), (Kind.CHAR_DEVICE, b"")]
+    kinds = [(Kind.FILE, data) for data in CONTENT_CHOICES] + [
+        (Kind.FIFO, b""),
+        (Kind.CHAR_DEVICE, b""),
+    ]
     groups = {path: draw(st.sampled_from([0, 1, 1, 2, 2])) for path in paths}
     first: dict[int, Entry] = {}
     out: Entries = {}
@@ -806,7 +904,11 @@ def link_bases(draw: st.DrawFn) -> Entries:
             continue
         kind, data = draw(st.sampled_from(kinds))
         mode = draw(st.sampled_from(MODES))
-        entry = node(data, mode) if kind is Kind.FILE else Entry("", kind, mode, mtime_ns=MTIME, rdev=0x103 * (kind is Kind.CHAR_DEVICE))
+        entry = (
+            node(data, mode)
+            if kind is Kind.FILE
+            else Entry("", kind, mode, mtime_ns=MTIME, rdev=0x103 * (kind is Kind.CHAR_DEVICE))
+        )
         out[path] = entry
         if group:
             first[group] = entry

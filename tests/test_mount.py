@@ -61,7 +61,9 @@ def test_uncommitted_writes_stay_private(store: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_commits_while_a_writer_is_writing_flush_its_cached_writes_and_complete(store: Path, tmp_path: Path) -> None:
+def test_commits_while_a_writer_is_writing_flush_its_cached_writes_and_complete(
+    store: Path, tmp_path: Path
+) -> None:
     """A commit's syncfs makes the kernel send cached pages as WRITE requests, which the
     daemon's own loop serves: the syncfs must not hold the GIL meanwhile (pyfuse3.syncfs
     does; seen as a daemon hung by an autocommit during a writer's close)."""
@@ -153,14 +155,23 @@ def test_reload_refuses_while_a_file_is_open(store: Path, tmp_path: Path) -> Non
         (a.path / "sub").mkdir()
         (a.path / "sub" / "open.txt").write_text("x")
         a.commit()
-        other = subprocess.Popen([sys.executable, "-c",
-                                  "import sys,time; f=open(sys.argv[1]); print('ok', flush=True); time.sleep(60)",
-                                  str(a.path / "sub" / "open.txt")], stdout=subprocess.PIPE)
+        other = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys,time; f=open(sys.argv[1]); print('ok', flush=True); time.sleep(60)",
+                str(a.path / "sub" / "open.txt"),
+            ],
+            stdout=subprocess.PIPE,
+        )
         try:
             assert other.stdout is not None and other.stdout.readline() == b"ok\n"
             proc = a.reload(check=False)
             assert proc.returncode != 0
-            assert "there are open files preventing the operation: path sub/open.txt is open" in proc.stderr
+            assert (
+                "there are open files preventing the operation: path sub/open.txt is open"
+                in proc.stderr
+            )
             assert "from '" in proc.stderr  # another process: its command line is named
             assert len(proc.stderr.strip().splitlines()) == 1
         finally:
@@ -176,7 +187,9 @@ def test_reload_refuses_while_a_shell_has_its_cwd_inside(store: Path, tmp_path: 
     create(store)
     with mounted(store, "vol", tmp_path / "a") as a:
         (a.path / "d").mkdir()
-        shell = subprocess.Popen(["sh", "-c", "echo in; sleep 60"], cwd=a.path / "d", stdout=subprocess.PIPE)
+        shell = subprocess.Popen(
+            ["sh", "-c", "echo in; sleep 60"], cwd=a.path / "d", stdout=subprocess.PIPE
+        )
         try:
             assert shell.stdout is not None and shell.stdout.readline() == b"in\n"
             proc = a.reload(check=False)
@@ -189,7 +202,9 @@ def test_reload_refuses_while_a_shell_has_its_cwd_inside(store: Path, tmp_path: 
         a.reload()
 
 
-def test_python_api_reload_raises_runtime_error_naming_the_open_file(store: Path, tmp_path: Path) -> None:
+def test_python_api_reload_raises_runtime_error_naming_the_open_file(
+    store: Path, tmp_path: Path
+) -> None:
     create(store)
     with mounted(store, "vol", tmp_path / "a") as a:
         (a.path / "f.txt").write_text("x")
@@ -202,9 +217,17 @@ def test_python_api_reload_raises_runtime_error_naming_the_open_file(store: Path
             "except RuntimeError as e:\n"
             "    print(e)\n"
         )
-        out = subprocess.run([sys.executable, "-c", code, str(a.path)], capture_output=True,
-                             text=True, env=env, timeout=60)
-        assert out.stdout.strip() == "there are open files preventing the operation: path f.txt is open", out.stderr
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(a.path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert (
+            out.stdout.strip()
+            == "there are open files preventing the operation: path f.txt is open"
+        ), out.stderr
 
 
 def test_read_only_mount_refuses_every_write(store: Path, tmp_path: Path) -> None:
@@ -276,7 +299,9 @@ def test_recover_detaches_a_stale_mount(store: Path, tmp_path: Path) -> None:
         subprocess.run(["fusermount3", "-u", "-z", str(tmp_path / "a")], capture_output=True)
 
 
-def test_reload_shows_new_sizes_and_contents_of_files_already_read(store: Path, tmp_path: Path) -> None:
+def test_reload_shows_new_sizes_and_contents_of_files_already_read(
+    store: Path, tmp_path: Path
+) -> None:
     create(store)
     with mounted(store, "vol", tmp_path / "a") as a:
         (a.path / "f").write_text("short")
@@ -294,7 +319,10 @@ def test_reload_shows_new_sizes_and_contents_of_files_already_read(store: Path, 
             assert os.stat(b.path / "f").st_size == len("a much longer content")
             assert (b.path / "f").read_text() == "a much longer content"
             assert os.listdir(b.path / "d") == ["x"]
-            assert subprocess.run(["cat", str(b.path / "d" / "x")], capture_output=True).stdout == b"new"
+            assert (
+                subprocess.run(["cat", str(b.path / "d" / "x")], capture_output=True).stdout
+                == b"new"
+            )
 
 
 def test_mount_of_a_missing_volume_fails_cleanly(store: Path, tmp_path: Path) -> None:
@@ -348,22 +376,32 @@ def test_autocommit_publishes_in_the_background(store: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.timeout(90)
-def test_status_answers_for_the_other_mounts_when_one_daemon_hangs(store: Path, tmp_path: Path) -> None:
+def test_status_answers_for_the_other_mounts_when_one_daemon_hangs(
+    store: Path, tmp_path: Path
+) -> None:
     create(store)
-    with mounted(store, "vol", tmp_path / "hung") as hung, mounted(store, "vol", tmp_path / "ok") as ok:
+    with (
+        mounted(store, "vol", tmp_path / "hung") as hung,
+        mounted(store, "vol", tmp_path / "ok") as ok,
+    ):
         (hung.path / "f").write_text("x")  # the kernel now holds no valid attributes of its root
         os.kill(hung.proc.pid, signal.SIGSTOP)
         try:
             out = run_volfs(store, "status", "--json", timeout=40)
             rows = {r["path"]: r for r in json.loads(out.stdout)}
-            assert "error" in rows[str(hung.path)] and "does not answer" in rows[str(hung.path)]["error"]
+            assert (
+                "error" in rows[str(hung.path)]
+                and "does not answer" in rows[str(hung.path)]["error"]
+            )
             assert rows[str(ok.path)]["volume"] == "vol"
         finally:
             os.kill(hung.proc.pid, signal.SIGCONT)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="only root may tune a mount's backing-device info")
-def test_the_mount_streams_reads_ahead_and_may_buffer_its_share_of_dirty_pages(store: Path, tmp_path: Path) -> None:
+def test_the_mount_streams_reads_ahead_and_may_buffer_its_share_of_dirty_pages(
+    store: Path, tmp_path: Path
+) -> None:
     create(store)
     with mounted(store, "vol", tmp_path / "a") as a:
         device = f"{os.major(os.stat(a.path).st_dev)}:{os.minor(os.stat(a.path).st_dev)}"
@@ -417,18 +455,27 @@ def test_control_socket_refuses_an_unprivileged_stranger(store: Path, tmp_path: 
             "except errors.PermissionDeniedError as e:\n"
             "    print('refused:', e)\n"
         )
-        out = subprocess.run([sys.executable, "-c", code, info["socket"]], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [sys.executable, "-c", code, info["socket"]], capture_output=True, text=True, timeout=30
+        )
         assert out.stdout.startswith("refused: permission denied"), out.stdout + out.stderr
 
 
-def test_malformed_control_messages_get_an_error_and_the_daemon_lives(store: Path, tmp_path: Path) -> None:
+def test_malformed_control_messages_get_an_error_and_the_daemon_lives(
+    store: Path, tmp_path: Path
+) -> None:
     import socket as socketlib
 
     create(store)
     with mounted(store, "vol", tmp_path / "a") as a:
         sock_path = json.loads(os.getxattr(a.path, "user.volfs.control"))["socket"]
-        for payload in [b"not json\n", b"[1,2]\n", b'{"op": "explode"}\n', b'{"v": 99, "op": "ping"}\n',
-                        b"x" * 70000]:
+        for payload in [
+            b"not json\n",
+            b"[1,2]\n",
+            b'{"op": "explode"}\n',
+            b'{"v": 99, "op": "ping"}\n',
+            b"x" * 70000,
+        ]:
             with socketlib.socket(socketlib.AF_UNIX) as s:
                 s.settimeout(20)
                 s.connect(sock_path)
@@ -444,22 +491,39 @@ def test_git_repository_survives_commit_and_reload(store: Path, tmp_path: Path) 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     create(store)
-    git_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-               "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path)}
+    git_env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "HOME": str(tmp_path),
+    }
     with mounted(store, "vol", tmp_path / "a") as a, mounted(store, "vol", tmp_path / "b") as b:
         repo = a.path / "repo"
         subprocess.run(["git", "init", "-q", str(repo)], check=True, env=git_env)
         for i in range(5):
             (repo / f"file{i}.txt").write_text(f"content {i}\n" * (i + 1))
             subprocess.run(["git", "-C", str(repo), "add", "."], check=True, env=git_env)
-            subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", f"c{i}"], check=True, env=git_env)
+            subprocess.run(
+                ["git", "-C", str(repo), "commit", "-q", "-m", f"c{i}"], check=True, env=git_env
+            )
         a.commit()
         b.reload()
-        fsck = subprocess.run(["git", "-C", str(b.path / "repo"), "fsck", "--strict"], capture_output=True,
-                              text=True, env=git_env)
+        fsck = subprocess.run(
+            ["git", "-C", str(b.path / "repo"), "fsck", "--strict"],
+            capture_output=True,
+            text=True,
+            env=git_env,
+        )
         assert fsck.returncode == 0, fsck.stderr
-        log = subprocess.run(["git", "-C", str(b.path / "repo"), "log", "--oneline"], capture_output=True,
-                             text=True, env=git_env, check=True)
+        log = subprocess.run(
+            ["git", "-C", str(b.path / "repo"), "log", "--oneline"],
+            capture_output=True,
+            text=True,
+            env=git_env,
+            check=True,
+        )
         assert len(log.stdout.splitlines()) == 5
 
 
@@ -488,11 +552,16 @@ def test_tar_of_the_mount_equals_tar_of_the_source(store: Path, tmp_path: Path) 
     source = Path(os.path.dirname(json.__file__))  # a real tree: the stdlib's json package
     create(store)
     with mounted(store, "vol", tmp_path / "a") as a, mounted(store, "vol", tmp_path / "b") as b:
-        subprocess.run(["tar", "-C", str(source.parent), "-cf", str(tmp_path / "src.tar"), source.name], check=True)
+        subprocess.run(
+            ["tar", "-C", str(source.parent), "-cf", str(tmp_path / "src.tar"), source.name],
+            check=True,
+        )
         subprocess.run(["tar", "-C", str(a.path), "-xf", str(tmp_path / "src.tar")], check=True)
         a.commit()
         b.reload()
-        subprocess.run(["tar", "-C", str(b.path), "-cf", str(tmp_path / "vol.tar"), source.name], check=True)
+        subprocess.run(
+            ["tar", "-C", str(b.path), "-cf", str(tmp_path / "vol.tar"), source.name], check=True
+        )
 
     def members(path: Path) -> list[tuple]:
         with tarfile.open(path) as tar:
@@ -520,7 +589,9 @@ def test_open_handles_are_recorded_in_the_catalog(store: Path, tmp_path: Path) -
         def wait_for(expected: list[str]) -> None:
             deadline = time.monotonic() + 10
             while rows() != expected:
-                assert time.monotonic() < deadline, f"handle table shows {rows()}, expected {expected}"
+                assert time.monotonic() < deadline, (
+                    f"handle table shows {rows()}, expected {expected}"
+                )
                 time.sleep(0.05)
 
         with open(a.path / "held.txt") as f:

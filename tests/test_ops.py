@@ -1,5 +1,5 @@
 """The operational surface on real mounts: ``Volume.mount``, ``vol.commit()``/``vol.reload()``,
-``volfs.snapshots.commit(path)``/``volfs.reload(path)``, ``scripts/entrypoint`` and the systemd unit.
+``volfs.commit(path)``/``volfs.reload(path)``, ``scripts/entrypoint`` and the systemd unit.
 
 Every test runs under ``no_leftovers``: whatever it mounted under its ``tmp_path`` is detached
 (``fusermount3 -u -z``) and every daemon serving its store is ended by pid, even when the test
@@ -86,8 +86,9 @@ def no_leftovers(tmp_path: Path) -> Iterator[None]:
     marker = str(tmp_path)
     mounts = [p for p in volfs_mountpoints() if p == marker or p.startswith(marker + "/")]
     for path in mounts:
-        subprocess.run(["fusermount3", "-u", "-z", path], check=False, capture_output=True,
-                       timeout=30)
+        subprocess.run(
+            ["fusermount3", "-u", "-z", path], check=False, capture_output=True, timeout=30
+        )
     daemons = [pid for pid in _daemons_of(marker) if not _gone(pid)]
     for pid in daemons:
         _end(pid)
@@ -110,15 +111,25 @@ def assert_unmounted(path: Path, pid: int | None = None) -> None:
         assert not os.path.exists(f"/proc/{pid}"), f"daemon {pid} still exists"
 
 
-def entrypoint(store: Path, *args: str, env: dict[str, str] | None = None,
-               **kwargs: object) -> subprocess.Popen[str]:
-    full_env = {**os.environ, "VOLFS_STORE": str(store),
-                # scripts/entrypoint finds python3 and volfs on PATH, as in a container.
-                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                **(env or {})}
-    return subprocess.Popen([str(ENTRYPOINT), *args], env=full_env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kwargs)  # type: ignore[call-overload]
+def entrypoint(
+    store: Path, *args: str, env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.Popen[str]:
+    full_env = {
+        **os.environ,
+        "VOLFS_STORE": str(store),
+        # scripts/entrypoint finds python3 and volfs on PATH, as in a container.
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [str(ENTRYPOINT), *args],
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 def wait_for(predicate: Callable[[], bool], what: str) -> None:
@@ -181,9 +192,11 @@ def test_mount_read_only_gives_erofs(vol: Volume, tmp_path: Path) -> None:
         with handle.mount(tmp_path / "ro", read_only=flag) as path:
             assert (path / "existing").read_bytes() == Path(__file__).read_bytes()
             assert (path / "later").exists() == (handle is not pinned)
-            for attempt in (lambda: (path / "new").write_text("x"),
-                            lambda: (path / "d").mkdir(),
-                            lambda: (path / "existing").unlink()):
+            for attempt in (
+                lambda: (path / "new").write_text("x"),
+                lambda: (path / "d").mkdir(),
+                lambda: (path / "existing").unlink(),
+            ):
                 with pytest.raises(OSError) as info:
                     attempt()
                 assert info.value.errno == errno.EROFS
@@ -191,18 +204,22 @@ def test_mount_read_only_gives_erofs(vol: Volume, tmp_path: Path) -> None:
     assert sorted(e.path for e in vol.listdir("/")) == ["existing", "later"]
 
 
-def test_mount_of_a_missing_volume_raises_and_mounts_nothing(store_path: Path,
-                                                             tmp_path: Path) -> None:
+def test_mount_of_a_missing_volume_raises_and_mounts_nothing(
+    store_path: Path, tmp_path: Path
+) -> None:
     missing = Volume.from_name("missing", store=store_path)
     with pytest.raises(NotFoundError), missing.mount(tmp_path / "m"):
         pass
     assert_unmounted(tmp_path / "m")
 
 
-def test_mount_whose_daemon_died_detaches_and_points_to_recover(vol: Volume, store_path: Path,
-                                                                tmp_path: Path) -> None:
-    with (pytest.raises(MountError, match="volfs recover"),
-          vol.mount(tmp_path / "m", autocommit=0) as path):
+def test_mount_whose_daemon_died_detaches_and_points_to_recover(
+    vol: Volume, store_path: Path, tmp_path: Path
+) -> None:
+    with (
+        pytest.raises(MountError, match="volfs recover"),
+        vol.mount(tmp_path / "m", autocommit=0) as path,
+    ):
         (path / "f").write_text("not committed yet")
         pid = control.mount_info(str(path)).pid
         os.kill(pid, signal.SIGKILL)
@@ -213,12 +230,15 @@ def test_mount_whose_daemon_died_detaches_and_points_to_recover(vol: Volume, sto
 
 
 # -- commit and reload through the Python API ----------------------------------------------------
-def test_volume_commit_and_reload_act_on_its_mounts(vol: Volume, store_path: Path,
-                                                    tmp_path: Path) -> None:
+def test_volume_commit_and_reload_act_on_its_mounts(
+    vol: Volume, store_path: Path, tmp_path: Path
+) -> None:
     other = Volume.objects.create("other", store=store_path)
-    with (vol.mount(tmp_path / "a", autocommit=0) as a,
-          vol.mount(tmp_path / "b", autocommit=0) as b,
-          other.mount(tmp_path / "c", autocommit=0) as c):
+    with (
+        vol.mount(tmp_path / "a", autocommit=0) as a,
+        vol.mount(tmp_path / "b", autocommit=0) as b,
+        other.mount(tmp_path / "c", autocommit=0) as c,
+    ):
         (a / "f").write_text("from a")
         (c / "g").write_text("other volume")
         vol.commit()
@@ -236,11 +256,11 @@ def test_volume_commit_and_reload_act_on_its_mounts(vol: Volume, store_path: Pat
 def test_module_commit_and_reload_act_on_one_mount(vol: Volume, tmp_path: Path) -> None:
     with vol.mount(tmp_path / "a", autocommit=0) as a, vol.mount(tmp_path / "b", autocommit=0) as b:
         (a / "f").write_text("v1")
-        volfs.snapshots.commit(a)
+        volfs.commit(a)
         volfs.reload(b)
         assert (b / "f").read_text() == "v1"
         (b / "f").write_text("v2 from b")
-        volfs.snapshots.commit(str(b))
+        volfs.commit(str(b))
         assert (a / "f").read_text() == "v1"  # A has not reloaded
         volfs.reload(str(a))
         assert (a / "f").read_text() == "v2 from b"
@@ -250,19 +270,30 @@ def test_module_reload_refuses_while_a_file_is_open(vol: Volume, tmp_path: Path)
     with vol.mount(tmp_path / "m", autocommit=0) as path:
         (path / "f").write_text("x")
         with open(path / "f") as f:
-            with pytest.raises(RuntimeError, match="there are open files preventing the "
-                                                   "operation: path /?f is open"):
+            with pytest.raises(
+                RuntimeError,
+                match="there are open files preventing the operation: path /?f is open",
+            ):
                 volfs.reload(path)
             f.read()
         volfs.reload(path)
 
 
 # -- scripts/entrypoint --------------------------------------------------------------------------
-def test_entrypoint_passes_the_exit_code_and_commits(vol: Volume, store_path: Path,
-                                                     tmp_path: Path) -> None:
+def test_entrypoint_passes_the_exit_code_and_commits(
+    vol: Volume, store_path: Path, tmp_path: Path
+) -> None:
     mnt = tmp_path / "mnt"
-    proc = entrypoint(store_path, "--volume", f"vol:{mnt}", "--",
-                      "sh", "-c", 'echo hi > "$MNT/f"; exit 7', env={"MNT": str(mnt)})
+    proc = entrypoint(
+        store_path,
+        "--volume",
+        f"vol:{mnt}",
+        "--",
+        "sh",
+        "-c",
+        'echo hi > "$MNT/f"; exit 7',
+        env={"MNT": str(mnt)},
+    )
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 7, err
     assert "Traceback" not in err
@@ -270,12 +301,21 @@ def test_entrypoint_passes_the_exit_code_and_commits(vol: Volume, store_path: Pa
     assert_unmounted(mnt)
 
 
-def test_entrypoint_mount_failure_unmounts_the_others(vol: Volume, store_path: Path,
-                                                      tmp_path: Path) -> None:
+def test_entrypoint_mount_failure_unmounts_the_others(
+    vol: Volume, store_path: Path, tmp_path: Path
+) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     ran = tmp_path / "ran"
-    proc = entrypoint(store_path, "--volume", f"vol:{first}", "--volume", f"missing:{second}",
-                      "--", "touch", str(ran))
+    proc = entrypoint(
+        store_path,
+        "--volume",
+        f"vol:{first}",
+        "--volume",
+        f"missing:{second}",
+        "--",
+        "touch",
+        str(ran),
+    )
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     errors = [line for line in err.splitlines() if "cannot mount" in line]
@@ -286,27 +326,33 @@ def test_entrypoint_mount_failure_unmounts_the_others(vol: Volume, store_path: P
     assert_unmounted(second)
 
 
-def test_entrypoint_reads_volumes_from_the_environment_read_only(vol: Volume, store_path: Path,
-                                                                 tmp_path: Path) -> None:
+def test_entrypoint_reads_volumes_from_the_environment_read_only(
+    vol: Volume, store_path: Path, tmp_path: Path
+) -> None:
     with vol.batch_upload() as batch:
         batch.put_file(__file__, "existing")
     mnt = tmp_path / "mnt"
     script = 'test -f "$MNT/existing" || exit 3; if echo x > "$MNT/new"; then exit 0; fi; exit 9'
-    proc = entrypoint(store_path, "sh", "-c", script,
-                      env={"MNT": str(mnt), "VOLFS_VOLUMES": f"vol:{mnt}:ro"})
+    proc = entrypoint(
+        store_path, "sh", "-c", script, env={"MNT": str(mnt), "VOLFS_VOLUMES": f"vol:{mnt}:ro"}
+    )
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 9, err  # the write failed (EROFS), the read worked
     assert [e.path for e in vol.listdir("/")] == ["existing"]
     assert_unmounted(mnt)
 
 
-def test_entrypoint_forwards_sigterm_and_commits(vol: Volume, store_path: Path,
-                                                 tmp_path: Path) -> None:
+def test_entrypoint_forwards_sigterm_and_commits(
+    vol: Volume, store_path: Path, tmp_path: Path
+) -> None:
     mnt = tmp_path / "mnt"
-    script = ('trap \'echo bye > "$MNT/bye"; exit 3\' TERM; echo up > "$MNT/up"; '
-              "while :; do sleep 0.05; done")
-    proc = entrypoint(store_path, "--volume", f"vol:{mnt}", "--", "sh", "-c", script,
-                      env={"MNT": str(mnt)})
+    script = (
+        'trap \'echo bye > "$MNT/bye"; exit 3\' TERM; echo up > "$MNT/up"; '
+        "while :; do sleep 0.05; done"
+    )
+    proc = entrypoint(
+        store_path, "--volume", f"vol:{mnt}", "--", "sh", "-c", script, env={"MNT": str(mnt)}
+    )
     try:
         wait_for(lambda: (mnt / "up").exists() or proc.poll() is not None, "the command to start")
         proc.send_signal(signal.SIGTERM)
@@ -322,8 +368,9 @@ def test_entrypoint_forwards_sigterm_and_commits(vol: Volume, store_path: Path,
 
 # -- systemd -------------------------------------------------------------------------------------
 def _unit() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None,
-                                       comment_prefixes=("#", ";"), delimiters=("=",))
+    parser = configparser.ConfigParser(
+        strict=False, interpolation=None, comment_prefixes=("#", ";"), delimiters=("=",)
+    )
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
     parser.read_string(UNIT.read_text())
     return parser
@@ -345,7 +392,13 @@ def test_systemd_unit_parses() -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     shutil.copy(UNIT, tmp_path / UNIT.name)
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", "./volfs@demo.service"],
-                          check=False, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "./volfs@demo.service"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "volfs@" not in proc.stderr, proc.stderr  # no warnings about our unit either

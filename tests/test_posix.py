@@ -29,10 +29,10 @@ import os
 import re
 import shutil
 import socket
-import threading
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -405,7 +405,9 @@ def test_renameat2_noreplace_refuses_existing_target(d: Path) -> None:
     assert sorted(os.listdir(d)) == ["b", "c"]
 
 
-def test_renameat2_exchange_swaps_two_files_and_two_directories(d: Path, mnt: Mount, other: Mount) -> None:
+def test_renameat2_exchange_swaps_two_files_and_two_directories(
+    d: Path, mnt: Mount, other: Mount
+) -> None:
     (d / "a").write_bytes(b"A")
     (d / "b").write_bytes(b"B")
     (d / "x").mkdir()
@@ -849,7 +851,9 @@ def test_uncommitted_file_is_invisible_to_another_mount_until_commit(
 
 
 # -- what is not supported: clear errnos -------------------------------------------------------------------------
-def test_fifos_and_device_nodes_are_files_of_their_own_kind(d: Path, mnt: Mount, other: Mount) -> None:
+def test_fifos_and_device_nodes_are_files_of_their_own_kind(
+    d: Path, mnt: Mount, other: Mount
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("device nodes need root")
     os.mkfifo(d / "fifo", 0o640)

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from volfs import Volume
-from volfs.snapshots import history
 from volfs.cli import cli
-from volfs.maintenance.gc import collect
 from volfs.errors import InvalidError, NotFoundError
 from volfs.maintenance.fsck import fsck
+from volfs.maintenance.gc import collect
+from volfs.snapshots import history
 from volfs.store import Store
 
 
@@ -27,8 +27,11 @@ def put(vol: Volume, path: str, data: bytes) -> None:
 
 
 def files(vol: Volume) -> dict[str, bytes]:
-    return {e.path: b"".join(vol.read_file(e.path)) for e in vol.listdir("/", recursive=True)
-            if e.type.name == "FILE"}
+    return {
+        e.path: b"".join(vol.read_file(e.path))
+        for e in vol.listdir("/", recursive=True)
+        if e.type.name == "FILE"
+    }
 
 
 def ok(*args: str) -> str:
@@ -39,8 +42,14 @@ def ok(*args: str) -> str:
 
 def refused(*args: str) -> subprocess.CompletedProcess[str]:
     """A real process: one ``Error:`` line, a non-zero exit, never a traceback."""
-    proc = subprocess.run([sys.executable, "-m", "volfs", *args], capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "volfs", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
@@ -55,7 +64,9 @@ def vol(store: Store) -> Volume:
     return v
 
 
-def test_rollback_restores_old_content_as_a_new_head_and_keeps_history(vol: Volume, store: Store) -> None:
+def test_rollback_restores_old_content_as_a_new_head_and_keeps_history(
+    vol: Volume, store: Store
+) -> None:
     target = vol.history()[0].id
     before = files(vol)
     put(vol, "a.txt", b"second a, longer")
@@ -69,7 +80,11 @@ def test_rollback_restores_old_content_as_a_new_head_and_keeps_history(vol: Volu
     assert log[0]["origin"] == f"rollback to {target}" and log[0]["parent"] == overwritten[0]
     assert [e["id"] for e in log[1:]] == overwritten  # everything in between is still there
     assert {(c["op"], c["path"]) for c in log[0]["changed"]} == {
-        ("put", "a.txt"), ("rm", "c.txt"), ("mkdir", "keep"), ("put", "keep/b.txt")}
+        ("put", "a.txt"),
+        ("rm", "c.txt"),
+        ("mkdir", "keep"),
+        ("put", "keep/b.txt"),
+    }
     undone = vol.snapshot(overwritten[0])  # the rolled-over head is still readable
     assert files(undone) == {"a.txt": b"second a, longer", "c.txt": b"added later"}
     root = store.catalog.head(vol.object_id).root
@@ -85,7 +100,8 @@ def test_rolling_back_to_what_the_head_holds_makes_no_snapshot(vol: Volume) -> N
 
 
 def test_rollback_retries_when_a_commit_lands_first(
-        vol: Volume, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    vol: Volume, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = vol.history()[-1].id  # the empty volume at creation
     real = store.catalog.rollback_head
     calls = []
@@ -104,7 +120,8 @@ def test_rollback_retries_when_a_commit_lands_first(
 
 
 def test_rollback_refusals_are_one_line_and_change_nothing(
-        vol: Volume, store: Store, store_state: Callable[[], object]) -> None:
+    vol: Volume, store: Store, store_state: Callable[[], object]
+) -> None:
     other = Volume.objects.create("other", store=store)
     foreign = other.history()[0].id
     before = store_state()
@@ -131,8 +148,9 @@ def test_log_stops_gracefully_where_retention_dropped_history(vol: Volume, store
 
 def test_retention_command_shows_sets_and_refuses(vol: Volume) -> None:
     assert "keep everything" in ok("volume", "retention", "vol")
-    assert "keep last 5 / keep 7 days" in ok("volume", "retention", "vol", "--keep-last", "5",
-                                              "--keep-days", "7")
+    assert "keep last 5 / keep 7 days" in ok(
+        "volume", "retention", "vol", "--keep-last", "5", "--keep-days", "7"
+    )
     info = json.loads(ok("volume", "info", "vol", "--json"))
     assert info["retention"] == {"keep_last": 5, "keep_days": 7.0}
     assert json.loads(ok("volume", "retention", "vol", "--json"))["keep_last"] == 5
@@ -140,7 +158,12 @@ def test_retention_command_shows_sets_and_refuses(vol: Volume) -> None:
     assert json.loads(ok("volume", "info", "vol", "--json"))["retention"] is None
     assert refused("volume", "retention", "missing", "--keep-last", "3").returncode == 3
     for bad in (["--keep-last", "0"], ["--keep-days", "0"], ["--keep-all", "--keep-last", "2"]):
-        proc = subprocess.run([sys.executable, "-m", "volfs", "volume", "retention", "vol", *bad],
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "volfs", "volume", "retention", "vol", *bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 2 and "Error: " in proc.stderr and "Traceback" not in proc.stderr
     assert "keep everything" in ok("volume", "retention", "vol")  # nothing changed

@@ -33,8 +33,11 @@ SMALL = 16  # chunk size of the model test: many segments from a few bytes
 def _segments(directory: Path, name: str = "f1") -> dict[int, int]:
     """A scratch file's segments on disk: chunk index -> bytes."""
     prefix = name + "."
-    return {int(n[len(prefix):]): os.stat(directory / n).st_size
-            for n in os.listdir(directory) if n.startswith(prefix) and n[len(prefix):].isdigit()}
+    return {
+        int(n[len(prefix) :]): os.stat(directory / n).st_size
+        for n in os.listdir(directory)
+        if n.startswith(prefix) and n[len(prefix) :].isdigit()
+    }
 
 
 class _Blobs:
@@ -46,8 +49,8 @@ class _Blobs:
 
     def chunks(self, content: bytes, size: int) -> tuple[tuple[int, Digest], ...]:
         out = []
-        for index in range(0, -(-len(content) // size)):
-            piece = content[index * size:(index + 1) * size]
+        for index in range(-(-len(content) // size)):
+            piece = content[index * size : (index + 1) * size]
             digest = digest_of(piece)
             (self.directory / digest).write_bytes(piece)
             out.append((index, digest))
@@ -63,19 +66,27 @@ class _Blobs:
             os.close(fd)
 
 
-ops = st.lists(st.one_of(
-    st.tuples(st.just("write"), st.integers(0, 8 * SMALL), st.binary(min_size=0, max_size=3 * SMALL)),
-    st.tuples(st.just("write"), st.integers(0, 8 * SMALL), st.integers(1, 3 * SMALL).map(bytes)),  # zeros
-    st.tuples(st.just("truncate"), st.integers(0, 10 * SMALL), st.just(b"")),
-    st.tuples(st.just("freeze"), st.just(0), st.just(b"")),
-    st.tuples(st.just("reopen"), st.just(0), st.just(b"")),
-), max_size=25)
+ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("write"), st.integers(0, 8 * SMALL), st.binary(min_size=0, max_size=3 * SMALL)
+        ),
+        st.tuples(
+            st.just("write"), st.integers(0, 8 * SMALL), st.integers(1, 3 * SMALL).map(bytes)
+        ),  # zeros
+        st.tuples(st.just("truncate"), st.integers(0, 10 * SMALL), st.just(b"")),
+        st.tuples(st.just("freeze"), st.just(0), st.just(b"")),
+        st.tuples(st.just("reopen"), st.just(0), st.just(b"")),
+    ),
+    max_size=25,
+)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=4 * SMALL), ops)
 def test_a_scratch_file_reads_back_what_was_written_and_frozen_segments_never_change(
-        tmp_path_factory: pytest.TempPathFactory, committed: bytes, steps: list[tuple[str, int, bytes]]) -> None:
+    tmp_path_factory: pytest.TempPathFactory, committed: bytes, steps: list[tuple[str, int, bytes]]
+) -> None:
     directory = tmp_path_factory.mktemp("scratch")
     store = _Blobs(tmp_path_factory.mktemp("blobs"))
     adopted = tmp_path_factory.mktemp("adopted")
@@ -85,8 +96,14 @@ def test_a_scratch_file_reads_back_what_was_written_and_frozen_segments_never_ch
     stats = ScratchStats()
     try:
         # Copy-up by chunk: the scratch file starts as a committed file and copies nothing.
-        scratch = ScratchFile.create(str(directory), "f1", store.open, stats,
-                                     base=store.chunks(committed, SMALL), size=len(committed))
+        scratch = ScratchFile.create(
+            str(directory),
+            "f1",
+            store.open,
+            stats,
+            base=store.chunks(committed, SMALL),
+            size=len(committed),
+        )
         assert _segments(directory) == {}
         model = bytearray(committed)
         touched: set[int] = set()
@@ -94,13 +111,13 @@ def test_a_scratch_file_reads_back_what_was_written_and_frozen_segments_never_ch
             if op == "write":
                 scratch.pwrite(data, number)
                 if data:
-                    model[len(model):] = bytes(max(0, number - len(model)))
-                    model[number:number + len(data)] = data
+                    model[len(model) :] = bytes(max(0, number - len(model)))
+                    model[number : number + len(data)] = data
                     touched.update(range(number // SMALL, (number + len(data) - 1) // SMALL + 1))
             elif op == "truncate":
                 scratch.truncate(number)
                 model[number:] = b""
-                model[len(model):] = bytes(number - len(model))
+                model[len(model) :] = bytes(number - len(model))
                 touched.add(max(0, number - 1) // SMALL)
             elif op == "freeze":  # and adopt every segment, as a commit of new content does
                 segments, base, size = scratch.freeze()
@@ -148,7 +165,9 @@ def _committed(store: Store, name: str) -> bytes:
     return b"".join(Volume.from_name("v", store=store).read_file(name))
 
 
-def test_a_commit_links_new_chunks_into_the_store_instead_of_copying_them(store: Store, overlay: Overlay) -> None:
+def test_a_commit_links_new_chunks_into_the_store_instead_of_copying_them(
+    store: Store, overlay: Overlay
+) -> None:
     content = os.urandom(2 * CHUNK_SIZE + 1000)
     node = overlay.create(ROOT_INO, "big", 0o644, 0, 0)
     overlay.open(node, write=True, truncate=False)
@@ -158,13 +177,16 @@ def test_a_commit_links_new_chunks_into_the_store_instead_of_copying_them(store:
     assert store.blobs.stats["blobs_adopted"] == 3
     assert store.blobs.stats["bytes_written"] == 0  # nothing copied
     assert _committed(store, "big") == content
-    assert os.listdir(overlay.scratch_dir) == []  # closed and committed: the blobs are its content now
+    assert (
+        os.listdir(overlay.scratch_dir) == []
+    )  # closed and committed: the blobs are its content now
     for _, digest in overlay.table[node.ino].chunks:
         assert digest_of(store.blobs.path(digest).read_bytes()) == digest
 
 
 def test_writing_a_committed_segment_of_an_open_file_copies_it_and_leaves_the_blob_intact(
-        store: Store, overlay: Overlay) -> None:
+    store: Store, overlay: Overlay
+) -> None:
     first = b"a" * CHUNK_SIZE + b"b" * 10
     node = overlay.create(ROOT_INO, "open", 0o644, 0, 0)
     overlay.open(node, write=True, truncate=False)
@@ -175,7 +197,9 @@ def test_writing_a_committed_segment_of_an_open_file_copies_it_and_leaves_the_bl
     overlay.write(node, 5, b"X")  # in the first segment, which is a blob's inode now
     overlay.write(node, CHUNK_SIZE + 10, b"tail")  # appends to the second
     for _, digest in committed:
-        assert digest_of(store.blobs.path(digest).read_bytes()) == digest, "a committed blob changed"
+        assert digest_of(store.blobs.path(digest).read_bytes()) == digest, (
+            "a committed blob changed"
+        )
     second = first[:5] + b"X" + first[6:] + b"tail"
     assert overlay.read(node, 0, len(second) + 1) == second
     overlay.commit_now()
@@ -183,7 +207,9 @@ def test_writing_a_committed_segment_of_an_open_file_copies_it_and_leaves_the_bl
     assert _committed(store, "open") == second
 
 
-def test_an_unchanged_segment_is_not_linked_again_and_may_change_in_place(store: Store, overlay: Overlay) -> None:
+def test_an_unchanged_segment_is_not_linked_again_and_may_change_in_place(
+    store: Store, overlay: Overlay
+) -> None:
     node = overlay.create(ROOT_INO, "f", 0o644, 0, 0)
     overlay.open(node, write=True, truncate=False)
     overlay.write(node, 0, b"x" * 100)
@@ -220,7 +246,9 @@ def test_copy_up_copies_only_the_chunks_a_write_touches(store: Store, overlay: O
     assert _committed(store, "c") == content + b"!"
 
 
-def test_a_truncate_inside_a_committed_chunk_copies_only_what_it_keeps(store: Store, overlay: Overlay) -> None:
+def test_a_truncate_inside_a_committed_chunk_copies_only_what_it_keeps(
+    store: Store, overlay: Overlay
+) -> None:
     content = os.urandom(2 * CHUNK_SIZE)
     with Volume.from_name("v", store=store).batch_upload() as batch:
         batch.put_file(io.BytesIO(content), "c")
@@ -229,7 +257,7 @@ def test_a_truncate_inside_a_committed_chunk_copies_only_what_it_keeps(store: St
     overlay.setattr(node, size=CHUNK_SIZE + 10)
     assert overlay.scratch_stats.bytes_copied == 10
     overlay.setattr(node, size=2 * CHUNK_SIZE)  # the rest of that chunk reads as zeros now
-    expected = content[:CHUNK_SIZE + 10] + bytes(CHUNK_SIZE - 10)
+    expected = content[: CHUNK_SIZE + 10] + bytes(CHUNK_SIZE - 10)
     assert overlay.read(node, 0, 3 * CHUNK_SIZE) == expected
     overlay.commit_now()
     assert _committed(store, "c") == expected
@@ -269,7 +297,9 @@ def test_zeros_written_into_holes_stay_holes(store: Store, overlay: Overlay) -> 
     assert overlay.read(node, 0, 10) == bytes(10)
 
 
-def test_a_crashed_copy_up_comes_back_with_every_byte(store: Store, overlay: Overlay, tmp_path: Path) -> None:
+def test_a_crashed_copy_up_comes_back_with_every_byte(
+    store: Store, overlay: Overlay, tmp_path: Path
+) -> None:
     content = os.urandom(3 * CHUNK_SIZE)
     with Volume.from_name("v", store=store).batch_upload() as batch:
         batch.put_file(io.BytesIO(content), "c")
@@ -280,7 +310,9 @@ def test_a_crashed_copy_up_comes_back_with_every_byte(store: Store, overlay: Ove
     overlay.write(node, 2 * CHUNK_SIZE + 7, b"tail")
     assert node.scratch is not None
     expected = overlay.read(node, 0, 4 * CHUNK_SIZE)
-    found = ScratchFile.existing(str(overlay.scratch_dir), node.scratch.name, overlay._blob_fd, ScratchStats())
+    found = ScratchFile.existing(
+        str(overlay.scratch_dir), node.scratch.name, overlay._blob_fd, ScratchStats()
+    )
     assert found.size == len(expected)
     assert found.pread(4 * CHUNK_SIZE, 0) == expected
     found.close()
@@ -306,12 +338,14 @@ def _no_blobs(digest: Digest) -> int:
     raise AssertionError("no committed chunk expected")
 
 
-def test_a_file_of_many_segments_keeps_few_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_of_many_segments_keeps_few_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(volfs.mount.scratch, "CHUNK_SIZE", SMALL)
     scratch = ScratchFile.create(str(tmp_path), "f1", _no_blobs, ScratchStats())
     content = os.urandom(40 * SMALL + 3)
     for offset in range(0, len(content), 7):  # small writes across every segment
-        scratch.pwrite(content[offset:offset + 7], offset)
+        scratch.pwrite(content[offset : offset + 7], offset)
         assert len(scratch._fds) <= volfs.mount.scratch.MAX_OPEN_SEGMENTS
     scratch.sync(datasync=False)  # reopens what it closed
     assert scratch.pread(len(content), 0) == content
@@ -320,10 +354,11 @@ def test_a_file_of_many_segments_keeps_few_open(tmp_path: Path, monkeypatch: pyt
 
 
 def test_a_commit_past_its_fd_budget_hashes_the_rest_on_the_loop(
-        store: Store, overlay: Overlay, monkeypatch: pytest.MonkeyPatch) -> None:
-    import volfs.mount.overlay
+    store: Store, overlay: Overlay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import volfs.mount.publish
 
-    monkeypatch.setattr(volfs.mount.overlay, "freeze_budget", lambda: 2)
+    monkeypatch.setattr(volfs.mount.publish, "freeze_budget", lambda: 2)
     files = {f"f{i}": os.urandom(1000 + i) for i in range(5)}
     for name, data in files.items():
         overlay.write(overlay.create(ROOT_INO, name, 0o644, 0, 0), 0, data)

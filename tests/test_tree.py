@@ -57,7 +57,9 @@ LINK_ID = 0x5EED_0123_4567_89AB
 
 
 def golden_file() -> Entry:
-    return Entry("data.bin", Kind.FILE, 0o640, 1000, 1000, MTIME, 14, chunks=dense([CHUNK_A, CHUNK_B]))
+    return Entry(
+        "data.bin", Kind.FILE, 0o640, 1000, 1000, MTIME, 14, chunks=dense([CHUNK_A, CHUNK_B])
+    )
 
 
 def golden_dir() -> Entry:
@@ -84,13 +86,31 @@ def golden_non_ascii() -> Entry:
 
 def golden_sparse() -> Entry:
     # 5 chunks and 10 bytes; only chunks 1 and 5 hold data, 0 and 2-4 are holes.
-    return Entry("sparse.img", Kind.FILE, 0o600, 1000, 1000, MTIME, 5 * CHUNK_SIZE + 10,
-                 chunks=((1, CHUNK_A), (5, CHUNK_B)))
+    return Entry(
+        "sparse.img",
+        Kind.FILE,
+        0o600,
+        1000,
+        1000,
+        MTIME,
+        5 * CHUNK_SIZE + 10,
+        chunks=((1, CHUNK_A), (5, CHUNK_B)),
+    )
 
 
 def golden_hard_link() -> Entry:
-    return Entry("hard", Kind.FILE, 0o644, 1000, 1000, MTIME, 3, chunks=dense([digest_of(b"abc")]),
-                 link=LINK_ID, nlink=3)
+    return Entry(
+        "hard",
+        Kind.FILE,
+        0o644,
+        1000,
+        1000,
+        MTIME,
+        3,
+        chunks=dense([digest_of(b"abc")]),
+        link=LINK_ID,
+        nlink=3,
+    )
 
 
 def golden_fifo() -> Entry:
@@ -110,13 +130,26 @@ def golden_block_device() -> Entry:
 
 
 def golden_linked_dir() -> Entry:
-    return Entry("linked", Kind.DIR, 0o755, 0, 0, MTIME, 6, tree=tree_digest(EMPTY_TREE), files=2,
-                 links=2)
+    return Entry(
+        "linked", Kind.DIR, 0o755, 0, 0, MTIME, 6, tree=tree_digest(EMPTY_TREE), files=2, links=2
+    )
 
 
-ALL_GOLDEN = [golden_file, golden_dir, golden_symlink, golden_xattrs, golden_non_utf8,
-              golden_non_ascii, golden_sparse, golden_hard_link, golden_fifo, golden_socket,
-              golden_char_device, golden_block_device, golden_linked_dir]
+ALL_GOLDEN = [
+    golden_file,
+    golden_dir,
+    golden_symlink,
+    golden_xattrs,
+    golden_non_utf8,
+    golden_non_ascii,
+    golden_sparse,
+    golden_hard_link,
+    golden_fifo,
+    golden_socket,
+    golden_char_device,
+    golden_block_device,
+    golden_linked_dir,
+]
 
 GOLDEN = [
     ("empty", EMPTY_TREE, GOLDEN_EMPTY),
@@ -149,7 +182,11 @@ def test_empty_tree_encoding_is_magic_and_zero_count() -> None:
 
 
 def _head(name: bytes, kind: int, mode: int, uid: int, gid: int, mtime: int, size: int) -> bytes:
-    return struct.pack("<H", len(name)) + name + struct.pack("<BIIIqQ", kind, mode, uid, gid, mtime, size)
+    return (
+        struct.pack("<H", len(name))
+        + name
+        + struct.pack("<BIIIqQ", kind, mode, uid, gid, mtime, size)
+    )
 
 
 def test_file_entry_layout_matches_the_spec() -> None:
@@ -160,8 +197,10 @@ def test_file_entry_layout_matches_the_spec() -> None:
         + _head(b"data.bin", 1, 0o640, 1000, 1000, MTIME, 14)
         + struct.pack("<Q", 0)  # link: none, so no nlink follows
         + struct.pack("<I", 2)
-        + struct.pack("<Q", 0) + bytes.fromhex(CHUNK_A)
-        + struct.pack("<Q", 1) + bytes.fromhex(CHUNK_B)
+        + struct.pack("<Q", 0)
+        + bytes.fromhex(CHUNK_A)
+        + struct.pack("<Q", 1)
+        + bytes.fromhex(CHUNK_B)
         + struct.pack("<H", 0)
     )
     assert data == expected
@@ -175,8 +214,10 @@ def test_sparse_hard_link_layout_matches_the_spec() -> None:
         + _head(b"sparse.img", 1, 0o600, 1000, 1000, MTIME, 5 * CHUNK_SIZE + 10)
         + struct.pack("<QI", LINK_ID, 2)
         + struct.pack("<I", 2)
-        + struct.pack("<Q", 1) + bytes.fromhex(CHUNK_A)
-        + struct.pack("<Q", 5) + bytes.fromhex(CHUNK_B)
+        + struct.pack("<Q", 1)
+        + bytes.fromhex(CHUNK_A)
+        + struct.pack("<Q", 5)
+        + bytes.fromhex(CHUNK_B)
         + struct.pack("<H", 0)
     )
     assert encode(Tree.of([entry])) == expected
@@ -185,21 +226,45 @@ def test_sparse_hard_link_layout_matches_the_spec() -> None:
 def test_dir_and_special_layouts_match_the_spec() -> None:
     empty = bytes.fromhex(tree_digest(EMPTY_TREE))
     assert encode(Tree.of([golden_linked_dir()])) == (
-        MAGIC + struct.pack("<I", 1) + _head(b"linked", 2, 0o755, 0, 0, MTIME, 6)
-        + struct.pack("<Q", 0) + empty + struct.pack("<QQ", 2, 2) + struct.pack("<H", 0))
+        MAGIC
+        + struct.pack("<I", 1)
+        + _head(b"linked", 2, 0o755, 0, 0, MTIME, 6)
+        + struct.pack("<Q", 0)
+        + empty
+        + struct.pack("<QQ", 2, 2)
+        + struct.pack("<H", 0)
+    )
     assert encode(Tree.of([golden_fifo()])) == (
-        MAGIC + struct.pack("<I", 1) + _head(b"fifo", 4, 0o600, 1, 1, MTIME, 0)
-        + struct.pack("<Q", 0) + struct.pack("<H", 0))
+        MAGIC
+        + struct.pack("<I", 1)
+        + _head(b"fifo", 4, 0o600, 1, 1, MTIME, 0)
+        + struct.pack("<Q", 0)
+        + struct.pack("<H", 0)
+    )
     assert encode(Tree.of([golden_socket()])) == (
-        MAGIC + struct.pack("<I", 1) + _head(b"sock", 5, 0o755, 0, 0, MTIME, 0)
-        + struct.pack("<Q", 0) + struct.pack("<H", 0))
+        MAGIC
+        + struct.pack("<I", 1)
+        + _head(b"sock", 5, 0o755, 0, 0, MTIME, 0)
+        + struct.pack("<Q", 0)
+        + struct.pack("<H", 0)
+    )
     assert encode(Tree.of([golden_block_device()])) == (
-        MAGIC + struct.pack("<I", 1) + _head(b"disk", 7, 0o660, 0, 6, MTIME, 0)
-        + struct.pack("<Q", 0) + struct.pack("<Q", 0x1_0000_0801) + struct.pack("<H", 0))
+        MAGIC
+        + struct.pack("<I", 1)
+        + _head(b"disk", 7, 0o660, 0, 6, MTIME, 0)
+        + struct.pack("<Q", 0)
+        + struct.pack("<Q", 0x1_0000_0801)
+        + struct.pack("<H", 0)
+    )
 
 
 def test_special_kinds() -> None:
-    assert [k for k in Kind if k.is_special] == [Kind.FIFO, Kind.SOCKET, Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE]
+    assert [k for k in Kind if k.is_special] == [
+        Kind.FIFO,
+        Kind.SOCKET,
+        Kind.CHAR_DEVICE,
+        Kind.BLOCK_DEVICE,
+    ]
     null = golden_char_device()
     assert null.same_content(null.with_(mode=0o600))
     assert not null.same_content(null.with_(rdev=0x105))
@@ -261,8 +326,14 @@ V1_TREES = {
     "xattrs": [golden_xattrs()],
     "non_utf8": [golden_non_utf8()],
     "non_ascii": [golden_non_ascii()],
-    "mixed": [golden_file(), v1_dir(), golden_symlink(), golden_xattrs(), golden_non_utf8(),
-              golden_non_ascii()],
+    "mixed": [
+        golden_file(),
+        v1_dir(),
+        golden_symlink(),
+        golden_xattrs(),
+        golden_non_utf8(),
+        golden_non_ascii(),
+    ],
 }
 
 
@@ -281,8 +352,14 @@ def test_format_1_trees_decode_with_dense_chunks(label: str) -> None:
 def test_format_1_file_chunks_become_index_pairs() -> None:
     three = [digest_of(b"1"), digest_of(b"2"), digest_of(b"3")]
     entry = Entry("f", Kind.FILE, size=3 * CHUNK_SIZE, chunks=dense(three))
-    raw = (MAGIC_V1 + struct.pack("<I", 1) + _head(b"f", 1, 0o644, 0, 0, 0, 3 * CHUNK_SIZE)
-           + struct.pack("<I", 3) + b"".join(bytes.fromhex(d) for d in three) + struct.pack("<H", 0))
+    raw = (
+        MAGIC_V1
+        + struct.pack("<I", 1)
+        + _head(b"f", 1, 0o644, 0, 0, 0, 3 * CHUNK_SIZE)
+        + struct.pack("<I", 3)
+        + b"".join(bytes.fromhex(d) for d in three)
+        + struct.pack("<H", 0)
+    )
     assert v1_tree([entry]) == raw
     (decoded,) = decode(raw).entries
     assert decoded.chunks == ((0, three[0]), (1, three[1]), (2, three[2]))
@@ -346,8 +423,15 @@ def entries(name: st.SearchStrategy[str] = names) -> st.SearchStrategy[Entry]:
         st.builds(Entry, name, st.just(Kind.DIR), tree=digests, files=u64, links=u64, **common),
         linkable(st.builds(Entry, name, st.just(Kind.SYMLINK), target=names, **common)),
         linkable(st.builds(Entry, name, st.sampled_from([Kind.FIFO, Kind.SOCKET]), **common)),
-        linkable(st.builds(Entry, name, st.sampled_from([Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE]),
-                           rdev=u64, **common)),
+        linkable(
+            st.builds(
+                Entry,
+                name,
+                st.sampled_from([Kind.CHAR_DEVICE, Kind.BLOCK_DEVICE]),
+                rdev=u64,
+                **common,
+            )
+        ),
     )
 
 
@@ -468,7 +552,9 @@ def build(files: dict[tuple[str, ...], bytes | Entry]) -> tuple[MemoryTreeStore,
                 if isinstance(data, Entry):
                     children[name] = data.with_(name=name)
                 else:
-                    children[name] = Entry(name, Kind.FILE, size=len(data), chunks=dense([digest_of(data)]))
+                    children[name] = Entry(
+                        name, Kind.FILE, size=len(data), chunks=dense([digest_of(data)])
+                    )
             elif name not in children:
                 children[name] = writer.dir_entry(
                     Entry(name, Kind.DIR, 0o755), make(prefix + (name,))
@@ -492,7 +578,11 @@ def test_lookup_finds_entries_and_misses_cleanly() -> None:
 
 
 def test_walk_yields_every_entry_parents_first() -> None:
-    files: dict[tuple[str, ...], bytes | Entry] = {("a", "b", "c.txt"): b"1", ("a", "d.txt"): b"22", ("e",): b"333"}
+    files: dict[tuple[str, ...], bytes | Entry] = {
+        ("a", "b", "c.txt"): b"1",
+        ("a", "d.txt"): b"22",
+        ("e",): b"333",
+    }
     store, root = build(files)
     seen = [path for path, _ in walk(store, root)]
     assert set(seen) == {("a",), ("a", "b"), ("a", "b", "c.txt"), ("a", "d.txt"), ("e",)}
@@ -504,8 +594,15 @@ def test_walk_yields_every_entry_parents_first() -> None:
 
 def test_totals_count_files_bytes_and_link_names_below() -> None:
     hard = golden_hard_link().with_(nlink=2)
-    store, root = build({("a", "b", "c.txt"): b"hello", ("a", "d.txt"): b"xy", ("e",): b"1234",
-                         ("a", "b", "h1"): hard, ("h2",): hard})
+    store, root = build(
+        {
+            ("a", "b", "c.txt"): b"hello",
+            ("a", "d.txt"): b"xy",
+            ("e",): b"1234",
+            ("a", "b", "h1"): hard,
+            ("h2",): hard,
+        }
+    )
     assert (root.size, root.files, root.links) == (17, 5, 2)
     a = lookup(store, root, ("a",))
     assert a is not None and (a.size, a.files, a.links) == (10, 3, 1)
@@ -544,8 +641,12 @@ def test_find_links_finds_every_name_and_reads_only_directories_holding_some() -
     x = Entry("", Kind.FILE, size=3, chunks=dense([digest_of(b"abc")]), link=7, nlink=3)
     y = Entry("", Kind.FIFO, link=8, nlink=2)
     files: dict[tuple[str, ...], bytes | Entry] = {
-        ("a", "x1"): x, ("a", "deep", "er", "x2"): x, ("x3",): x,
-        ("b", "y1"): y, ("y2",): y, ("c", "z"): Entry("", Kind.FILE, link=9, nlink=1),
+        ("a", "x1"): x,
+        ("a", "deep", "er", "x2"): x,
+        ("x3",): x,
+        ("b", "y1"): y,
+        ("y2",): y,
+        ("c", "z"): Entry("", Kind.FILE, link=9, nlink=1),
     }
     files.update({(f"plain{i}", "sub", "f"): b"1" for i in range(5)})
     store, root = build(files)

@@ -26,7 +26,9 @@ def default_store_path() -> Path:
         return Path(explicit)
     if os.geteuid() == 0:
         return Path("/var/lib/volfs")
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local/share"
+    )
     return Path(data_home) / "volfs"
 
 

@@ -60,8 +60,13 @@ def peer_credentials(sock: socket.socket | trio.socket.SocketType) -> Peer:
 
 
 # -- server ----------------------------------------------------------------------------------
-async def serve(path: Path, owner_uid: int, handler: Handler,
-                *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    path: Path,
+    owner_uid: int,
+    handler: Handler,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Listens on ``path`` until cancelled; each connection gets one request."""
     try:
         path.unlink()
@@ -95,7 +100,8 @@ async def _serve_one(conn: trio.socket.SocketType, owner_uid: int, handler: Hand
             peer = peer_credentials(conn)
             if peer.uid not in (0, owner_uid):
                 raise PermissionDeniedError(
-                    f"permission denied: uid {peer.uid} is neither root nor the mount's owner")
+                    f"permission denied: uid {peer.uid} is neither root nor the mount's owner"
+                )
             with trio.fail_after(REQUEST_TIMEOUT):
                 request = await _read_request(conn)
             reply = {"ok": True, "result": await handler(request, peer)}
@@ -103,7 +109,7 @@ async def _serve_one(conn: trio.socket.SocketType, owner_uid: int, handler: Hand
             reply = _error_reply(VolfsError("control request timed out"))
         except VolfsError as exc:
             reply = _error_reply(exc)
-        except Exception as exc:  # noqa: BLE001 -- the daemon must outlive any one bad request
+        except Exception as exc:
             reply = _error_reply(VolfsError(f"internal error: {exc}"))
         try:
             await conn.send((json.dumps(reply) + "\n").encode())
@@ -120,7 +126,9 @@ async def _read_request(conn: trio.socket.SocketType) -> dict[str, Any]:
     while b"\n" not in data:
         chunk = await conn.recv(MAX_MESSAGE + 1 - len(data))
         if not chunk:
-            raise errors.InvalidError("malformed control request: connection closed before a full line")
+            raise errors.InvalidError(
+                "malformed control request: connection closed before a full line"
+            )
         data += chunk
         if len(data) > MAX_MESSAGE:
             raise errors.InvalidError(f"control request too large (over {MAX_MESSAGE} bytes)")
@@ -149,16 +157,22 @@ def call(socket_path: str, op: str, timeout: float | None = 600.0, **args: Any) 
                 sock.connect(socket_path)
                 break
             except PermissionError:
-                raise PermissionDeniedError("permission denied: this mount belongs to another user") from None
+                raise PermissionDeniedError(
+                    "permission denied: this mount belongs to another user"
+                ) from None
             except BlockingIOError:
                 # The listen backlog is full (a burst of clients): a Unix socket refuses at once
                 # instead of waiting, so wait here, as a blocking connect would.
                 if time.monotonic() > deadline:
-                    raise MountError(f"cannot reach the mount's daemon at {socket_path}: "
-                                     "it accepts no connection") from None
+                    raise MountError(
+                        f"cannot reach the mount's daemon at {socket_path}: "
+                        "it accepts no connection"
+                    ) from None
                 time.sleep(0.005)
             except OSError as exc:
-                raise MountError(f"cannot reach the mount's daemon at {socket_path}: {exc.strerror}") from None
+                raise MountError(
+                    f"cannot reach the mount's daemon at {socket_path}: {exc.strerror}"
+                ) from None
         sock.sendall((json.dumps(request) + "\n").encode())
         data = b""
         while not data.endswith(b"\n"):
@@ -259,11 +273,20 @@ def mount_info(path: str) -> MountInfo:
     try:
         raw = _getxattr_within(real, XATTR_CONTROL, ANSWER_TIMEOUT)
     except OSError as exc:
-        raise MountError(f"the volfs mount at {real} does not answer ({exc.strerror}); "
-                         "its daemon may have died: run `volfs recover`") from None
+        raise MountError(
+            f"the volfs mount at {real} does not answer ({exc.strerror}); "
+            "its daemon may have died: run `volfs recover`"
+        ) from None
     d = json.loads(raw)
-    return MountInfo(real, d["socket"], d["mount_id"], d["volume_id"], d["volume_name"],
-                     d["environment"], d["pid"])
+    return MountInfo(
+        real,
+        d["socket"],
+        d["mount_id"],
+        d["volume_id"],
+        d["volume_name"],
+        d["environment"],
+        d["pid"],
+    )
 
 
 def all_mounts() -> list[MountInfo]:

@@ -38,7 +38,8 @@ class NotFoundError(VolfsError):
     exit_code = 3
 
 
-class PathNotFoundError(NotFoundError, FileNotFoundError):
+# typeshed types OSError.errno as ``int | None``; these always carry theirs (an int).
+class PathNotFoundError(NotFoundError, FileNotFoundError):  # type: ignore[misc]
     pass
 
 
@@ -47,7 +48,7 @@ class AlreadyExistsError(VolfsError):
     exit_code = 4
 
 
-class PathExistsError(AlreadyExistsError, FileExistsError):
+class PathExistsError(AlreadyExistsError, FileExistsError):  # type: ignore[misc]
     pass
 
 

@@ -41,7 +41,9 @@ def check_component(name: str) -> str:
     if "/" in name or "\0" in name:
         raise InvalidError(f"invalid file name {name!r}: contains '/' or NUL")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
-        raise InvalidError(f"file name too long ({MAX_COMPONENT_BYTES} bytes at most): {name[:40]!r}…")
+        raise InvalidError(
+            f"file name too long ({MAX_COMPONENT_BYTES} bytes at most): {name[:40]!r}…"
+        )
     return name
 
 

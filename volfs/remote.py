@@ -17,6 +17,12 @@ Credentials are never written there: boto3 reads ``AWS_ACCESS_KEY_ID`` /
 ``VOLFS_S3_ENDPOINT``, then to boto3's own (``AWS_ENDPOINT_URL``, or AWS itself).
 
 boto3 and psycopg are imported only here and below, so the embedded default needs neither.
+
+Part of the composition root (with store.py): :func:`open_backends` is the one place that
+builds the distributed backends and wires them together — the one bucket the blob store
+and the catalog share, the LMDB catalog and blob directory they compose as caches.
+
+Must not: import anything above the snapshots layer.
 """
 
 from __future__ import annotations
@@ -26,9 +32,13 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volfs.errors import InvalidError, VolfsError
+
+if TYPE_CHECKING:  # the backends' modules import boto3/psycopg lazily; only their types here
+    from volfs.blobs.s3 import S3BlobStore
+    from volfs.catalog.postgres import PgCatalog
 
 CONFIG_NAME = "backend.json"
 DEFAULT_CACHE_SIZE = 8 << 30
@@ -55,8 +65,13 @@ class RemoteConfig:
         return self.endpoint or os.environ.get("VOLFS_S3_ENDPOINT") or None
 
     def effective_region(self) -> str | None:
-        return (self.region or os.environ.get("VOLFS_S3_REGION") or os.environ.get("AWS_REGION")
-                or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+        return (
+            self.region
+            or os.environ.get("VOLFS_S3_REGION")
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
 
 
 def parse_blobs_url(url: str) -> tuple[str, str]:
@@ -119,7 +134,7 @@ def save(root: Path, config: RemoteConfig) -> None:
         os.close(dir_fd)
 
 
-def open_backends(root: Path, config: RemoteConfig) -> tuple[Any, Any]:
+def open_backends(root: Path, config: RemoteConfig) -> tuple[PgCatalog, S3BlobStore]:
     """(catalog, blobs) of a distributed store; nothing is contacted until first use."""
     try:
         import boto3  # noqa: F401
@@ -127,14 +142,20 @@ def open_backends(root: Path, config: RemoteConfig) -> tuple[Any, Any]:
 
         from volfs.blobs.local import LocalBlobStore
         from volfs.blobs.s3 import Bucket, S3BlobStore
+        from volfs.catalog.lmdb import LmdbCatalog
         from volfs.catalog.postgres import PgCatalog
     except ImportError as exc:
-        raise VolfsError(f"distributed mode needs boto3 and psycopg: pip install 'volfs[distributed]' "
-                         f"({exc})") from None
-    bucket = Bucket(config.bucket, config.prefix, endpoint=config.effective_endpoint(),
-                    region=config.effective_region())
-    cache = LocalBlobStore(root / "blobs", root / "tmp")
-    catalog = PgCatalog(root, config.meta, bucket)
-    blobs = S3BlobStore(cache, bucket, config.cache_size)
+        raise VolfsError(
+            f"distributed mode needs boto3 and psycopg: pip install 'volfs[distributed]' ({exc})"
+        ) from None
+    # One bucket for both: the blob store's blobs and the catalog's trees (and gc sweeps both).
+    bucket = Bucket(
+        config.bucket,
+        config.prefix,
+        endpoint=config.effective_endpoint(),
+        region=config.effective_region(),
+    )
+    catalog = PgCatalog(LmdbCatalog(root), config.meta, bucket)
+    blobs = S3BlobStore(LocalBlobStore(root / "blobs", root / "tmp"), bucket, config.cache_size)
     catalog.on_gc.append(blobs.forget_remote)  # gc may have deleted what it remembers uploading
     return catalog, blobs

@@ -4,7 +4,7 @@ Layout (all private, 0700)::
 
     <store>/format         "volfs-store <format_version>" (2; a format 1 store is upgraded
                            in place when opened, see catalog.FORMAT_VERSION)
-    <store>/catalog/       LMDB, durable (see catalog.py for the schema)
+    <store>/catalog/       LMDB, durable (see volfs/catalog/ for the schema)
     <store>/runtime/       LMDB, mounts and open handles (not synced)
     <store>/blobs/ab/cd…   blobs, read-only files named by digest
     <store>/tmp/           blobs being written
@@ -14,6 +14,15 @@ Layout (all private, 0700)::
                            then catalog/ and blobs/ are this machine's cache
 
 Opening a store is cheap and idempotent; one :class:`Store` per path per process.
+
+This is the composition root: the one place (with remote.py, which builds the distributed
+backends) that picks the catalog and blob backends. Everything above holds
+``store.catalog`` as a :class:`volfs.catalog.Catalog` and ``store.blobs`` as a
+:class:`volfs.blobs.BlobStore` and never asks which backend it has; what differs is
+declared in those interfaces as capabilities.
+
+Must not: import anything above the snapshots layer; let a backend type leak into the
+attributes' types.
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ import threading
 from pathlib import Path
 
 from volfs import remote
+from volfs.blobs import BlobStore
 from volfs.blobs.local import LocalBlobStore
 from volfs.catalog import FORMAT_VERSION, Catalog
+from volfs.catalog.lmdb import LmdbCatalog
 from volfs.config import default_store_path
 from volfs.errors import VolfsError, from_os_error
 
@@ -37,6 +48,9 @@ _LOCK = threading.Lock()
 
 
 class Store:
+    catalog: Catalog
+    blobs: BlobStore
+
     def __init__(self, root: Path) -> None:
         self.root = root
         try:
@@ -45,8 +59,10 @@ class Store:
             if fmt.exists():
                 version = _read_format(fmt)
                 if version > FORMAT_VERSION or version < 1:
-                    raise VolfsError(f"store {root} has format {version}; this volfs reads formats "
-                                     f"1 to {FORMAT_VERSION} (upgrade volfs)")
+                    raise VolfsError(
+                        f"store {root} has format {version}; this volfs reads formats "
+                        f"1 to {FORMAT_VERSION} (upgrade volfs)"
+                    )
             else:
                 version = FORMAT_VERSION
                 _write_format(fmt)
@@ -58,7 +74,7 @@ class Store:
         if config is not None:
             self.catalog, self.blobs = remote.open_backends(root, config)
         else:
-            self.catalog = Catalog(root)
+            self.catalog = LmdbCatalog(root)
             self.blobs = LocalBlobStore(root / "blobs", root / "tmp")
         if version < FORMAT_VERSION:
             # After the catalog (which upgrades its own records when opened): the format

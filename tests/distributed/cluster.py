@@ -19,8 +19,10 @@ import pytest
 META_URL = os.environ.get("VOLFS_META_URL", "")
 ENDPOINT = os.environ.get("VOLFS_S3_ENDPOINT", "")
 BUCKET = os.environ.get("VOLFS_S3_BUCKET", "volfs")
-SERVICES = Path(os.environ.get("VOLFS_SERVICES_DIR") or
-                os.path.join(os.environ.get("TMPDIR") or "/tmp", "volfs-services"))
+SERVICES = Path(
+    os.environ.get("VOLFS_SERVICES_DIR")
+    or os.path.join(os.environ.get("TMPDIR") or "/tmp", "volfs-services")
+)
 
 
 def _admin(sql: str) -> None:
@@ -40,7 +42,9 @@ class Cluster:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=ENDPOINT, config=Config(s3={"addressing_style": "path"}))
+        return boto3.client(
+            "s3", endpoint_url=ENDPOINT, config=Config(s3={"addressing_style": "path"})
+        )
 
     def key(self, kind: str, digest: str) -> str:
         return f"{self.prefix}/{kind}/{digest[:2]}/{digest[2:]}"
@@ -104,12 +108,19 @@ class Services:
         pidfile = self._s3_pidfile()
         if self.engine == "seaweedfs":
             # Detached through sh (as the start script does with nohup): not our child.
-            out = subprocess.run(["sh", "-c", 'setsid "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh", *cmdline],
-                                 env={**os.environ, "LOG": str(pidfile.parent / "weed.log")},
-                                 capture_output=True, text=True, check=True, timeout=30)
+            out = subprocess.run(
+                ["sh", "-c", 'setsid "$@" >>"$LOG" 2>&1 </dev/null & echo $!', "sh", *cmdline],
+                env={**os.environ, "LOG": str(pidfile.parent / "weed.log")},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            )
             pidfile.write_text(out.stdout.strip() + "\n")
         else:
-            subprocess.run(cmdline, check=True, timeout=60)  # radosgw daemonizes, writes its pid file
+            subprocess.run(
+                cmdline, check=True, timeout=60
+            )  # radosgw daemonizes, writes its pid file
         _wait(_s3_answers, "the S3 gateway to answer again", 90)
 
     def restart_postgres(self) -> None:
@@ -120,9 +131,28 @@ class Services:
         bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
         run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         # -l: the new server must not inherit our pipes (we would wait for it to exit).
-        subprocess.run([*run_as, str(bins[-1]), "-D", str(data), "-l", str(folder / "postgres.log"),
-                        "-m", "fast", "-w", "-t", "60", "restart"],
-                       check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=90)
+        subprocess.run(
+            [
+                *run_as,
+                str(bins[-1]),
+                "-D",
+                str(data),
+                "-l",
+                str(folder / "postgres.log"),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=90,
+        )
         # The stop script stops the pid recorded here: record the new postmaster.
-        (folder / "postgres.pid").write_text((data / "postmaster.pid").read_text().splitlines()[0] + "\n")
+        (folder / "postgres.pid").write_text(
+            (data / "postmaster.pid").read_text().splitlines()[0] + "\n"
+        )

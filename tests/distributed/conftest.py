@@ -27,12 +27,16 @@ from mounting import run_volfs
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    missing = [n for n, v in (("VOLFS_META_URL", META_URL), ("VOLFS_S3_ENDPOINT", ENDPOINT)) if not v]
+    missing = [
+        n for n, v in (("VOLFS_META_URL", META_URL), ("VOLFS_S3_ENDPOINT", ENDPOINT)) if not v
+    ]
     if not missing:
         return
-    reason = (f"distributed tests need PostgreSQL and an S3 endpoint ({', '.join(missing)} unset): "
-              "run scripts/test with ../shared/services beside the repo, or start them and export "
-              "their variables")
+    reason = (
+        f"distributed tests need PostgreSQL and an S3 endpoint ({', '.join(missing)} unset): "
+        "run scripts/test with ../shared/services beside the repo, or start them and export "
+        "their variables"
+    )
     here = str(Path(__file__).parent)
     for item in items:
         if str(item.fspath).startswith(here):
@@ -69,8 +73,19 @@ def cluster(tmp_path: Path, meta_url: str, monkeypatch: pytest.MonkeyPatch) -> C
     machines = []
     for i in (1, 2):
         store = tmp_path / f"machine{i}"
-        run_volfs(store, "store", "init", "--meta", meta_url, "--blobs", f"s3://{BUCKET}/{prefix}",
-                  "--endpoint", ENDPOINT, "--cache-size", "1G")
+        run_volfs(
+            store,
+            "store",
+            "init",
+            "--meta",
+            meta_url,
+            "--blobs",
+            f"s3://{BUCKET}/{prefix}",
+            "--endpoint",
+            ENDPOINT,
+            "--cache-size",
+            "1G",
+        )
         machines.append(store)
     return Cluster(meta_url, prefix, machines)
 

@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.mount, pytest.mark.timeout(300)]
 def listing(cluster: Cluster, kind: str) -> set[str]:
     client = cluster.bucket_client()
     found = set()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{cluster.prefix}/{kind}/"):
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=f"{cluster.prefix}/{kind}/"
+    ):
         for obj in page.get("Contents", []):
             fan, tail = obj["Key"].rsplit("/", 2)[-2:]
             found.add(fan + tail)
@@ -39,7 +41,9 @@ def gc(store: Path, *args: str) -> dict:
 def put(store: Path, name: str, files: dict[str, bytes]) -> None:
     from volfs import Volume
 
-    with Volume.from_name(name, create_if_missing=True, store=store).batch_upload(force=True) as batch:
+    with Volume.from_name(name, create_if_missing=True, store=store).batch_upload(
+        force=True
+    ) as batch:
         for path, data in files.items():
             batch.put_file(io.BytesIO(data), path)
 
@@ -51,7 +55,8 @@ def read(store: Path, name: str, path: str) -> bytes:
 
 
 def test_gc_deletes_what_nothing_reaches_and_keeps_what_retained_snapshots_reach(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     from volfs import Volume
     from volfs.blobs import digest_of
 
@@ -70,12 +75,16 @@ def test_gc_deletes_what_nothing_reaches_and_keeps_what_retained_snapshots_reach
 
     dry = gc(m1, "--dry-run")
     assert (len(dry["snapshots_dropped"]), dry["blobs_deleted"], dry["trees_deleted"]) == (2, 2, 1)
-    assert listing(cluster, "blobs") == blobs and listing(cluster, "trees") == trees  # deleted nothing
+    assert (
+        listing(cluster, "blobs") == blobs and listing(cluster, "trees") == trees
+    )  # deleted nothing
 
     report = gc(m1)
     # Dropped: "create" and the put (retention keeps the head, the rm); deleted: b's blob,
     # the abandoned batch's blob and the put's root tree (dir/ is shared with the head).
-    assert sorted(d["reason"] for d in report["snapshots_dropped"]) == ["retention: keep last 1"] * 2
+    assert (
+        sorted(d["reason"] for d in report["snapshots_dropped"]) == ["retention: keep last 1"] * 2
+    )
     assert (report["blobs_deleted"], report["trees_deleted"]) == (2, 1)
     assert report["bytes_freed"] == len(gone_b) + len(abandoned)
     assert listing(cluster, "blobs") == blobs - {digest_of(gone_b), digest_of(abandoned)}
@@ -83,8 +92,9 @@ def test_gc_deletes_what_nothing_reaches_and_keeps_what_retained_snapshots_reach
     # Machine 2 has never read anything: its cache is empty, every byte comes from the bucket.
     assert read(m2, "vol", "a.bin") == keep_a
     assert read(m2, "vol", "dir/c.bin") == keep_c
-    assert sorted(e.path for e in Volume.from_name("vol", store=m2).listdir("/", recursive=True)) == \
-        ["a.bin", "dir", "dir/c.bin"]
+    assert sorted(
+        e.path for e in Volume.from_name("vol", store=m2).listdir("/", recursive=True)
+    ) == ["a.bin", "dir", "dir/c.bin"]
     assert gc(m2)["blobs_deleted"] == 0  # nothing left to collect
     assert run_volfs(m2, "fsck").returncode == 0
 
@@ -101,7 +111,9 @@ def test_gc_keeps_what_a_mount_on_the_other_machine_pins(cluster: Cluster, tmp_p
         Volume.from_name("vol", store=m1).remove_file("old.bin")  # machine 1 moves on
         report = gc(m1)
         assert report["pinned_snapshots"] == 1
-        assert [d["reason"] for d in report["snapshots_dropped"]] == ["retention: keep last 1"]  # "create"
+        assert [d["reason"] for d in report["snapshots_dropped"]] == [
+            "retention: keep last 1"
+        ]  # "create"
         assert report["blobs_deleted"] == 0
         assert digest_of(old) in listing(cluster, "blobs")
         assert (b.path / "old.bin").read_bytes() == old  # fetched now, from the bucket
@@ -116,13 +128,15 @@ def _advisory_waiters(meta_url: str) -> int:
     import psycopg
 
     with psycopg.connect(meta_url, autocommit=True) as conn:
-        return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND NOT granted "
-                            "AND database=(SELECT oid FROM pg_database WHERE datname=current_database())"
-                            ).fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND NOT granted "
+            "AND database=(SELECT oid FROM pg_database WHERE datname=current_database())"
+        ).fetchone()[0]
 
 
 def test_gc_waits_for_a_commit_in_flight_that_reuses_an_unreferenced_blob(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     from volfs import Volume
     from volfs.blobs import digest_of
     from volfs.store import Store
@@ -139,8 +153,13 @@ def test_gc_waits_for_a_commit_in_flight_that_reuses_an_unreferenced_blob(
         # The commit's dedup check: the blob is in the bucket, so it will not be uploaded again.
         assert store2.blobs.has(digest)
         env = {**os.environ, "VOLFS_STORE": str(m1)}
-        sweeper = subprocess.Popen([sys.executable, "-m", "volfs", "gc", "--grace", "0", "--json"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        sweeper = subprocess.Popen(
+            [sys.executable, "-m", "volfs", "gc", "--grace", "0", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
             deadline = time.monotonic() + 60
             while sweeper.poll() is None and _advisory_waiters(cluster.meta_url) == 0:
@@ -161,13 +180,25 @@ def test_gc_waits_for_a_commit_in_flight_that_reuses_an_unreferenced_blob(
     assert run_volfs(m1, "fsck").returncode == 0
     # A third machine, with an empty cache, reads it from the bucket.
     m3 = tmp_path / "machine3"
-    run_volfs(m3, "store", "init", "--meta", cluster.meta_url, "--blobs", f"s3://{BUCKET}/{cluster.prefix}",
-              "--endpoint", os.environ["VOLFS_S3_ENDPOINT"], "--cache-size", "1G")
+    run_volfs(
+        m3,
+        "store",
+        "init",
+        "--meta",
+        cluster.meta_url,
+        "--blobs",
+        f"s3://{BUCKET}/{cluster.prefix}",
+        "--endpoint",
+        os.environ["VOLFS_S3_ENDPOINT"],
+        "--cache-size",
+        "1G",
+    )
     assert read(m3, "vol", "again.bin") == content
 
 
 def test_fsck_is_clean_then_names_volume_snapshot_and_path_of_a_blob_deleted_behind_its_back(
-        cluster: Cluster) -> None:
+    cluster: Cluster,
+) -> None:
     from volfs.blobs import digest_of
 
     m1, m2 = cluster.machines
@@ -175,15 +206,18 @@ def test_fsck_is_clean_then_names_volume_snapshot_and_path_of_a_blob_deleted_beh
     put(m1, "vol", {"d/f.bin": content, "other.bin": b"fine"})
     clean = run_volfs(m2, "fsck")
     assert "No damage found." in clean.stdout
-    cluster.bucket_client().delete_object(Bucket=BUCKET, Key=cluster.key("blobs", digest_of(content)))
+    cluster.bucket_client().delete_object(
+        Bucket=BUCKET, Key=cluster.key("blobs", digest_of(content))
+    )
     head = json.loads(run_volfs(m2, "volume", "info", "vol", "--json").stdout)["head"]
     damaged = run_volfs(m2, "fsck", check=False)
     assert damaged.returncode == 8, damaged.stdout + damaged.stderr
     assert f"DAMAGE blob-missing {digest_of(content)}" in damaged.stdout
     assert f"vol:/d/f.bin  in head {head}" in damaged.stdout
     report = json.loads(run_volfs(m2, "fsck", "--json", check=False).stdout)
-    assert [(a["volume"], a["snapshot"], a["path"]) for p in report["problems"] for a in p["affected"]] == \
-        [("vol", head, "d/f.bin")]
+    assert [
+        (a["volume"], a["snapshot"], a["path"]) for p in report["problems"] for a in p["affected"]
+    ] == [("vol", head, "d/f.bin")]
 
 
 def test_status_says_when_a_mount_is_behind_the_head(cluster: Cluster, tmp_path: Path) -> None:
@@ -195,8 +229,10 @@ def test_status_says_when_a_mount_is_behind_the_head(cluster: Cluster, tmp_path:
 
         def behind() -> dict[str, bool]:
             # Asked of these two mounts only (`volfs status` also waits for other sessions' mounts).
-            return {m.path.name: control.call_mount(str(m.path), "status", timeout=10)["behind"]
-                    for m in (a, b)}
+            return {
+                m.path.name: control.call_mount(str(m.path), "status", timeout=10)["behind"]
+                for m in (a, b)
+            }
 
         assert behind() == {"a": False, "b": False}
         (a.path / "f").write_text("from machine 1")
@@ -207,7 +243,8 @@ def test_status_says_when_a_mount_is_behind_the_head(cluster: Cluster, tmp_path:
 
 
 def test_gc_keeps_what_a_mount_on_the_other_machine_committed_while_others_removed_it(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     from volfs import Volume
     from volfs.blobs import digest_of
 

@@ -23,13 +23,14 @@ def in_bucket(cluster: Cluster, kind: str, digest: str) -> bool:
 
 
 def test_sparse_files_special_entries_and_links_cross_machines_and_survive_gc(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     from volfs import FileEntryType, Volume
-    from volfs.core.changes import Put
-    from volfs.snapshots.commit import commit_changes
     from volfs.config import CHUNK_SIZE
-    from volfs.store import Store
+    from volfs.core.changes import Put
     from volfs.core.tree import Entry, Kind
+    from volfs.snapshots.commit import commit_changes
+    from volfs.store import Store
 
     m1, m2 = cluster.machines
     src = tmp_path / "src"
@@ -44,7 +45,9 @@ def test_sparse_files_special_entries_and_links_cross_machines_and_survive_gc(
     with store.catalog.lease("test"):
         blob = store.blobs.put(b"at 16 MiB")  # durable in the bucket when it returns
         sparse = Entry("sparse", Kind.FILE, 0o644, size=3 * CHUNK_SIZE, chunks=((2, blob),))
-        commit_changes(store.catalog, vol.object_id, lambda root: {("sparse",): Put(sparse)}, origin="test")
+        commit_changes(
+            store.catalog, vol.object_id, lambda root: {("sparse",): Put(sparse)}, origin="test"
+        )
     report = json.loads(run_volfs(m2, "gc", "--grace", "0", "--json").stdout)
     assert report["blobs_deleted"] == 0
     assert in_bucket(cluster, "blobs", blob)

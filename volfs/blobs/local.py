@@ -5,7 +5,7 @@ the fan-out directory fsynced: a blob that exists under its name is complete and
 Several processes may write the same blob at once; the rename makes the last one win
 with identical bytes.
 
-A :class:`BlobBatch` does the same for many blobs at once (a commit's): it copies each
+A :class:`LocalBlobBatch` does the same for many blobs at once (a commit's): it copies each
 range of a file into a temp file in the kernel (``copy_file_range``), fsyncs all of them
 concurrently (the filesystem's journal merges concurrent fsyncs into few commits; measured
 here: 2,000 small files 1.0 s one by one, 0.28 s from 32 threads), renames them into place,
@@ -20,7 +20,12 @@ The scratch side guarantees the inode never changes again (copy on write).
 A writer that finds its blob already stored *freshens* it (sets its mtime to now) instead
 of writing it again: ``volfs gc`` deletes only blobs older than its grace window, so a blob
 about to be referenced again is not collected meanwhile. Freshening holds ``<root>/.lock``
-shared and gc's delete holds it exclusive, so the two never interleave (collect.py).
+shared and gc's delete holds it exclusive, so the two never interleave (maintenance/gc.py).
+
+Implements :class:`volfs.blobs.BlobStore` (``reads_are_local`` True, no ``bucket``) and is,
+in distributed mode, the S3 backend's cache (s3.py composes one).
+
+Must not: know of buckets, trees or volumes.
 """
 
 from __future__ import annotations
@@ -35,13 +40,20 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from volfs.blobs import Digest, digest_of
+from volfs.blobs import Digest, ObjectStore, digest_of
 from volfs.errors import CorruptionError, PathNotFoundError, from_os_error
 
 log = logging.getLogger(__name__)
 
 
 class LocalBlobStore:
+    """The :class:`volfs.blobs.BlobStore` of an embedded store (module docstring)."""
+
+    #: Capabilities (see the interface): a read is a read of the blob's own file, and the
+    #: files here are the blobs, not a cache of a bucket.
+    reads_are_local: bool = True
+    bucket: ObjectStore | None = None
+
     def __init__(self, root: Path, tmp_dir: Path) -> None:
         self.root = root
         self.tmp_dir = tmp_dir
@@ -167,10 +179,16 @@ class LocalBlobStore:
             raise CorruptionError(f"blob {digest} is missing from the store") from None
         self.stats["blobs_read"] += 1
         if digest_of(data) != digest:
-            self._report(digest, "blob %s fails its digest check (%d bytes on disk)", digest, len(data))
+            self._report(
+                digest, "blob %s fails its digest check (%d bytes on disk)", digest, len(data)
+            )
             raise CorruptionError(f"blob {digest} is damaged (digest mismatch)")
         self._verified.add(digest)
         return data
+
+    def mark_verified(self, digest: Digest) -> None:
+        """The caller hashed the blob's bytes as it stored them: no need to read it back."""
+        self._verified.add(digest)
 
     def _report(self, digest: Digest, message: str, *args: object) -> None:
         """One ERROR line per damaged blob and process: a damaged file read over and over
@@ -206,11 +224,26 @@ class LocalBlobStore:
             for rest in sorted(os.listdir(self.root / fan)):
                 yield Digest(fan + rest)
 
-    def batch(self) -> BlobBatch:
-        return BlobBatch(self)
+    def cached_bytes(self) -> int:
+        """Bytes of the blob files under the root."""
+        total = 0
+        for fan in os.scandir(self.root):
+            if len(fan.name) == 2 and fan.is_dir():
+                for entry in os.scandir(fan.path):
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:
+                        pass
+        return total
+
+    def drop_cached(self, digests: Iterable[Digest]) -> None:
+        """Nothing to drop: these files are the blobs themselves, not copies (the interface)."""
+
+    def batch(self) -> LocalBlobBatch:
+        return LocalBlobBatch(self)
 
 
-class BlobBatch:
+class LocalBlobBatch:
     """Blobs added together and made durable together by :meth:`flush`.
 
     Until ``flush`` returns, nothing added is visible under its name; after it, all is
@@ -221,7 +254,14 @@ class BlobBatch:
         self.store = store
         self._pending: dict[Digest, str] = {}
 
-    def add_range(self, fd: int, offset: int, length: int, *, adopt: str | None = None) -> tuple[Digest, int]:
+    @property
+    def new_blobs(self) -> int:
+        """How many blobs this batch wrote (or linked) so far: those the store lacked."""
+        return len(self._pending)
+
+    def add_range(
+        self, fd: int, offset: int, length: int, *, adopt: str | None = None
+    ) -> tuple[Digest, int]:
         """The blob of up to ``length`` bytes of ``fd`` at ``offset``, and its real length
         (shorter if the file shrank meanwhile). The bytes are read once, to hash them.
 
@@ -341,4 +381,3 @@ def _fsync_all(paths: list[str]) -> None:
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-

@@ -4,7 +4,7 @@ Distributed mode (see ``volfs/remote.py``) keeps every blob, and every tree, in 
 under content-addressed keys::
 
     <prefix>/blobs/ab/cdef…     a blob, named by its xxh3-128 digest
-    <prefix>/trees/ab/cdef…     a tree's canonical encoding (written by pgcatalog.py)
+    <prefix>/trees/ab/cdef…     a tree's canonical encoding (written by catalog/postgres.py)
 
 Names are digests and an object is written once with the bytes its name promises, so no
 conditional write is ever needed: two machines uploading the same blob write the same
@@ -27,6 +27,10 @@ Concurrency: the boto3 client is thread-safe and created lazily per process (it 
 cross a fork). ``VOLFS_S3_TRACE=<file>`` appends one line per request to that file (the
 tests count GETs with it); :attr:`Bucket.stats` counts them in-process.
 
+:class:`Bucket` implements :class:`volfs.blobs.ObjectStore` (the composition root hands
+the same one to the PostgreSQL catalog for the trees); :class:`S3BlobStore` implements
+:class:`volfs.blobs.BlobStore` (``reads_are_local`` False, ``bucket`` its bucket).
+
 Knows nothing of trees' meaning, volumes, PostgreSQL or FUSE.
 """
 
@@ -38,16 +42,17 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from volfs.blobs import Digest, digest_of
-from volfs.blobs.local import BlobBatch, LocalBlobStore
+from volfs.blobs.local import LocalBlobBatch, LocalBlobStore
 from volfs.errors import (
     BackendUnavailableError,
     CorruptionError,
+    InvalidError,
     PathNotFoundError,
     from_os_error,
 )
@@ -64,8 +69,9 @@ TOUCH_INTERVAL = 60.0
 class Bucket:
     """A bucket and a key prefix, spoken to through boto3; errors become one clear line."""
 
-    def __init__(self, bucket: str, prefix: str, *, endpoint: str | None = None,
-                 region: str | None = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str, *, endpoint: str | None = None, region: str | None = None
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
@@ -93,23 +99,33 @@ class Bucket:
                     # in a daemon's log.
                     logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
 
-                    config = Config(s3={"addressing_style": "path"},
-                                    retries={"max_attempts": 3, "mode": "standard"},
-                                    connect_timeout=3, read_timeout=30,
-                                    max_pool_connections=128,
-                                    request_checksum_calculation="when_required",
-                                    response_checksum_validation="when_required")
+                    config = Config(
+                        s3={"addressing_style": "path"},
+                        retries={"max_attempts": 3, "mode": "standard"},
+                        connect_timeout=3,
+                        read_timeout=30,
+                        max_pool_connections=128,
+                        request_checksum_calculation="when_required",
+                        response_checksum_validation="when_required",
+                    )
                     self._client = boto3.session.Session().client(
-                        "s3", endpoint_url=self.endpoint, region_name=self.region or None, config=config)
+                        "s3",
+                        endpoint_url=self.endpoint,
+                        region_name=self.region or None,
+                        config=config,
+                    )
                     self._client_pid = os.getpid()
         return self._client
 
     def key(self, kind: str, digest: str) -> str:
-        return f"{self.prefix}/{kind}/{digest[:2]}/{digest[2:]}" if self.prefix else \
-            f"{kind}/{digest[:2]}/{digest[2:]}"
+        return (
+            f"{self.prefix}/{kind}/{digest[:2]}/{digest[2:]}"
+            if self.prefix
+            else f"{kind}/{digest[:2]}/{digest[2:]}"
+        )
 
     def _note(self, op: str, key: str) -> None:
-        parts = key[len(self.prefix) + 1:].split("/", 1) if self.prefix else key.split("/", 1)
+        parts = key[len(self.prefix) + 1 :].split("/", 1) if self.prefix else key.split("/", 1)
         kind = f"{op} {parts[0]}"
         self.stats[kind] += 1
         if self._trace:
@@ -128,7 +144,9 @@ class Bucket:
                 f"object store {self.describe()}: {what} failed: {code} {error.get('Message', '')}".rstrip()
             ) from None
         except (BotoCoreError, OSError) as exc:
-            raise BackendUnavailableError(f"cannot reach the object store {self.describe()} ({what}): {exc}") from None
+            raise BackendUnavailableError(
+                f"cannot reach the object store {self.describe()} ({what}): {exc}"
+            ) from None
 
     def get(self, kind: str, digest: str) -> bytes | None:
         """The object's bytes, or None if there is no such object."""
@@ -167,8 +185,10 @@ class Bucket:
     def put(self, kind: str, digest: str, data: bytes) -> None:
         key = self.key(kind, digest)
         self._note("PUT", key)
-        self._call(f"writing {kind} {digest}",
-                   lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data))
+        self._call(
+            f"writing {kind} {digest}",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data),
+        )
 
     def upload_file(self, kind: str, digest: str, path: str | os.PathLike[str]) -> None:
         """Uploads a local file; multipart (in parallel parts) past ``MULTIPART_THRESHOLD``."""
@@ -182,20 +202,26 @@ class Bucket:
             self.put(kind, digest, data)
             return
         self._note("PUT", key)
-        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
-                                multipart_chunksize=MULTIPART_CHUNK, max_concurrency=4)
-        self._call(f"uploading {kind} {digest}",
-                   lambda: self.client.upload_file(os.fspath(path), self.bucket, key, Config=config))
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNK,
+            max_concurrency=4,
+        )
+        self._call(
+            f"uploading {kind} {digest}",
+            lambda: self.client.upload_file(os.fspath(path), self.bucket, key, Config=config),
+        )
 
-    def delete(self, kind: str, digests: list[str]) -> None:
+    def delete(self, kind: str, digests: Sequence[str]) -> None:
         """Deletes objects, 1000 per request (DeleteObjects); raises if any was refused."""
         for start in range(0, len(digests), 1000):
-            keys = [{"Key": self.key(kind, d)} for d in digests[start:start + 1000]]
+            keys = [{"Key": self.key(kind, d)} for d in digests[start : start + 1000]]
             self._note("DELETE", self.key(kind, "00"))
 
             def request(keys: list[dict[str, str]] = keys) -> dict[str, Any]:
                 answer: dict[str, Any] = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+                    Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True}
+                )
                 return answer
 
             answer = self._call(f"deleting {len(keys)} {kind}", request)
@@ -204,7 +230,8 @@ class Bucket:
                 first = errors[0]
                 raise BackendUnavailableError(
                     f"object store {self.describe()}: deleting {len(errors)} of {len(keys)} {kind} failed: "
-                    f"{first.get('Code', '?')} {first.get('Message', '')} ({first.get('Key')})".rstrip())
+                    f"{first.get('Code', '?')} {first.get('Message', '')} ({first.get('Key')})".rstrip()
+                )
 
     def list(self, kind: str) -> Iterator[tuple[Digest, int, float]]:
         """(digest, size, last-modified time) of every object of ``kind``."""
@@ -215,9 +242,14 @@ class Bucket:
             if token:
                 kwargs["ContinuationToken"] = token
             self._note("LIST", prefix + "x")
-            page = self._call(f"listing {kind}", lambda kwargs=kwargs: self.client.list_objects_v2(**kwargs))
+
+            def request(kwargs: dict[str, Any] = kwargs) -> dict[str, Any]:
+                answer: dict[str, Any] = self.client.list_objects_v2(**kwargs)
+                return answer
+
+            page = self._call(f"listing {kind}", request)
             for obj in page.get("Contents", []):
-                rest = obj["Key"][len(prefix):]
+                rest = obj["Key"][len(prefix) :]
                 fan, _, tail = rest.partition("/")
                 if len(fan) == 2 and tail:
                     yield Digest(fan + tail), int(obj["Size"]), obj["LastModified"].timestamp()
@@ -233,6 +265,9 @@ class Bucket:
 
 class S3BlobStore:
     """The :class:`BlobStore` of distributed mode: the bucket is the truth, ``cache`` a cache."""
+
+    #: Capability (see the interface): a read may fetch from the bucket first.
+    reads_are_local: bool = False
 
     def __init__(self, cache: LocalBlobStore, bucket: Bucket, cache_size: int) -> None:
         self.cache = cache
@@ -324,6 +359,19 @@ class S3BlobStore:
     def batch(self) -> S3Batch:
         return S3Batch(self)
 
+    def drop_cached(self, digests: Iterable[Digest]) -> None:
+        """Deletes this machine's copies (gc deleted the blobs from the bucket)."""
+        for digest in digests:
+            self.cache.delete(digest)
+
+    def delete_stale(self, digests: Iterable[Digest], cutoff: float) -> list[tuple[Digest, int]]:
+        """Not here (the interface): the bucket's blobs are collected by bucket_gc.py, from
+        one listing and under the gc lock, not by their age in this machine's cache."""
+        raise InvalidError(
+            f"the blobs of {self.bucket.describe()} are collected by the "
+            "distributed gc, not one by one"
+        )
+
     def forget_remote(self) -> None:
         """Forgets which blobs are in the bucket (``volfs gc`` ran: some may be gone)."""
         self._remote.clear()
@@ -335,12 +383,16 @@ class S3BlobStore:
             log.error("blob %s is missing from %s", digest, self.bucket.describe())
             raise CorruptionError(f"blob {digest} is missing from the object store")
         if digest_of(data) != digest:
-            log.error("blob %s from %s fails its digest check (%d bytes); not served",
-                      digest, self.bucket.describe(), len(data))
+            log.error(
+                "blob %s from %s fails its digest check (%d bytes); not served",
+                digest,
+                self.bucket.describe(),
+                len(data),
+            )
             raise CorruptionError(f"blob {digest} is damaged in the object store (digest mismatch)")
         self._remote.add(digest)
         self._store_cached(digest, data)
-        self.cache._verified.add(digest)  # just hashed: no need to read it back
+        self.cache.mark_verified(digest)  # just hashed: no need to read it back
         self._note_cached(len(data))
         return data
 
@@ -359,7 +411,7 @@ class S3BlobStore:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fchmod(fd, 0o444)
             finally:
                 os.close(fd)
@@ -403,15 +455,7 @@ class S3BlobStore:
             pass
 
     def cached_bytes(self) -> int:
-        total = 0
-        for fan in os.scandir(self.cache.root):
-            if len(fan.name) == 2 and fan.is_dir():
-                for entry in os.scandir(fan.path):
-                    try:
-                        total += entry.stat().st_size
-                    except FileNotFoundError:
-                        pass
-        return total
+        return self.cache.cached_bytes()
 
     def _note_cached(self, size: int) -> None:
         with self._lock:
@@ -436,7 +480,9 @@ class S3BlobStore:
                         st = entry.stat()
                     except FileNotFoundError:
                         continue
-                    entries.append((max(st.st_atime, st.st_mtime), st.st_size, Digest(fan.name + entry.name)))
+                    entries.append(
+                        (max(st.st_atime, st.st_mtime), st.st_size, Digest(fan.name + entry.name))
+                    )
             total = sum(size for _, size, _ in entries)
             freed = 0
             limit = self.cache_size * target
@@ -457,16 +503,18 @@ class S3Batch:
 
     def __init__(self, store: S3BlobStore) -> None:
         self.store = store
-        self.local: BlobBatch = store.cache.batch()
+        self.local: LocalBlobBatch = store.cache.batch()
         self._new: set[Digest] = set()
         self._seen: set[Digest] = set()
         self._bytes = 0
 
-    def add_range(self, fd: int, offset: int, length: int, *, adopt: str | None = None) -> tuple[Digest, int]:
-        before = len(self.local._pending)
+    def add_range(
+        self, fd: int, offset: int, length: int, *, adopt: str | None = None
+    ) -> tuple[Digest, int]:
+        before = self.local.new_blobs
         digest, size = self.local.add_range(fd, offset, length, adopt=adopt)
         if size:
-            if len(self.local._pending) > before:
+            if self.local.new_blobs > before:
                 self._new.add(digest)
                 self._bytes += size
             else:

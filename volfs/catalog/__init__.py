@@ -1,4 +1,4 @@
-"""The catalog: LMDB records of volumes, snapshots, heads, trees, mounts and open handles.
+"""The catalog: volumes, snapshots, heads, trees, mounts and open handles — the interface.
 
 This docstring is the one authoritative schema. Two LMDB environments live in a store:
 
@@ -24,7 +24,7 @@ snapshot's ``root``) gained ``link``, ``nlink``, ``rdev``, ``links`` in format 2
 without them load with the defaults (0, 1, 0, 0).
 
 ``fresh`` protects trees that no snapshot names (a mount's view, stored with its commit or
-on its own) from ``volfs gc`` for its grace window (see collect.py): ``put_trees`` and
+on its own) from ``volfs gc`` for its grace window (see maintenance/gc.py): ``put_trees`` and
 ``advance_head`` write a record for every tree they are given, stored before or not, and
 gc prunes records older than its window.
 ``damaged`` holds the snapshots ``volfs fsck --repair`` found damaged (a flag, nothing is
@@ -52,728 +52,277 @@ LMDB serialises writers across processes.
 
 Concurrency: one ``lmdb.Environment`` per path per process (LMDB forbids opening the
 same environment twice in one process); each transaction opens and closes inside one
-call here and never spans an ``await``.
+call and never spans an ``await``.
+
+The package: this module is the interface, :class:`Catalog` (a Protocol: every method a
+caller may use, typed), and re-exports the records; ``records.py`` holds the records and
+their JSON, ``lmdb.py`` the embedded catalog on the schema above (:class:`LmdbCatalog`),
+``postgres.py`` the distributed one (PostgreSQL holds the truth, the bucket the trees, an
+:class:`LmdbCatalog` composed in as its cache and runtime tables). Only the composition
+root (``volfs/store.py``, ``volfs/remote.py``) picks one; everything above it holds a
+:class:`Catalog` and never asks which. What a backend cannot do is declared here (the
+``bucket`` capability, and the methods documented "embedded only"), not discovered.
+
+Must not: import a backend's driver (lmdb, psycopg) in this module beyond re-exporting
+``close_environments``; import anything above the catalog layer.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
-import os
-import secrets
-import struct
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NewType
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
-import lmdb
-
-from volfs.blobs import Digest
-from volfs.errors import (
-    AlreadyExistsError,
-    CorruptionError,
-    NotFoundError,
-    VolfsError,
-    from_os_error,
+from volfs.blobs import Digest, ObjectStore
+from volfs.catalog.lmdb import LmdbCatalog, LmdbSweep, close_environments
+from volfs.catalog.records import (
+    FORMAT_VERSION,
+    MAX_CHANGES_RECORDED,
+    HeadMoved,
+    Lease,
+    MountId,
+    MountRecord,
+    Pin,
+    SnapshotId,
+    SnapshotRecord,
+    VolumeId,
+    VolumeRecord,
+    entry_from_json,
+    entry_to_json,
+    follow_parents,
+    new_id,
+    new_volume_records,
+    process_alive,
+    process_start,
 )
-from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, decode_verified, encode, tree_digest
-
-#: The store format this code writes (README, "Store format"); format 1 stores are read and
-#: upgraded when opened (their VT1 trees stay as they are: tree.py decodes both).
-FORMAT_VERSION = 2
-VolumeId = NewType("VolumeId", str)
-SnapshotId = NewType("SnapshotId", str)
-MountId = NewType("MountId", str)
-
-log = logging.getLogger(__name__)
-_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def new_id(prefix: str) -> str:
-    return prefix + "-" + "".join(secrets.choice(_ALPHABET) for _ in range(14))
-
-
-class HeadMoved(VolfsError):
-    """The compare-and-swap lost: someone else advanced the head first."""
-
-
-def entry_to_json(e: Entry) -> dict[str, Any]:
-    """An entry (without its name) as JSON: a snapshot's root, a mount's journalled view.
-
-    ``chunks`` (as ``[[index, digest], …]``) and ``target`` appear only when set, so a
-    directory's record reads as it did in format 1 plus the four fields format 2 added.
-    """
-    out: dict[str, Any] = {
-        "kind": int(e.kind), "mode": e.mode, "uid": e.uid, "gid": e.gid,
-        "mtime_ns": e.mtime_ns, "size": e.size, "tree": e.tree, "files": e.files,
-        "xattrs": [[k, v.hex()] for k, v in e.xattrs],
-        "link": e.link, "nlink": e.nlink, "rdev": e.rdev, "links": e.links}
-    if e.chunks:
-        out["chunks"] = [[index, digest] for index, digest in e.chunks]
-    if e.target:
-        out["target"] = e.target
-    return out
-
-
-def entry_from_json(d: dict[str, Any]) -> Entry:
-    """The entry :func:`entry_to_json` wrote; records from format 1 (no link, nlink, rdev,
-    links) load with those fields' defaults."""
-    tree = d.get("tree")
-    return Entry("", Kind(d["kind"]), d["mode"], d["uid"], d["gid"], d["mtime_ns"], d["size"],
-                 chunks=tuple((int(index), Digest(digest)) for index, digest in d.get("chunks", ())),
-                 tree=Digest(tree) if tree is not None else None, files=d.get("files", 0),
-                 target=d.get("target", ""),
-                 xattrs=tuple((k, bytes.fromhex(v)) for k, v in d.get("xattrs", [])),
-                 link=d.get("link", 0), nlink=d.get("nlink", 1), rdev=d.get("rdev", 0),
-                 links=d.get("links", 0))
-
-
-@dataclass(frozen=True)
-class VolumeRecord:
-    id: VolumeId
-    name: str
-    environment: str
-    created_at: float
-    created_by: str
-    head: SnapshotId
-    format_version: int = FORMAT_VERSION
-
-
-@dataclass(frozen=True)
-class SnapshotRecord:
-    id: SnapshotId
-    volume_id: VolumeId
-    root: Entry
-    parent: SnapshotId | None
-    time: float
-    origin: str
-    #: Paths whose content this commit replaced or removed without having seen it, with
-    #: the snapshot that held the lost version: [{"path": "a/b", "previous": "sn-…"}].
-    overwrites: list[dict[str, str]] = field(default_factory=list)
-    #: What this commit changed: [[op, path], …] (op: put, mkdir, rm, meta), at most
-    #: ``MAX_CHANGES_RECORDED``; ``changed_count`` is the full number.
-    changed: list[list[str]] = field(default_factory=list)
-    changed_count: int = 0
-
-    def to_json(self) -> bytes:
-        d = dataclasses.asdict(self)
-        d["root"] = entry_to_json(self.root)
-        return json.dumps(d, separators=(",", ":")).encode()
-
-    @staticmethod
-    def from_json(raw: bytes) -> SnapshotRecord:
-        d = json.loads(raw)
-        d["root"] = entry_from_json(d["root"])
-        return SnapshotRecord(**d)
-
-
-@dataclass(frozen=True)
-class MountRecord:
-    id: MountId
-    volume_id: VolumeId
-    volume_name: str
-    environment: str
-    path: str
-    pid: int
-    uid: int
-    base: SnapshotId
-    read_only: bool
-    socket: str
-    overlay: str
-    started_at: float
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A process writing blobs for a commit that has not landed yet (see :meth:`Catalog.lease`)."""
-
-    id: str
-    pid: int
-    #: The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22), so
-    #: a reused pid is not taken for the lease holder; None where /proc is unreadable.
-    start: int | None
-    #: Every blob written since this time may be about to be referenced.
-    since: float
-    what: str
-
-
-def process_start(pid: int) -> int | None:
-    """Start time of process ``pid`` in clock ticks since boot; None if it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # Field 2 (the command) may hold spaces and parentheses: count from the last ")".
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
-
-
-def process_alive(pid: int, start: int | None) -> bool:
-    """True if ``pid`` runs and (when ``start`` is known) is the process that started then."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: alive
-    return start is None or process_start(pid) in (start, None)
-
-
-MAX_CHANGES_RECORDED = 1000
-#: One LMDB environment per catalog directory and process (LMDB requires it); kept open
-#: for the process's life, as a store usually is.
-_ENVS: dict[str, lmdb.Environment] = {}
-_ENVS_LOCK = threading.Lock()
-
-
-def close_environments(under: Path) -> int:
-    """Closes the LMDB environments of catalogs below ``under``; how many. Every Catalog of
-    them is unusable afterwards: for a process done with those stores (a test)."""
-    prefix = str(under.resolve()) + os.sep
-    with _ENVS_LOCK:
-        keys = [key for key in _ENVS if key.startswith(prefix)]
-        for key in keys:
-            _ENVS.pop(key).close()
-    return len(keys)
-
-
-def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
-    key = str(path.resolve())
-    with _ENVS_LOCK:
-        env = _ENVS.get(key)
-        if env is None:
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            try:
-                env = lmdb.open(key, map_size=1 << 38, max_dbs=16, max_readers=1024,
-                                sync=durable, metasync=durable, readahead=False)
-            except lmdb.Error as exc:
-                raise VolfsError(f"cannot open the catalog at {key}: {exc}") from exc
-            _ENVS[key] = env
-        return env
-
-
-@contextmanager
-def _writing(env: lmdb.Environment, path: Path) -> Iterator[lmdb.Transaction]:
-    """A write transaction; a full disk raises StoreFullError (exit 9), not an internal error."""
-    try:
-        with env.begin(write=True) as txn:
-            yield txn
-    except lmdb.MapFullError as exc:
-        raise from_os_error(OSError(28, "catalog map full"), "writing the catalog") from exc
-    except lmdb.Error as exc:
-        # LMDB reports a write cut short by a full disk as EIO ("short write").
-        if "No space" in str(exc) or _disk_full(path):
-            raise from_os_error(OSError(28, str(exc)), "writing the catalog") from exc
-        raise
-
-
-def _disk_full(path: Path) -> bool:
-    """Less than a few pages free for unprivileged writers on ``path``'s filesystem."""
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < (1 << 20)
-
-
-def _name_key(environment: str, name: str) -> bytes:
-    return environment.encode() + b"\0" + name.encode()
-
-
-class Catalog:
-    TREE_CACHE_SIZE = 4096
-
-    def __init__(self, root: Path) -> None:
-        self._path = root
-        self.env = _open_env(root / "catalog", durable=True)
-        self.runtime = _open_env(root / "runtime", durable=False)
-        self._meta = self.env.open_db(b"meta")
-        self._names = self.env.open_db(b"names")
-        self._volumes = self.env.open_db(b"volumes")
-        self._snapshots = self.env.open_db(b"snapshots")
-        self._trees = self.env.open_db(b"trees")
-        self._mounts = self.runtime.open_db(b"mounts")
-        self._handles = self.runtime.open_db(b"handles")
-        self._fresh = self.env.open_db(b"fresh")
-        self._settings = self.env.open_db(b"settings")
-        self._damaged = self.env.open_db(b"damaged")
-        self._leases = self.runtime.open_db(b"leases")
-        self._tree_cache: OrderedDict[Digest, Tree] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        #: Counters the tests assert on where cost matters.
-        self.stats = {"trees_written": 0, "trees_read": 0}
-        with self.env.begin() as txn:
-            stored = txn.get(b"format_version", db=self._meta)
-        if stored is None or int(stored) < FORMAT_VERSION:
-            with self._write() as txn:
-                self._init_or_upgrade(txn)
-
-    def _init_or_upgrade(self, txn: lmdb.Transaction) -> None:
-        """A new catalog gets the format version and the empty tree; a format 1 catalog is
-        upgraded in place: the meta record and every volume record say format 2 (their
-        stored VT1 trees stay and decode; every tree written from now on is VT2)."""
-        stored = txn.get(b"format_version", db=self._meta)
-        if stored is None:
-            txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
-            txn.put(bytes.fromhex(tree_digest(EMPTY_TREE)), encode(EMPTY_TREE), db=self._trees)
-            return
-        if int(stored) >= FORMAT_VERSION:
-            return  # another process upgraded it between our read and this transaction
-        for key, raw in list(txn.cursor(db=self._volumes)):
-            volume = _volume_from_json(bytes(raw))
-            if volume.format_version < FORMAT_VERSION:
-                txn.put(bytes(key), _volume_json(dataclasses.replace(volume, format_version=FORMAT_VERSION)),
-                        db=self._volumes)
-        txn.put(b"format_version", str(FORMAT_VERSION).encode(), db=self._meta)
-        log.info("catalog %s upgraded from format %s to %d", self._path, int(stored), FORMAT_VERSION)
-
-    def _write(self) -> Iterator[lmdb.Transaction]:
-        return _writing(self.env, self._path)
-
-    def _write_runtime(self) -> Iterator[lmdb.Transaction]:
-        return _writing(self.runtime, self._path)
-
-    @property
-    def format_version(self) -> int:
-        with self.env.begin() as txn:
-            return int(txn.get(b"format_version", db=self._meta))
-
-    # -- trees ---------------------------------------------------------------------------
-    def get_tree(self, digest: Digest) -> Tree:
-        with self._cache_lock:
-            tree = self._tree_cache.get(digest)
-            if tree is not None:
-                self._tree_cache.move_to_end(digest)
-                return tree
-        with self.env.begin() as txn:
-            raw = txn.get(bytes.fromhex(digest), db=self._trees)
-        if raw is None:
-            raise NotFoundError(f"tree {digest} is missing from the catalog")
-        # Verify like a blob (xxh3 costs little next to decoding): a damaged tree must
-        # fail loudly, never list wrong entries.
-        try:
-            tree = decode_verified(raw, digest)
-        except ValueError as exc:
-            log.error("tree %s in the catalog is damaged (%s)", digest, exc)
-            raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
-        self.stats["trees_read"] += 1
-        with self._cache_lock:
-            self._tree_cache[digest] = tree
-            if len(self._tree_cache) > self.TREE_CACHE_SIZE:
-                self._tree_cache.popitem(last=False)
-        return tree
-
-    def remember_trees(self, trees: Mapping[Digest, Tree]) -> None:
-        """Caches trees this process built and stored, so reading them back decodes nothing
-        (a commit's new trees are the next commit's and the next reload's first reads)."""
-        with self._cache_lock:
-            for digest, tree in trees.items():
-                self._tree_cache[digest] = tree
-                self._tree_cache.move_to_end(digest)
-            while len(self._tree_cache) > self.TREE_CACHE_SIZE:
-                self._tree_cache.popitem(last=False)
-
-    def put_trees(self, trees: dict[Digest, bytes]) -> None:
-        """Stores trees that no head names yet (a mount's view, for its next diff).
-
-        Each is marked fresh (``fresh``), even if it was stored before: ``volfs gc`` keeps a
-        fresh tree for its grace window, though no snapshot names it.
-        """
-        now = struct.pack("<d", time.time())
-        with self._write() as txn:
-            for digest, data in trees.items():
-                key = bytes.fromhex(digest)
-                txn.put(key, data, db=self._trees, overwrite=False)
-                txn.put(key, now, db=self._fresh)
-
-    def has_tree(self, digest: Digest) -> bool:
-        with self.env.begin() as txn:
-            return txn.get(bytes.fromhex(digest), db=self._trees) is not None
-
-    def iter_trees(self) -> Iterator[tuple[Digest, bytes]]:
-        with self.env.begin() as txn:
-            for key, value in txn.cursor(db=self._trees):
-                yield Digest(bytes(key).hex()), bytes(value)
-
-    def get_tree_raw(self, digest: Digest) -> bytes | None:
-        """The stored bytes of a tree, unverified and uncached (for fsck); None if missing."""
-        with self.env.begin() as txn:
-            raw = txn.get(bytes.fromhex(digest), db=self._trees)
-        return bytes(raw) if raw is not None else None
-
-    def tree_digests(self) -> list[Digest]:
-        with self.env.begin() as txn:
-            return [Digest(bytes(key).hex()) for key in txn.cursor(db=self._trees).iternext(values=False)]
-
-    def fresh_trees(self) -> dict[Digest, float]:
-        """Trees written within gc's reach, and when each was last written."""
-        with self.env.begin() as txn:
-            return {Digest(bytes(k).hex()): struct.unpack("<d", bytes(v))[0]
-                    for k, v in txn.cursor(db=self._fresh)}
-
-    # -- volumes -------------------------------------------------------------------------
-    @staticmethod
-    def new_volume_records(environment: str, name: str, created_by: str) -> tuple[VolumeRecord, SnapshotRecord]:
-        """A new volume and its first snapshot (an empty root), not stored yet."""
-        volume_id = VolumeId(new_id("vo"))
-        now = time.time()
-        root = Entry("", Kind.DIR, 0o755, os.getuid(), os.getgid(), time.time_ns(),
-                     tree=tree_digest(EMPTY_TREE))
-        snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume_id, root, None, now, "create")
-        return VolumeRecord(volume_id, name, environment, now, created_by, snapshot.id), snapshot
-
-    def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord:
-        volume, snapshot = self.new_volume_records(environment, name, created_by)
-        volume_id = volume.id
-        with self._write() as txn:
-            if not txn.put(_name_key(environment, name), volume_id.encode(), db=self._names, overwrite=False):
-                raise AlreadyExistsError(f"volume {name!r} already exists in environment {environment!r}")
-            txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
-            txn.put(volume_id.encode(), _volume_json(volume), db=self._volumes)
-        return volume
-
-    def find_volume(self, environment: str, name: str) -> VolumeRecord | None:
-        with self.env.begin() as txn:
-            vid = txn.get(_name_key(environment, name), db=self._names)
-            if vid is None:
-                return None
-            raw = txn.get(bytes(vid), db=self._volumes)
-        return _volume_from_json(raw) if raw is not None else None
-
-    def get_volume(self, environment: str, name: str) -> VolumeRecord:
-        volume = self.find_volume(environment, name)
-        if volume is None:
-            raise NotFoundError(f"volume {name!r} not found in environment {environment!r}")
-        return volume
-
-    def get_volume_by_id(self, volume_id: str) -> VolumeRecord:
-        with self.env.begin() as txn:
-            raw = txn.get(volume_id.encode(), db=self._volumes)
-        if raw is None:
-            raise NotFoundError(f"volume {volume_id} not found (deleted?)")
-        return _volume_from_json(raw)
-
-    def list_volumes(self, environment: str | None = None) -> list[VolumeRecord]:
-        with self.env.begin() as txn:
-            volumes = [_volume_from_json(bytes(v)) for _, v in txn.cursor(db=self._volumes)]
-        if environment is not None:
-            volumes = [v for v in volumes if v.environment == environment]
-        return sorted(volumes, key=lambda v: (v.created_at, v.name))
-
-    def delete_volume(self, environment: str, name: str) -> VolumeRecord:
-        with self._write() as txn:
-            vid = txn.get(_name_key(environment, name), db=self._names)
-            if vid is None:
-                raise NotFoundError(f"volume {name!r} not found in environment {environment!r}")
-            raw = txn.get(bytes(vid), db=self._volumes)
-            txn.delete(_name_key(environment, name), db=self._names)
-            txn.delete(bytes(vid), db=self._volumes)
-        return _volume_from_json(raw)
-
-    def rename_volume(self, environment: str, old: str, new: str) -> VolumeRecord:
-        with self._write() as txn:
-            vid = txn.get(_name_key(environment, old), db=self._names)
-            if vid is None:
-                raise NotFoundError(f"volume {old!r} not found in environment {environment!r}")
-            if txn.get(_name_key(environment, new), db=self._names) is not None:
-                raise AlreadyExistsError(f"volume {new!r} already exists in environment {environment!r}")
-            volume = dataclasses.replace(_volume_from_json(txn.get(bytes(vid), db=self._volumes)), name=new)
-            txn.delete(_name_key(environment, old), db=self._names)
-            txn.put(_name_key(environment, new), bytes(vid), db=self._names)
-            txn.put(bytes(vid), _volume_json(volume), db=self._volumes)
-        return volume
-
-    # -- snapshots and heads -------------------------------------------------------------
-    def get_snapshot(self, snapshot_id: str) -> SnapshotRecord:
-        with self.env.begin() as txn:
-            raw = txn.get(snapshot_id.encode(), db=self._snapshots)
-        if raw is None:
-            raise NotFoundError(f"snapshot {snapshot_id!r} not found")
-        return SnapshotRecord.from_json(raw)
-
-    def head(self, volume_id: str) -> SnapshotRecord:
-        return self.get_snapshot(self.get_volume_by_id(volume_id).head)
-
-    def advance_head(self, expected: SnapshotId, snapshot: SnapshotRecord, trees: dict[Digest, bytes]) -> None:
-        """Stores ``trees`` and ``snapshot`` and moves the head to it, if head is ``expected``.
-
-        The caller must have made every blob the trees name durable first.
-        """
-        with self._write() as txn:
-            raw = txn.get(snapshot.volume_id.encode(), db=self._volumes)
-            if raw is None:
-                raise NotFoundError(f"volume {snapshot.volume_id} was deleted")
-            volume = _volume_from_json(raw)
-            if volume.head != expected:
-                raise HeadMoved(f"head of {volume.name} moved from {expected} to {volume.head}")
-            now = struct.pack("<d", time.time())
-            for digest, data in trees.items():
-                txn.put(bytes.fromhex(digest), data, db=self._trees, overwrite=False)
-                txn.put(bytes.fromhex(digest), now, db=self._fresh)  # see ``fresh``
-            txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
-            txn.put(volume.id.encode(), _volume_json(dataclasses.replace(volume, head=snapshot.id)), db=self._volumes)
-        self.stats["trees_written"] += len(trees)
-
-    def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
-        """The head, then its parents; stops where retention dropped a parent."""
-        snapshot: SnapshotRecord | None = self.head(volume_id)
-        count = 0
-        while snapshot is not None and (limit is None or count < limit):
-            yield snapshot
-            count += 1
-            snapshot = self.find_snapshot(snapshot.parent) if snapshot.parent else None
-
-    def find_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
-        with self.env.begin() as txn:
-            raw = txn.get(snapshot_id.encode(), db=self._snapshots)
-        return SnapshotRecord.from_json(raw) if raw is not None else None
-
-    def iter_snapshots_raw(self) -> list[tuple[str, bytes]]:
-        """Every snapshot record, undecoded (fsck reports the ones that do not decode)."""
-        with self.env.begin() as txn:
-            return [(bytes(k).decode(errors="replace"), bytes(v)) for k, v in txn.cursor(db=self._snapshots)]
-
-    def iter_names(self) -> list[tuple[str, str, str]]:
-        """(environment, name, volume id) of every entry of the name index."""
-        out = []
-        with self.env.begin() as txn:
-            for key, value in txn.cursor(db=self._names):
-                environment, _, name = bytes(key).partition(b"\0")
-                out.append((environment.decode(), name.decode(), bytes(value).decode()))
-        return out
-
-    def rollback_head(self, expected: SnapshotId, snapshot: SnapshotRecord, source: SnapshotId) -> None:
-        """Moves the head to ``snapshot`` (whose root is ``source``'s), if head is ``expected``.
-
-        Like :meth:`advance_head` with no new trees, but it also checks, in the same
-        transaction, that ``source`` and its root tree still exist: ``volfs gc`` may have
-        dropped them since the caller read them.
-        """
-        with self._write() as txn:
-            raw = txn.get(snapshot.volume_id.encode(), db=self._volumes)
-            if raw is None:
-                raise NotFoundError(f"volume {snapshot.volume_id} was deleted")
-            volume = _volume_from_json(bytes(raw))
-            if volume.head != expected:
-                raise HeadMoved(f"head of {volume.name} moved from {expected} to {volume.head}")
-            if txn.get(source.encode(), db=self._snapshots) is None:
-                raise NotFoundError(f"snapshot {source} was dropped by retention meanwhile")
-            assert snapshot.root.tree is not None
-            if txn.get(bytes.fromhex(snapshot.root.tree), db=self._trees) is None:
-                raise CorruptionError(f"the root tree of snapshot {source} is missing; run `volfs fsck`")
-            txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
-            txn.put(volume.id.encode(), _volume_json(dataclasses.replace(volume, head=snapshot.id)), db=self._volumes)
-
-    # -- retention and damage marks -------------------------------------------------------
-    def get_retention(self, volume_id: str) -> dict[str, Any] | None:
-        with self.env.begin() as txn:
-            raw = txn.get(b"retention\0" + volume_id.encode(), db=self._settings)
-        return json.loads(raw) if raw is not None else None
-
-    def set_retention(self, volume_id: str, policy: dict[str, Any] | None) -> None:
-        """Sets a volume's retention (None: keep every snapshot)."""
-        key = b"retention\0" + volume_id.encode()
-        with self._write() as txn:
-            if txn.get(volume_id.encode(), db=self._volumes) is None:
-                raise NotFoundError(f"volume {volume_id} not found (deleted?)")
-            if policy is None:
-                txn.delete(key, db=self._settings)
-            else:
-                txn.put(key, json.dumps(policy).encode(), db=self._settings)
-
-    def mark_damaged(self, snapshot_id: str, problems: list[str]) -> None:
-        record = {"time": time.time(), "problems": problems}
-        with self._write() as txn:
-            txn.put(snapshot_id.encode(), json.dumps(record).encode(), db=self._damaged)
-
-    def clear_damaged(self, snapshot_id: str) -> None:
-        with self._write() as txn:
-            txn.delete(snapshot_id.encode(), db=self._damaged)
-
-    def damaged(self) -> dict[str, dict[str, Any]]:
-        """Snapshots ``volfs fsck --repair`` marked damaged, with what it found."""
-        with self.env.begin() as txn:
-            return {bytes(k).decode(): json.loads(bytes(v)) for k, v in txn.cursor(db=self._damaged)}
-
-    @contextmanager
-    def sweep(self) -> Iterator[Sweep]:
-        """One write transaction for ``volfs gc``: no commit lands while it is open."""
-        with self._write() as txn:
-            sweep = Sweep(self, txn)
-            yield sweep
-        with self._cache_lock:
-            for digest in sweep.deleted_trees:
-                self._tree_cache.pop(digest, None)
-
-    # -- runtime: mounts and open handles -------------------------------------------------
-    def register_mount(self, mount: MountRecord) -> None:
-        with self._write_runtime() as txn:
-            txn.put(mount.id.encode(), json.dumps(dataclasses.asdict(mount)).encode(), db=self._mounts)
-
-    def update_mount(self, mount: MountRecord) -> None:
-        self.register_mount(mount)
-
-    def set_mount_base(self, mount_id: str, base: SnapshotId) -> None:
-        """A mount reloaded onto ``base``: its record names it, so ``volfs gc`` keeps it."""
-        with self._write_runtime() as txn:
-            raw = txn.get(mount_id.encode(), db=self._mounts)
-            if raw is None:
-                return
-            record = json.loads(bytes(raw))
-            record["base"] = base
-            txn.put(mount_id.encode(), json.dumps(record).encode(), db=self._mounts)
-
-    def mount_committed(self, mount_id: str, base: SnapshotId, view: Digest | None) -> None:
-        """A mount committed: its view is now ``view`` (a root tree) on ``base``.
-
-        Nothing to do here: this machine's gc reads a mount's view from its journal. The
-        distributed catalog records it where other machines' gc sees it (a pin).
-        """
-
-    def unregister_mount(self, mount_id: str) -> None:
-        prefix = mount_id.encode() + b"\0"
-        with self._write_runtime() as txn:
-            txn.delete(mount_id.encode(), db=self._mounts)
-            cursor = txn.cursor(db=self._handles)
-            if cursor.set_range(prefix):
-                while cursor.key().startswith(prefix):
-                    if not cursor.delete():
-                        break
-
-    def list_mounts(self) -> list[MountRecord]:
-        with self.runtime.begin() as txn:
-            return [MountRecord(**json.loads(bytes(v))) for _, v in txn.cursor(db=self._mounts)]
-
-    def add_handle(self, mount_id: str, fh: int, info: dict[str, Any]) -> None:
-        with self._write_runtime() as txn:
-            txn.put(mount_id.encode() + b"\0" + struct.pack(">Q", fh), json.dumps(info).encode(), db=self._handles)
-
-    def remove_handle(self, mount_id: str, fh: int) -> None:
-        with self._write_runtime() as txn:
-            txn.delete(mount_id.encode() + b"\0" + struct.pack(">Q", fh), db=self._handles)
-
-    def set_handles(self, mount_id: str, handles: dict[int, dict[str, Any]]) -> None:
-        """Replaces a mount's open-handle rows with ``handles`` in one transaction."""
-        prefix = mount_id.encode() + b"\0"
-        with self._write_runtime() as txn:
-            cursor = txn.cursor(db=self._handles)
-            if cursor.set_range(prefix):
-                while cursor.key().startswith(prefix):
-                    if not cursor.delete():
-                        break
-            for fh, info in handles.items():
-                txn.put(prefix + struct.pack(">Q", fh), json.dumps(info).encode(), db=self._handles)
-
-    @contextmanager
-    def lease(self, what: str, since: float | None = None) -> Iterator[Lease]:
-        """Held by a writer from its first blob to its head move: gc keeps what it wrote.
-
-        ``volfs gc`` deletes no unreferenced blob written after the oldest live lease's
-        ``since`` (a lease of a dead process is ignored and pruned).
-        """
-        lease = Lease(new_id("le"), os.getpid(), process_start(os.getpid()),
-                      time.time() if since is None else since, what)
-        with self._write_runtime() as txn:
-            txn.put(lease.id.encode(), json.dumps(dataclasses.asdict(lease)).encode(), db=self._leases)
-        try:
-            yield lease
-        finally:
-            self.drop_lease(lease.id)
-
-    def list_leases(self) -> list[Lease]:
-        with self.runtime.begin() as txn:
-            return [Lease(**json.loads(bytes(v))) for _, v in txn.cursor(db=self._leases)]
-
-    def drop_lease(self, lease_id: str) -> None:
-        with self._write_runtime() as txn:
-            txn.delete(lease_id.encode(), db=self._leases)
-
-    def handles(self, mount_id: str) -> list[dict[str, Any]]:
-        prefix = mount_id.encode() + b"\0"
-        out = []
-        with self.runtime.begin() as txn:
-            cursor = txn.cursor(db=self._handles)
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    if not bytes(key).startswith(prefix):
-                        break
-                    out.append(json.loads(bytes(value)))
-        return out
-
-
-def _volume_json(volume: VolumeRecord) -> bytes:
-    return json.dumps(dataclasses.asdict(volume), separators=(",", ":")).encode()
-
-
-def _volume_from_json(raw: bytes) -> VolumeRecord:
-    return VolumeRecord(**json.loads(bytes(raw)))
-
-
-class Sweep:
-    """What ``volfs gc`` reads and deletes inside its one write transaction (see collect.py).
-
-    Everything read here includes every commit that landed before the transaction began,
-    and no commit lands until it ends: LMDB serialises writers.
-    """
-
-    def __init__(self, catalog: Catalog, txn: lmdb.Transaction) -> None:
-        self._c = catalog
-        self._txn = txn
-        self.deleted_trees: list[Digest] = []
-
-    def heads(self) -> dict[VolumeId, SnapshotId]:
-        return {v.id: v.head for v in (_volume_from_json(bytes(raw)) for _, raw in
-                                       self._txn.cursor(db=self._c._volumes))}
-
-    def snapshot_ids(self) -> set[str]:
-        return {bytes(k).decode(errors="replace")
-                for k in self._txn.cursor(db=self._c._snapshots).iternext(values=False)}
-
-    def snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
-        raw = self._txn.get(snapshot_id.encode(), db=self._c._snapshots)
-        return SnapshotRecord.from_json(bytes(raw)) if raw is not None else None
+from volfs.core.tree import Tree
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_CHANGES_RECORDED",
+    "Catalog",
+    "HeadMoved",
+    "Lease",
+    "LmdbCatalog",
+    "LmdbSweep",
+    "MountId",
+    "MountRecord",
+    "Pin",
+    "SnapshotId",
+    "SnapshotRecord",
+    "Sweep",
+    "VolumeId",
+    "VolumeRecord",
+    "close_environments",
+    "entry_from_json",
+    "entry_to_json",
+    "follow_parents",
+    "new_id",
+    "new_volume_records",
+    "process_alive",
+    "process_start",
+]
+
+
+class Sweep(Protocol):
+    """What ``volfs gc`` reads and deletes inside an embedded catalog's one write
+    transaction (:meth:`Catalog.sweep`): everything read includes every commit that landed
+    before it began, and no commit lands until it ends."""
+
+    #: The trees :meth:`delete_tree` deleted so far.
+    deleted_trees: list[Digest]
+
+    def heads(self) -> dict[VolumeId, SnapshotId]: ...
+
+    def snapshot_ids(self) -> set[str]: ...
+
+    def snapshot(self, snapshot_id: str) -> SnapshotRecord | None: ...
 
     def tree(self, digest: Digest) -> Tree | None:
         """The tree, or None if it is missing; CorruptionError if it does not verify."""
-        raw = self._txn.get(bytes.fromhex(digest), db=self._c._trees)
-        if raw is None:
-            return None
-        try:
-            return decode_verified(bytes(raw), digest)
-        except ValueError as exc:
-            raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
+        ...
+
+    def fresh_trees(self) -> dict[Digest, float]: ...
+
+    def delete_snapshot(self, snapshot_id: str) -> None: ...
+
+    def delete_tree(self, digest: Digest) -> None: ...
+
+    def forget_fresh(self, digest: Digest) -> None: ...
+
+    def drop_settings_of_deleted_volumes(self) -> int: ...
+
+
+class Catalog(Protocol):
+    """Every catalog backend: the records of volumes, snapshots and heads, the trees, and
+    this machine's runtime tables (mounts, open handles, leases).
+
+    Implemented by :class:`LmdbCatalog` (embedded) and ``postgres.PgCatalog`` (distributed).
+    Heads move only by compare-and-swap (:meth:`advance_head`, :meth:`rollback_head`,
+    raising :class:`HeadMoved`); a caller must have made every blob the new trees name
+    durable first. Each call is one transaction or request: none spans an ``await``.
+    """
+
+    # -- capabilities ----------------------------------------------------------------------
+    @property
+    def bucket(self) -> ObjectStore | None:
+        """The shared object store the trees live in (distributed mode: this machine's LMDB
+        only caches them), or None: the catalog itself holds them (embedded). gc and fsck
+        sweep and check the bucket where there is one (maintenance/bucket_gc.py)."""
+        ...
+
+    #: Counters the tests assert on where cost matters ("trees_written", "trees_read", …).
+    stats: dict[str, int]
+
+    @property
+    def format_version(self) -> int:
+        """The store format of this machine's catalog (FORMAT_VERSION once opened)."""
+        ...
+
+    def check(self) -> None:
+        """Fails with one line (BackendUnavailableError) if the catalog cannot be reached."""
+        ...
+
+    # -- trees -----------------------------------------------------------------------------
+    def get_tree(self, digest: Digest) -> Tree:
+        """The tree, verified against its digest (CorruptionError if damaged or missing
+        from a bucket; NotFoundError if an embedded catalog lacks it)."""
+        ...
+
+    def remember_trees(self, trees: Mapping[Digest, Tree]) -> None:
+        """Caches trees this process built and stored, so reading them back decodes nothing."""
+        ...
+
+    def put_trees(self, trees: dict[Digest, bytes]) -> None:
+        """Stores trees no head names yet (a mount's view), each marked fresh for gc."""
+        ...
+
+    def has_tree(self, digest: Digest) -> bool: ...
+
+    def get_tree_raw(self, digest: Digest) -> bytes | None:
+        """This machine's stored bytes of a tree, unverified and uncached; None if missing."""
+        ...
+
+    def tree_digests(self) -> list[Digest]:
+        """The trees this machine's catalog holds."""
+        ...
 
     def fresh_trees(self) -> dict[Digest, float]:
-        return {Digest(bytes(k).hex()): struct.unpack("<d", bytes(v))[0]
-                for k, v in self._txn.cursor(db=self._c._fresh)}
+        """Trees written within gc's reach, and when each was last written."""
+        ...
 
-    def delete_snapshot(self, snapshot_id: str) -> None:
-        self._txn.delete(snapshot_id.encode(), db=self._c._snapshots)
-        self._txn.delete(snapshot_id.encode(), db=self._c._damaged)
+    # -- volumes ---------------------------------------------------------------------------
+    def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord: ...
 
-    def delete_tree(self, digest: Digest) -> None:
-        key = bytes.fromhex(digest)
-        self._txn.delete(key, db=self._c._trees)
-        self._txn.delete(key, db=self._c._fresh)
-        self.deleted_trees.append(digest)
+    def find_volume(self, environment: str, name: str) -> VolumeRecord | None: ...
 
-    def forget_fresh(self, digest: Digest) -> None:
-        self._txn.delete(bytes.fromhex(digest), db=self._c._fresh)
+    def get_volume(self, environment: str, name: str) -> VolumeRecord: ...
 
-    def drop_settings_of_deleted_volumes(self) -> int:
-        """Retention records of volumes that no longer exist."""
-        stale = []
-        for key in self._txn.cursor(db=self._c._settings).iternext(values=False):
-            key = bytes(key)
-            _, _, volume_id = key.partition(b"\0")
-            if self._txn.get(volume_id, db=self._c._volumes) is None:
-                stale.append(key)
-        for key in stale:
-            self._txn.delete(key, db=self._c._settings)
-        return len(stale)
+    def get_volume_by_id(self, volume_id: str) -> VolumeRecord: ...
+
+    def list_volumes(self, environment: str | None = None) -> list[VolumeRecord]: ...
+
+    def delete_volume(self, environment: str, name: str) -> VolumeRecord: ...
+
+    def rename_volume(self, environment: str, old: str, new: str) -> VolumeRecord: ...
+
+    def iter_names(self) -> list[tuple[str, str, str]]:
+        """(environment, name, volume id) of every entry of the name index."""
+        ...
+
+    # -- snapshots and heads ---------------------------------------------------------------
+    def get_snapshot(self, snapshot_id: str) -> SnapshotRecord: ...
+
+    def find_snapshot(self, snapshot_id: str) -> SnapshotRecord | None: ...
+
+    def head(self, volume_id: str) -> SnapshotRecord: ...
+
+    def advance_head(
+        self, expected: SnapshotId, snapshot: SnapshotRecord, trees: dict[Digest, bytes]
+    ) -> None:
+        """Stores ``trees`` and ``snapshot`` and moves the head to it, if head is ``expected``
+        (else :class:`HeadMoved`)."""
+        ...
+
+    def rollback_head(
+        self, expected: SnapshotId, snapshot: SnapshotRecord, source: SnapshotId
+    ) -> None:
+        """Moves the head to ``snapshot`` (whose root is ``source``'s) if head is ``expected``,
+        checking that ``source`` and its root tree still exist."""
+        ...
+
+    def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
+        """The head, then its parents; stops where retention dropped a parent."""
+        ...
+
+    def iter_snapshots_raw(self) -> list[tuple[str, bytes]]:
+        """Every snapshot record, undecoded (fsck reports the ones that do not decode)."""
+        ...
+
+    # -- retention and damage marks --------------------------------------------------------
+    def get_retention(self, volume_id: str) -> dict[str, Any] | None: ...
+
+    def set_retention(self, volume_id: str, policy: dict[str, Any] | None) -> None: ...
+
+    def mark_damaged(self, snapshot_id: str, problems: list[str]) -> None: ...
+
+    def clear_damaged(self, snapshot_id: str) -> None: ...
+
+    def damaged(self) -> dict[str, dict[str, Any]]: ...
+
+    # -- runtime: mounts, open handles, leases ---------------------------------------------
+    def register_mount(self, mount: MountRecord) -> None: ...
+
+    def update_mount(self, mount: MountRecord) -> None: ...
+
+    def set_mount_base(self, mount_id: str, base: SnapshotId) -> None:
+        """A mount reloaded onto ``base``: its record names it, so gc keeps it."""
+        ...
+
+    def mount_committed(self, mount_id: str, base: SnapshotId, view: Digest | None) -> None:
+        """A mount committed: its view is now ``view`` on ``base`` (a pin where other
+        machines' gc must see it; nothing to record for an embedded catalog)."""
+        ...
+
+    def unregister_mount(self, mount_id: str) -> None: ...
+
+    def list_mounts(self) -> list[MountRecord]:
+        """This machine's mount records."""
+        ...
+
+    def add_handle(self, mount_id: str, fh: int, info: dict[str, Any]) -> None: ...
+
+    def remove_handle(self, mount_id: str, fh: int) -> None: ...
+
+    def set_handles(self, mount_id: str, handles: dict[int, dict[str, Any]]) -> None: ...
+
+    def handles(self, mount_id: str) -> list[dict[str, Any]]: ...
+
+    def lease(self, what: str, since: float | None = None) -> AbstractContextManager[Lease]:
+        """Held by a writer from its first blob to its head move: gc keeps what it wrote."""
+        ...
+
+    def list_leases(self) -> list[Lease]: ...
+
+    def drop_lease(self, lease_id: str) -> None: ...
+
+    # -- gc --------------------------------------------------------------------------------
+    def sweep(self) -> AbstractContextManager[Sweep]:
+        """Embedded only (``bucket`` is None): gc's one write transaction, during which no
+        commit lands. A catalog with a bucket raises InvalidError: bucket_gc.py collects it."""
+        ...
+
+    def gc_lock(self) -> AbstractContextManager[None]:
+        """Held by gc while it marks and deletes: waits for every lease on every machine, and
+        leases wait for it (distributed); an embedded catalog has nothing to wait for."""
+        ...
+
+    def live_pins(self, timeout: float, *, prune: bool = False) -> list[Pin]:
+        """Pins of mounts on every machine refreshed within ``timeout`` seconds (``prune``
+        deletes the older ones); an embedded catalog has none (see :meth:`list_mounts`)."""
+        ...
+
+    def delete_snapshots(self, snapshot_ids: Sequence[str]) -> list[str]:
+        """gc: deletes these snapshots (never a current head), their damage marks and the
+        retention settings of deleted volumes, in one transaction; returns what it deleted."""
+        ...

@@ -1,11 +1,12 @@
 """The distributed catalog: PostgreSQL holds the truth, the bucket the trees, LMDB a cache.
 
-A :class:`PgCatalog` is a :class:`volfs.catalog.Catalog` whose *truth* methods (volumes,
-names, snapshots, heads, retention, damage marks) go to PostgreSQL, whose trees live in
-the object store (``<prefix>/trees/ab/cdef…``, see ``blobs/s3.py``), and which keeps the
-local LMDB catalog for what is this machine's alone: the tree cache, the trees of mounts'
-views (``put_trees``), and the runtime tables (mounts, open handles, leases). Signatures
-are :class:`Catalog`'s, so commit.py, overlay.py and api.py work unchanged.
+A :class:`PgCatalog` implements the :class:`volfs.catalog.Catalog` interface: its *truth*
+(volumes, names, snapshots, heads, retention, damage marks) is in PostgreSQL, its trees
+live in the shared object store (``<prefix>/trees/ab/cdef…``, see ``blobs/s3.py``), and it
+*composes* an :class:`~volfs.catalog.lmdb.LmdbCatalog` (``cache``) for what is this
+machine's alone: the tree cache, the trees of mounts' views (``put_trees``), and the
+runtime tables (mounts, open handles, leases). The bucket comes from the composition root
+as a :class:`volfs.blobs.ObjectStore` (remote.py builds it); this module knows no S3.
 
 Schema (PostgreSQL; created if missing, under an advisory lock)::
 
@@ -24,7 +25,7 @@ process of format 2 raises the volumes of format 1 to 2 with the schema (VT1 tre
 Pins: a mount's daemon writes its row at mount, reload and commit (``register_mount``,
 ``set_mount_base``, ``mount_committed``), a thread refreshes ``heartbeat`` every
 ``PIN_HEARTBEAT`` seconds, and unmount deletes it; ``volfs gc`` on any machine keeps what
-live pins name (distgc.py).
+live pins name (maintenance/bucket_gc.py).
 
 The gc lock (advisory lock ``GC_LOCK``): every lease (a writer from its first blob to its
 head move) holds it shared, ``volfs gc`` exclusive while it marks and deletes.
@@ -46,6 +47,9 @@ looking for the snapshot row: present means the commit landed.
 Connections: one per process (lazily, re-made after a fork), guarded by a lock; a
 connection found broken (PostgreSQL restarted) is re-made and the request retried once.
 Unreachable: :class:`BackendUnavailableError` with one line.
+
+Must not: import boto3 or volfs.blobs.s3 (the bucket is an ObjectStore handed in), or
+anything above the catalog layer; hold the database lock across a bucket request.
 """
 
 from __future__ import annotations
@@ -53,73 +57,44 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
-from volfs.blobs import Digest
-from volfs.blobs.s3 import UPLOAD_THREADS, Bucket
-from volfs.catalog import (
+from volfs.blobs import Digest, ObjectStore
+from volfs.catalog.lmdb import LmdbCatalog, LmdbSweep
+from volfs.catalog.pg_session import PgSession, first_line, redact
+from volfs.catalog.records import (
     FORMAT_VERSION,
-    Catalog,
     HeadMoved,
     Lease,
     MountRecord,
+    Pin,
     SnapshotId,
     SnapshotRecord,
     VolumeId,
     VolumeRecord,
+    follow_parents,
+    new_volume_records,
 )
+from volfs.core.tree import EMPTY_TREE, Kind, Tree, decode, decode_verified, encode, tree_digest
 from volfs.errors import (
     AlreadyExistsError,
     BackendUnavailableError,
     ConflictError,
     CorruptionError,
+    InvalidError,
     NotFoundError,
     VolfsError,
 )
-from volfs.core.tree import EMPTY_TREE, Kind, Tree, decode, decode_verified, encode, tree_digest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS volfs_volumes (
-    id text PRIMARY KEY,
-    environment text NOT NULL,
-    name text NOT NULL,
-    created_at double precision NOT NULL,
-    created_by text NOT NULL,
-    head text NOT NULL,
-    format_version integer NOT NULL,
-    UNIQUE (environment, name)
-);
-CREATE TABLE IF NOT EXISTS volfs_snapshots (
-    id text PRIMARY KEY,
-    volume_id text NOT NULL,
-    parent text,
-    time double precision NOT NULL,
-    record text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS volfs_snapshots_volume ON volfs_snapshots (volume_id, time);
-CREATE TABLE IF NOT EXISTS volfs_settings (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE IF NOT EXISTS volfs_damaged (snapshot_id text PRIMARY KEY, record text NOT NULL);
-CREATE TABLE IF NOT EXISTS volfs_pins (
-    id text PRIMARY KEY,
-    machine text NOT NULL,
-    volume_id text NOT NULL,
-    snapshot_id text NOT NULL,
-    view_tree text,
-    heartbeat timestamptz NOT NULL DEFAULT now()
-);
-"""
-_SCHEMA_LOCK = 0x766F6C6673  # "volfs": serialises concurrent CREATE TABLE IF NOT EXISTS
 #: Writers hold it shared from their first blob to their head move, ``volfs gc`` exclusive
 #: while it marks and deletes (see :meth:`PgCatalog.lease`, distgc.py).
 GC_LOCK = 0x766F6C6667  # "volfg"
@@ -127,12 +102,9 @@ GC_LOCK = 0x766F6C6667  # "volfg"
 GC_LOCK_WAIT = 300.0
 #: How often a mount's daemon refreshes its pins' heartbeat.
 PIN_HEARTBEAT = 60.0
+#: Trees uploaded at once by a commit (each one PUT).
+UPLOAD_THREADS = 16
 _VOLUME_COLUMNS = "id, name, environment, created_at, created_by, head, format_version"
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for messages and ``volfs store info``)."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 class _Lost(Exception):
@@ -140,20 +112,26 @@ class _Lost(Exception):
 
 
 def _volume(row: tuple[Any, ...]) -> VolumeRecord:
-    return VolumeRecord(VolumeId(row[0]), row[1], row[2], row[3], row[4], SnapshotId(row[5]), row[6])
+    return VolumeRecord(
+        VolumeId(row[0]), row[1], row[2], row[3], row[4], SnapshotId(row[5]), row[6]
+    )
 
 
-class PgCatalog(Catalog):
+class PgCatalog:
+    """The :class:`volfs.catalog.Catalog` of distributed mode (module docstring)."""
+
     SNAPSHOT_CACHE_SIZE = 4096
 
-    def __init__(self, root: Path, meta_url: str, bucket: Bucket) -> None:
-        super().__init__(root)
+    def __init__(self, cache: LmdbCatalog, meta_url: str, bucket: ObjectStore) -> None:
+        #: This machine's LMDB catalog: cached trees, views' trees, the runtime tables.
+        self.cache = cache
         self.meta_url = meta_url
+        #: Capability (see the interface): the trees' shared home.
         self.bucket = bucket
-        self._conn: Any = None
-        self._conn_pid = 0
-        self._db_lock = threading.RLock()
-        self._schema_ready = False
+        #: The cache's counters, and this catalog's: one dict, as the tests read it.
+        self.stats = cache.stats
+        #: The PostgreSQL connection this process shares (the lease keeps one of its own).
+        self._session = PgSession(meta_url, self.stats)
         self._snapshot_cache: dict[str, SnapshotRecord] = {}
         #: Trees this process knows are in the bucket.
         self._remote_trees: set[Digest] = {tree_digest(EMPTY_TREE)}
@@ -173,82 +151,20 @@ class PgCatalog(Catalog):
         self._pins: dict[str, tuple[str, str, str | None]] = {}
         self._pin_lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
-        self.machine = f"{socket.gethostname()}:{root}"
-
-    # -- PostgreSQL plumbing -----------------------------------------------------------------
-    def _connect(self) -> Any:
-        import psycopg
-
-        try:
-            conn = psycopg.connect(self.meta_url, autocommit=True, connect_timeout=5,
-                                   keepalives=1, keepalives_idle=10, keepalives_interval=3,
-                                   keepalives_count=3, application_name="volfs")
-        except psycopg.Error as exc:
-            raise BackendUnavailableError(
-                f"cannot reach the metadata database {redact(self.meta_url)}: {_first_line(exc)}") from None
-        if not self._schema_ready:
-            try:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    conn.execute(SCHEMA)
-                    # A database of format 1 volumes: this process writes format 2 trees into
-                    # them from now on (format 1 trees keep decoding), so they are format 2.
-                    conn.execute("UPDATE volfs_volumes SET format_version = %s WHERE format_version < %s",
-                                 (FORMAT_VERSION, FORMAT_VERSION))
-            except psycopg.Error as exc:
-                conn.close()
-                raise BackendUnavailableError(
-                    f"metadata database {redact(self.meta_url)}: cannot create the schema: {_first_line(exc)}"
-                ) from None
-            self._schema_ready = True
-        return conn
-
-    def _db(self, what: str, fn: Callable[[Any], T], *, retry: bool = True) -> T:
-        """Runs ``fn(connection)``; a broken connection is re-made and ``fn`` retried once."""
-        import psycopg
-
-        with self._db_lock:
-            for attempt in (1, 2):
-                if self._conn is None or self._conn_pid != os.getpid() or self._conn.closed:
-                    self._conn = self._connect()
-                    self._conn_pid = os.getpid()
-                try:
-                    return fn(self._conn)
-                except psycopg.OperationalError as exc:
-                    self._drop_connection()
-                    if attempt == 2 or not retry:
-                        raise BackendUnavailableError(
-                            f"metadata database {redact(self.meta_url)}: {what} failed: {_first_line(exc)}"
-                        ) from None
-                    self.stats["db_reconnects"] += 1
-                    log.warning("metadata database connection lost (%s); reconnecting", _first_line(exc))
-                except psycopg.Error as exc:
-                    if isinstance(exc, psycopg.errors.UniqueViolation):
-                        raise
-                    raise BackendUnavailableError(
-                        f"metadata database {redact(self.meta_url)}: {what} failed: {_first_line(exc)}"
-                    ) from None
-        raise AssertionError("unreachable")
-
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception as exc:  # noqa: BLE001 - already broken: nothing to release
-                log.debug("closing a broken connection: %s", exc)
-
-    def _rows(self, what: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        return self._db(what, lambda conn: conn.execute(sql, params).fetchall())
+        self.machine = f"{socket.gethostname()}:{cache.root}"
 
     def check(self) -> None:
         """Fails with one line if the database cannot be reached (creates the schema)."""
-        self._rows("checking the connection", "SELECT 1")
+        self._session.rows("checking the connection", "SELECT 1")
+
+    @property
+    def format_version(self) -> int:
+        return self.cache.format_version
 
     # -- trees: the bucket, cached in LMDB ---------------------------------------------------
     def get_tree(self, digest: Digest) -> Tree:
         try:
-            return super().get_tree(digest)
+            return self.cache.get_tree(digest)
         except NotFoundError:
             pass
         raw = self.bucket.get("trees", digest)
@@ -258,32 +174,39 @@ class PgCatalog(Catalog):
         try:
             decode_verified(raw, digest)
         except ValueError as exc:
-            log.error("tree %s from %s is damaged (%s); not used", digest, self.bucket.describe(), exc)
+            log.error(
+                "tree %s from %s is damaged (%s); not used", digest, self.bucket.describe(), exc
+            )
             raise CorruptionError(f"tree {digest} is damaged in the object store ({exc})") from None
         self.stats["trees_fetched"] += 1
         self._remote_trees.add(digest)
-        self._cache_trees({digest: raw})
-        return super().get_tree(digest)
+        # Not marked fresh: it is in the bucket, nothing here needs protecting from gc.
+        self.cache.cache_trees({digest: raw})
+        return self.cache.get_tree(digest)
 
     def has_tree(self, digest: Digest) -> bool:
-        return super().has_tree(digest) or self.bucket.head("trees", digest) is not None
+        return self.cache.has_tree(digest) or self.bucket.head("trees", digest) is not None
 
-    def _cache_trees(self, trees: dict[Digest, bytes]) -> None:
-        """Stores published trees in the local cache (not marked fresh: they are in the bucket)."""
-        with self._write() as txn:
-            for digest, data in trees.items():
-                txn.put(bytes.fromhex(digest), data, db=self._trees, overwrite=False)
+    def remember_trees(self, trees: Mapping[Digest, Tree]) -> None:
+        self.cache.remember_trees(trees)
+
+    def put_trees(self, trees: dict[Digest, bytes]) -> None:
+        """A mount's view: stored (and marked fresh) on this machine only; uploaded with the
+        commit that first names it (:meth:`_publish_trees`)."""
+        self.cache.put_trees(trees)
+
+    def get_tree_raw(self, digest: Digest) -> bytes | None:
+        return self.cache.get_tree_raw(digest)
+
+    def tree_digests(self) -> list[Digest]:
+        return self.cache.tree_digests()
+
+    def fresh_trees(self) -> dict[Digest, float]:
+        return self.cache.fresh_trees()
 
     def _is_local_only(self, digest: Digest) -> bool:
-        """A tree ``put_trees`` stored here (a view) that may never have been uploaded.
-
-        Without the catalog's ``fresh`` table (an older catalog), any tree may be.
-        """
-        fresh = getattr(self, "_fresh", None)
-        if fresh is None:
-            return True
-        with self.env.begin() as txn:
-            return txn.get(bytes.fromhex(digest), db=fresh) is not None
+        """A tree ``put_trees`` stored here (a view) that may never have been uploaded."""
+        return self.cache.is_fresh(digest)
 
     def _publish_trees(self, trees: dict[Digest, bytes], root: Digest | None) -> None:
         """Uploads ``trees`` and every view tree they name that the bucket lacks."""
@@ -306,11 +229,11 @@ class PgCatalog(Catalog):
             if self.bucket.head("trees", digest) is not None:
                 self._remote_trees.add(digest)
                 continue
-            raw = self.get_tree_raw(digest)
-            if raw is None:
+            local = self.cache.get_tree_raw(digest)
+            if local is None:
                 raise CorruptionError(f"tree {digest} is missing from the local catalog")
-            todo[digest] = raw
-            children(raw)
+            todo[digest] = local
+            children(local)
         items = [(d, raw) for d, raw in todo.items() if d not in self._remote_trees]
 
         def upload(item: tuple[Digest, bytes]) -> None:
@@ -330,44 +253,77 @@ class PgCatalog(Catalog):
     def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord:
         import psycopg
 
-        volume, snapshot = self.new_volume_records(environment, name, created_by)
+        volume, snapshot = new_volume_records(environment, name, created_by)
         self._publish_trees({tree_digest(EMPTY_TREE): encode(EMPTY_TREE)}, None)
 
         def insert(conn: Any) -> None:
             with conn.transaction():
                 _insert_snapshot(conn, snapshot)
-                conn.execute(f"INSERT INTO volfs_volumes ({_VOLUME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                             (volume.id, name, environment, volume.created_at, created_by, snapshot.id, FORMAT_VERSION))
+                conn.execute(
+                    f"INSERT INTO volfs_volumes ({_VOLUME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    (
+                        volume.id,
+                        name,
+                        environment,
+                        volume.created_at,
+                        created_by,
+                        snapshot.id,
+                        FORMAT_VERSION,
+                    ),
+                )
 
         try:
-            self._db("creating a volume", insert)
+            self._session.run("creating a volume", insert)
         except psycopg.errors.UniqueViolation:
-            raise AlreadyExistsError(f"volume {name!r} already exists in environment {environment!r}") from None
+            raise AlreadyExistsError(
+                f"volume {name!r} already exists in environment {environment!r}"
+            ) from None
         return volume
 
     def find_volume(self, environment: str, name: str) -> VolumeRecord | None:
-        rows = self._rows("finding a volume", f"SELECT {_VOLUME_COLUMNS} FROM volfs_volumes "
-                          "WHERE environment=%s AND name=%s", (environment, name))
+        rows = self._session.rows(
+            "finding a volume",
+            f"SELECT {_VOLUME_COLUMNS} FROM volfs_volumes WHERE environment=%s AND name=%s",
+            (environment, name),
+        )
         return _volume(rows[0]) if rows else None
 
+    def get_volume(self, environment: str, name: str) -> VolumeRecord:
+        volume = self.find_volume(environment, name)
+        if volume is None:
+            raise NotFoundError(f"volume {name!r} not found in environment {environment!r}")
+        return volume
+
     def get_volume_by_id(self, volume_id: str) -> VolumeRecord:
-        rows = self._rows("reading a volume", f"SELECT {_VOLUME_COLUMNS} FROM volfs_volumes WHERE id=%s",
-                          (volume_id,))
+        rows = self._session.rows(
+            "reading a volume",
+            f"SELECT {_VOLUME_COLUMNS} FROM volfs_volumes WHERE id=%s",
+            (volume_id,),
+        )
         if not rows:
             raise NotFoundError(f"volume {volume_id} not found (deleted?)")
         return _volume(rows[0])
 
     def list_volumes(self, environment: str | None = None) -> list[VolumeRecord]:
         if environment is None:
-            rows = self._rows("listing volumes", f"SELECT {_VOLUME_COLUMNS} FROM volfs_volumes")
+            rows = self._session.rows(
+                "listing volumes", f"SELECT {_VOLUME_COLUMNS} FROM volfs_volumes"
+            )
         else:
-            rows = self._rows("listing volumes", f"SELECT {_VOLUME_COLUMNS} FROM volfs_volumes "
-                              "WHERE environment=%s", (environment,))
+            rows = self._session.rows(
+                "listing volumes",
+                f"SELECT {_VOLUME_COLUMNS} FROM volfs_volumes WHERE environment=%s",
+                (environment,),
+            )
         return sorted((_volume(r) for r in rows), key=lambda v: (v.created_at, v.name))
 
     def delete_volume(self, environment: str, name: str) -> VolumeRecord:
-        rows = self._rows("deleting a volume", f"DELETE FROM volfs_volumes WHERE environment=%s AND name=%s "
-                          f"RETURNING {_VOLUME_COLUMNS}", (environment, name))
+        rows = self._session.rows(
+            "deleting a volume",
+            f"DELETE FROM volfs_volumes WHERE environment=%s AND name=%s "
+            f"RETURNING {_VOLUME_COLUMNS}",
+            (environment, name),
+        )
         if not rows:
             raise NotFoundError(f"volume {name!r} not found in environment {environment!r}")
         return _volume(rows[0])
@@ -376,24 +332,36 @@ class PgCatalog(Catalog):
         import psycopg
 
         try:
-            rows = self._rows("renaming a volume", f"UPDATE volfs_volumes SET name=%s WHERE environment=%s "
-                              f"AND name=%s RETURNING {_VOLUME_COLUMNS}", (new, environment, old))
+            rows = self._session.rows(
+                "renaming a volume",
+                f"UPDATE volfs_volumes SET name=%s WHERE environment=%s "
+                f"AND name=%s RETURNING {_VOLUME_COLUMNS}",
+                (new, environment, old),
+            )
         except psycopg.errors.UniqueViolation:
-            raise AlreadyExistsError(f"volume {new!r} already exists in environment {environment!r}") from None
+            raise AlreadyExistsError(
+                f"volume {new!r} already exists in environment {environment!r}"
+            ) from None
         if not rows:
             raise NotFoundError(f"volume {old!r} not found in environment {environment!r}")
         return _volume(rows[0])
 
     def iter_names(self) -> list[tuple[str, str, str]]:
-        return [tuple(r) for r in self._rows("listing names",  # type: ignore[misc]
-                                             "SELECT environment, name, id FROM volfs_volumes")]
+        return [
+            (r[0], r[1], r[2])
+            for r in self._session.rows(
+                "listing names", "SELECT environment, name, id FROM volfs_volumes"
+            )
+        ]
 
     # -- snapshots and heads ---------------------------------------------------------------
     def find_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
         cached = self._snapshot_cache.get(snapshot_id)
         if cached is not None:
             return cached
-        rows = self._rows("reading a snapshot", "SELECT record FROM volfs_snapshots WHERE id=%s", (snapshot_id,))
+        rows = self._session.rows(
+            "reading a snapshot", "SELECT record FROM volfs_snapshots WHERE id=%s", (snapshot_id,)
+        )
         if not rows:
             return None
         snapshot = SnapshotRecord.from_json(rows[0][0].encode())
@@ -413,8 +381,12 @@ class PgCatalog(Catalog):
 
     def head(self, volume_id: str) -> SnapshotRecord:
         """The head snapshot, read in one query (always from PostgreSQL: heads move)."""
-        rows = self._rows("reading a head", "SELECT v.head, s.record FROM volfs_volumes v LEFT JOIN "
-                          "volfs_snapshots s ON s.id = v.head WHERE v.id=%s", (volume_id,))
+        rows = self._session.rows(
+            "reading a head",
+            "SELECT v.head, s.record FROM volfs_volumes v LEFT JOIN "
+            "volfs_snapshots s ON s.id = v.head WHERE v.id=%s",
+            (volume_id,),
+        )
         if not rows:
             raise NotFoundError(f"volume {volume_id} not found (deleted?)")
         if rows[0][1] is None:
@@ -423,7 +395,9 @@ class PgCatalog(Catalog):
         self._remember(snapshot)
         return snapshot
 
-    def advance_head(self, expected: SnapshotId, snapshot: SnapshotRecord, trees: dict[Digest, bytes]) -> None:
+    def advance_head(
+        self, expected: SnapshotId, snapshot: SnapshotRecord, trees: dict[Digest, bytes]
+    ) -> None:
         """Uploads the trees, then moves the head in one PostgreSQL transaction (CAS).
 
         Under a lease (nested in the writer's own, if it holds one): a tree found already in
@@ -434,7 +408,7 @@ class PgCatalog(Catalog):
         with self.lease(f"head move to {snapshot.id}"):
             self._publish_trees(trees, snapshot.root.tree)
             self._swap_head(expected, snapshot)
-        self._cache_trees(trees)
+        self.cache.cache_trees(trees)
         self._remember(snapshot)
         self.stats["trees_written"] += len(trees)
 
@@ -442,12 +416,15 @@ class PgCatalog(Catalog):
         import psycopg
 
         self._check_lease()
+
         def swap(conn: Any) -> bool:
             try:
                 with conn.transaction():
                     _insert_snapshot(conn, snapshot)
-                    cur = conn.execute("UPDATE volfs_volumes SET head=%s WHERE id=%s AND head=%s",
-                                       (snapshot.id, snapshot.volume_id, expected))
+                    cur = conn.execute(
+                        "UPDATE volfs_volumes SET head=%s WHERE id=%s AND head=%s",
+                        (snapshot.id, snapshot.volume_id, expected),
+                    )
                     if cur.rowcount != 1:
                         raise _Lost()
             except _Lost:
@@ -455,34 +432,50 @@ class PgCatalog(Catalog):
             return True
 
         try:
-            swapped = self._db("moving the head", swap, retry=False)
+            swapped = self._session.run("moving the head", swap, retry=False)
         except BackendUnavailableError:
             # The connection broke: the transaction may or may not have committed. The
             # snapshot row tells (it is inserted in the same transaction as the head move).
-            landed = self._rows("checking a commit", "SELECT 1 FROM volfs_snapshots WHERE id=%s",
-                                (snapshot.id,))
+            landed = self._session.rows(
+                "checking a commit", "SELECT 1 FROM volfs_snapshots WHERE id=%s", (snapshot.id,)
+            )
             if landed:
                 return
-            swapped = self._db("moving the head", swap, retry=False)
+            swapped = self._session.run("moving the head", swap, retry=False)
         except psycopg.errors.UniqueViolation:
             raise VolfsError(f"snapshot id {snapshot.id} is taken; commit again") from None
         if swapped:
             return
-        rows = self._rows("reading a head", "SELECT name, head FROM volfs_volumes WHERE id=%s",
-                          (snapshot.volume_id,))
+        rows = self._session.rows(
+            "reading a head",
+            "SELECT name, head FROM volfs_volumes WHERE id=%s",
+            (snapshot.volume_id,),
+        )
         if not rows:
             raise NotFoundError(f"volume {snapshot.volume_id} was deleted")
         raise HeadMoved(f"head of {rows[0][0]} moved from {expected} to {rows[0][1]}")
 
-    def iter_snapshots_raw(self) -> list[tuple[str, bytes]]:
-        return [(r[0], r[1].encode()) for r in
-                self._rows("listing snapshots", "SELECT id, record FROM volfs_snapshots")]
+    def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
+        """The head, then its parents; stops where retention dropped a parent."""
+        return follow_parents(self.head(volume_id), self.find_snapshot, limit)
 
-    def rollback_head(self, expected: SnapshotId, snapshot: SnapshotRecord, source: SnapshotId) -> None:
+    def iter_snapshots_raw(self) -> list[tuple[str, bytes]]:
+        return [
+            (r[0], r[1].encode())
+            for r in self._session.rows(
+                "listing snapshots", "SELECT id, record FROM volfs_snapshots"
+            )
+        ]
+
+    def rollback_head(
+        self, expected: SnapshotId, snapshot: SnapshotRecord, source: SnapshotId
+    ) -> None:
         # Under a lease, gc cannot run between the check that ``source`` is still kept (its
         # row, not a cached copy) and the head move that makes its trees the head's.
         with self.lease(f"rollback to {source}"):
-            if not self._rows("reading a snapshot", "SELECT 1 FROM volfs_snapshots WHERE id=%s", (source,)):
+            if not self._session.rows(
+                "reading a snapshot", "SELECT 1 FROM volfs_snapshots WHERE id=%s", (source,)
+            ):
                 raise NotFoundError(f"snapshot {source} was dropped by retention meanwhile")
             assert snapshot.root.tree is not None
             self.get_tree(snapshot.root.tree)  # raises if the root tree is gone
@@ -491,38 +484,61 @@ class PgCatalog(Catalog):
 
     # -- retention and damage marks ----------------------------------------------------------
     def get_retention(self, volume_id: str) -> dict[str, Any] | None:
-        rows = self._rows("reading retention", "SELECT value FROM volfs_settings WHERE key=%s",
-                          ("retention:" + volume_id,))
+        rows = self._session.rows(
+            "reading retention",
+            "SELECT value FROM volfs_settings WHERE key=%s",
+            ("retention:" + volume_id,),
+        )
         return json.loads(rows[0][0]) if rows else None
 
     def set_retention(self, volume_id: str, policy: dict[str, Any] | None) -> None:
         self.get_volume_by_id(volume_id)
         key = "retention:" + volume_id
         if policy is None:
-            self._rows("setting retention", "DELETE FROM volfs_settings WHERE key=%s RETURNING key", (key,))
+            self._session.rows(
+                "setting retention", "DELETE FROM volfs_settings WHERE key=%s RETURNING key", (key,)
+            )
         else:
-            self._rows("setting retention", "INSERT INTO volfs_settings (key, value) VALUES (%s, %s) "
-                       "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value RETURNING key",
-                       (key, json.dumps(policy)))
+            self._session.rows(
+                "setting retention",
+                "INSERT INTO volfs_settings (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value RETURNING key",
+                (key, json.dumps(policy)),
+            )
 
     def mark_damaged(self, snapshot_id: str, problems: list[str]) -> None:
         record = json.dumps({"time": time.time(), "problems": problems})
-        self._rows("marking damage", "INSERT INTO volfs_damaged (snapshot_id, record) VALUES (%s, %s) "
-                   "ON CONFLICT (snapshot_id) DO UPDATE SET record=EXCLUDED.record RETURNING 1",
-                   (snapshot_id, record))
+        self._session.rows(
+            "marking damage",
+            "INSERT INTO volfs_damaged (snapshot_id, record) VALUES (%s, %s) "
+            "ON CONFLICT (snapshot_id) DO UPDATE SET record=EXCLUDED.record RETURNING 1",
+            (snapshot_id, record),
+        )
 
     def clear_damaged(self, snapshot_id: str) -> None:
-        self._rows("clearing damage", "DELETE FROM volfs_damaged WHERE snapshot_id=%s RETURNING 1",
-                   (snapshot_id,))
+        self._session.rows(
+            "clearing damage",
+            "DELETE FROM volfs_damaged WHERE snapshot_id=%s RETURNING 1",
+            (snapshot_id,),
+        )
 
     def damaged(self) -> dict[str, dict[str, Any]]:
-        return {r[0]: json.loads(r[1]) for r in
-                self._rows("reading damage marks", "SELECT snapshot_id, record FROM volfs_damaged")}
+        return {
+            r[0]: json.loads(r[1])
+            for r in self._session.rows(
+                "reading damage marks", "SELECT snapshot_id, record FROM volfs_damaged"
+            )
+        }
 
     @contextmanager
-    def sweep(self) -> Iterator[Any]:
-        raise VolfsError("the local sweep does not apply to a distributed store; distgc.py collects it")
-        yield  # pragma: no cover
+    def sweep(self) -> Iterator[LmdbSweep]:
+        """Not here (the interface): a sweep of this machine's LMDB would collect a cache;
+        maintenance/bucket_gc.py collects a distributed store."""
+        raise InvalidError(
+            "the local sweep does not apply to a distributed store; "
+            "the distributed gc (bucket_gc.py) collects it"
+        )
+        yield  # pragma: no cover - a generator, for @contextmanager
 
     # -- gc: the lock, pins, deleting snapshots ---------------------------------------------
     @contextmanager
@@ -536,7 +552,7 @@ class PgCatalog(Catalog):
         lock with its session. Nested and concurrent leases of one process share one
         session (one lock).
         """
-        with super().lease(what, since) as lease:
+        with self.cache.lease(what, since) as lease:
             self._hold_shared()
             try:
                 yield lease
@@ -551,20 +567,26 @@ class PgCatalog(Catalog):
                 self._lease_holders += 1
                 return
             for attempt in (1, 2):
-                if self._lease_conn is None or self._lease_pid != os.getpid() or self._lease_conn.closed:
-                    self._lease_conn = self._connect()
+                if (
+                    self._lease_conn is None
+                    or self._lease_pid != os.getpid()
+                    or self._lease_conn.closed
+                ):
+                    self._lease_conn = self._session.connect()
                     self._lease_pid = os.getpid()
                 try:
                     self._lease_conn.execute("SELECT pg_advisory_lock_shared(%s)", (GC_LOCK,))
                     rows = self._lease_conn.execute(
-                        "SELECT value FROM volfs_settings WHERE key='gc_epoch'").fetchall()
+                        "SELECT value FROM volfs_settings WHERE key='gc_epoch'"
+                    ).fetchall()
                     break
                 except psycopg.Error as exc:
                     self._drop_lease_conn()
                     if attempt == 2 or not isinstance(exc, psycopg.OperationalError):
                         raise BackendUnavailableError(
                             f"metadata database {redact(self.meta_url)}: taking the gc lock failed: "
-                            f"{_first_line(exc)}") from None
+                            f"{first_line(exc)}"
+                        ) from None
             epoch = rows[0][0] if rows else ""
             if epoch != self._epoch:
                 # gc ran since we last looked (or we never looked): what this process
@@ -582,7 +604,7 @@ class PgCatalog(Catalog):
                 return
             try:
                 self._lease_conn.execute("SELECT pg_advisory_unlock_shared(%s)", (GC_LOCK,))
-            except Exception as exc:  # noqa: BLE001 - the session is gone: so is its lock
+            except Exception as exc:  # the session is gone: so is its lock
                 log.debug("releasing the gc lock: %s", exc)
                 self._drop_lease_conn()
 
@@ -591,7 +613,7 @@ class PgCatalog(Catalog):
         if conn is not None:
             try:
                 conn.close()
-            except Exception as exc:  # noqa: BLE001 - already broken
+            except Exception as exc:  # already broken
                 log.debug("closing the lease connection: %s", exc)
 
     def _check_lease(self) -> None:
@@ -610,7 +632,8 @@ class PgCatalog(Catalog):
                 self._drop_lease_conn()
                 raise BackendUnavailableError(
                     f"metadata database {redact(self.meta_url)}: lost the session holding the gc "
-                    f"lock ({_first_line(exc)}); commit again") from None
+                    f"lock ({first_line(exc)}); commit again"
+                ) from None
 
     @contextmanager
     def gc_lock(self) -> Iterator[None]:
@@ -622,7 +645,7 @@ class PgCatalog(Catalog):
         """
         import psycopg
 
-        conn = self._connect()
+        conn = self._session.connect()
         try:
             # Bounded: while gc waits, new commits queue behind it (PostgreSQL grants locks
             # in order), so a writer stuck with its lease must not stall every machine.
@@ -630,20 +653,26 @@ class PgCatalog(Catalog):
             try:
                 conn.execute("SELECT pg_advisory_lock(%s)", (GC_LOCK,))
             except psycopg.errors.LockNotAvailable:
-                raise ConflictError(f"gc gave up after waiting {GC_LOCK_WAIT:g} s for commits in flight "
-                                    "(a writer holds its lease that long); nothing was deleted, try again") from None
+                raise ConflictError(
+                    f"gc gave up after waiting {GC_LOCK_WAIT:g} s for commits in flight "
+                    "(a writer holds its lease that long); nothing was deleted, try again"
+                ) from None
             conn.execute("SET lock_timeout = 0")
             try:
                 yield
             finally:
-                conn.execute("INSERT INTO volfs_settings (key, value) VALUES ('gc_epoch', %s) "
-                             "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value", (os.urandom(8).hex(),))
+                conn.execute(
+                    "INSERT INTO volfs_settings (key, value) VALUES ('gc_epoch', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value",
+                    (os.urandom(8).hex(),),
+                )
         except Exception as exc:
             import psycopg
 
             if isinstance(exc, psycopg.Error):
                 raise BackendUnavailableError(
-                    f"metadata database {redact(self.meta_url)}: gc lock: {_first_line(exc)}") from None
+                    f"metadata database {redact(self.meta_url)}: gc lock: {first_line(exc)}"
+                ) from None
             raise
         finally:
             conn.close()  # ends the session: releases the lock even if unlocking failed
@@ -651,11 +680,14 @@ class PgCatalog(Catalog):
     # Mount pins: what a mount on any machine needs (its base snapshot and committed view).
     # The local runtime table keeps its records too (this machine's gc and fsck read it).
     def register_mount(self, mount: MountRecord) -> None:
-        super().register_mount(mount)
+        self.cache.register_mount(mount)
         self._set_pin(mount.id, mount.volume_id, mount.base, None)
 
+    def update_mount(self, mount: MountRecord) -> None:
+        self.register_mount(mount)
+
     def set_mount_base(self, mount_id: str, base: SnapshotId) -> None:
-        super().set_mount_base(mount_id, base)
+        self.cache.set_mount_base(mount_id, base)
         with self._pin_lock:
             known = self._pins.get(mount_id)
         if known is not None:
@@ -668,11 +700,15 @@ class PgCatalog(Catalog):
             self._set_pin(mount_id, known[0], base, view)
 
     def unregister_mount(self, mount_id: str) -> None:
-        super().unregister_mount(mount_id)
+        self.cache.unregister_mount(mount_id)
         with self._pin_lock:
             self._pins.pop(mount_id, None)
         try:
-            self._rows("dropping a mount pin", "DELETE FROM volfs_pins WHERE id=%s RETURNING 1", (mount_id,))
+            self._session.rows(
+                "dropping a mount pin",
+                "DELETE FROM volfs_pins WHERE id=%s RETURNING 1",
+                (mount_id,),
+            )
         except BackendUnavailableError as exc:  # it expires on its own
             log.warning("could not drop the pin of mount %s: %s", mount_id, exc)
 
@@ -680,7 +716,9 @@ class PgCatalog(Catalog):
         with self._pin_lock:
             self._pins[mount_id] = (volume_id, snapshot, view)
             if self._heartbeat is None or not self._heartbeat.is_alive():
-                self._heartbeat = threading.Thread(target=self._beat, name="volfs-pins", daemon=True)
+                self._heartbeat = threading.Thread(
+                    target=self._beat, name="volfs-pins", daemon=True
+                )
                 self._heartbeat.start()
         self._write_pins({mount_id: (volume_id, snapshot, view)})
 
@@ -693,13 +731,18 @@ class PgCatalog(Catalog):
                 cur.executemany(
                     "INSERT INTO volfs_pins (id, machine, volume_id, snapshot_id, view_tree, heartbeat) "
                     "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (id) DO UPDATE SET "
-                    "snapshot_id=EXCLUDED.snapshot_id, view_tree=EXCLUDED.view_tree, heartbeat=now()", rows)
+                    "snapshot_id=EXCLUDED.snapshot_id, view_tree=EXCLUDED.view_tree, heartbeat=now()",
+                    rows,
+                )
 
         try:
-            self._db("recording mount pins", upsert)
+            self._session.run("recording mount pins", upsert)
         except BackendUnavailableError as exc:
-            log.warning("could not record %d mount pins (gc on other machines may not see them): %s",
-                        len(rows), exc)
+            log.warning(
+                "could not record %d mount pins (gc on other machines may not see them): %s",
+                len(rows),
+                exc,
+            )
 
     def _beat(self) -> None:
         while True:
@@ -711,49 +754,83 @@ class PgCatalog(Catalog):
                     return
             self._write_pins(pins)
 
-    def live_pins(self, timeout: float, *, prune: bool = False) -> list[tuple[str, str, str, str, str | None]]:
-        """(mount id, machine, volume id, snapshot id, view tree) of pins refreshed within
-        ``timeout`` seconds (PostgreSQL's clock); ``prune`` deletes the older ones."""
+    def live_pins(self, timeout: float, *, prune: bool = False) -> list[Pin]:
+        """The pins refreshed within ``timeout`` seconds (PostgreSQL's clock); ``prune``
+        deletes the older ones."""
+
         def query(conn: Any) -> list[tuple[Any, ...]]:
             with conn.transaction():
                 if prune:
-                    conn.execute("DELETE FROM volfs_pins WHERE heartbeat < now() - make_interval(secs => %s)",
-                                 (timeout,))
-                return conn.execute("SELECT id, machine, volume_id, snapshot_id, view_tree FROM volfs_pins "
-                                    "WHERE heartbeat >= now() - make_interval(secs => %s)", (timeout,)).fetchall()
+                    conn.execute(
+                        "DELETE FROM volfs_pins WHERE heartbeat < now() - make_interval(secs => %s)",
+                        (timeout,),
+                    )
+                return conn.execute(
+                    "SELECT id, machine, volume_id, snapshot_id, view_tree FROM volfs_pins "
+                    "WHERE heartbeat >= now() - make_interval(secs => %s)",
+                    (timeout,),
+                ).fetchall()
 
-        return [tuple(r) for r in self._db("reading mount pins", query)]  # type: ignore[misc]
+        return [
+            Pin(r[0], r[1], r[2], r[3], Digest(r[4]) if r[4] else None)
+            for r in self._session.run("reading mount pins", query)
+        ]
 
-    def delete_snapshots(self, snapshot_ids: list[str]) -> list[str]:
+    def delete_snapshots(self, snapshot_ids: Sequence[str]) -> list[str]:
         """gc: deletes these snapshot rows (never a current head), their damage marks and
         the retention settings of deleted volumes, in one transaction; returns what it deleted."""
+
         def delete(conn: Any) -> list[str]:
             with conn.transaction():
-                rows = conn.execute("DELETE FROM volfs_snapshots WHERE id = ANY(%s) AND id NOT IN "
-                                    "(SELECT head FROM volfs_volumes) RETURNING id", (snapshot_ids,)).fetchall()
+                rows = conn.execute(
+                    "DELETE FROM volfs_snapshots WHERE id = ANY(%s) AND id NOT IN "
+                    "(SELECT head FROM volfs_volumes) RETURNING id",
+                    (list(snapshot_ids),),
+                ).fetchall()
                 gone = [r[0] for r in rows]
                 conn.execute("DELETE FROM volfs_damaged WHERE snapshot_id = ANY(%s)", (gone,))
-                conn.execute("DELETE FROM volfs_settings WHERE key LIKE 'retention:%%' AND "
-                             "substr(key, 11) NOT IN (SELECT id FROM volfs_volumes)")
+                conn.execute(
+                    "DELETE FROM volfs_settings WHERE key LIKE 'retention:%%' AND "
+                    "substr(key, 11) NOT IN (SELECT id FROM volfs_volumes)"
+                )
                 return gone
 
-        gone = self._db("deleting snapshots", delete)
+        gone = self._session.run("deleting snapshots", delete)
         for snapshot_id in gone:
             self._snapshot_cache.pop(snapshot_id, None)
         return gone
 
-    def behind(self, volume_id: str, base: str) -> str | None:
-        """The head of ``volume_id`` if it is not ``base`` (a mount on ``base`` is behind)."""
-        rows = self._rows("reading a head", "SELECT head FROM volfs_volumes WHERE id=%s", (volume_id,))
-        return rows[0][0] if rows and rows[0][0] != base else None
+    # -- this machine's runtime tables: the cache's -------------------------------------------
+    def list_mounts(self) -> list[MountRecord]:
+        return self.cache.list_mounts()
+
+    def add_handle(self, mount_id: str, fh: int, info: dict[str, Any]) -> None:
+        self.cache.add_handle(mount_id, fh, info)
+
+    def remove_handle(self, mount_id: str, fh: int) -> None:
+        self.cache.remove_handle(mount_id, fh)
+
+    def set_handles(self, mount_id: str, handles: dict[int, dict[str, Any]]) -> None:
+        self.cache.set_handles(mount_id, handles)
+
+    def handles(self, mount_id: str) -> list[dict[str, Any]]:
+        return self.cache.handles(mount_id)
+
+    def list_leases(self) -> list[Lease]:
+        return self.cache.list_leases()
+
+    def drop_lease(self, lease_id: str) -> None:
+        self.cache.drop_lease(lease_id)
 
 
 def _insert_snapshot(conn: Any, snapshot: SnapshotRecord) -> None:
-    conn.execute("INSERT INTO volfs_snapshots (id, volume_id, parent, time, record) VALUES (%s,%s,%s,%s,%s)",
-                 (snapshot.id, snapshot.volume_id, snapshot.parent, snapshot.time, snapshot.to_json().decode()))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
+    conn.execute(
+        "INSERT INTO volfs_snapshots (id, volume_id, parent, time, record) VALUES (%s,%s,%s,%s,%s)",
+        (
+            snapshot.id,
+            snapshot.volume_id,
+            snapshot.parent,
+            snapshot.time,
+            snapshot.to_json().decode(),
+        ),
+    )

@@ -1,127 +1,45 @@
-"""The ``volfs`` command line: click commands that parse, call the API, and format.
+"""The ``volfs`` command line: the root group, and the command groups registered on it.
 
-Owns the command tree (``volfs volume …`` mirrors ``modal volume``), output formats
-(tables, ``--json``), progress bars, and the one place where errors become exit codes:
-:class:`VolfsGroup` turns every :class:`~volfs.errors.VolfsError` and ``OSError`` into
-one ``Error: …`` line on stderr and the error's ``exit_code`` — never a traceback (set
-``VOLFS_DEBUG=1`` to get one for an unexpected exception). Usage errors exit 2, as click
-does.
+One module per command group, each defining its commands without knowing where they hang:
 
-Must not: hold behaviour of its own (that belongs in :mod:`volfs.api` or, for mounts, in
-:mod:`volfs.control`); talk to LMDB or blobs directly.
+- :mod:`~volfs.cli.volume`: ``volfs volume …`` (mirrors ``modal volume``)
+- :mod:`~volfs.cli.mount`: ``mount``, ``unmount``, ``commit``, ``reload``, ``status``, ``recover``
+- :mod:`~volfs.cli.admin`: ``fsck``, ``gc``, ``volume retention``, ``volume rollback``
+- :mod:`~volfs.cli.store`: ``volfs store init`` / ``info`` (distributed mode)
+- :mod:`~volfs.cli._common`: what they share — the error boundary that makes every error
+  one ``Error: …`` line and an exit code, the store, options, tables and JSON
 
-Extending: the mount side adds its top-level commands (``mount``, ``commit``, ``reload``,
-``unmount``, ``status``, ``recover``) to :data:`cli` with ``@cli.command()``, using
-:func:`env_option` and :func:`open_store` like the volume commands do.
+This file builds :data:`cli` and registers them (so the arrows point one way: this file
+imports the command modules, they import ``_common``, nothing imports this file back), and
+holds :func:`main`, the ``volfs`` console script (also ``python -m volfs``).
+
+Must not: define commands or helpers of its own; hold behaviour (that belongs in
+:mod:`volfs.api` or, for mounts, :mod:`volfs.control` and :mod:`volfs.mount.launcher`).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import stat
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
 from volfs import __version__
-from volfs.api import FileEntry, FileEntryType, Volume
-from volfs.config import DEFAULT_ENVIRONMENT
-from volfs.errors import (
-    IsADirectoryPathError,
-    NotADirectoryPathError,
-    PathExistsError,
-    VolfsError,
-)
-from volfs.snapshots.history import get_retention
-from volfs.names import split_path
-from volfs.store import Store
-
-#: Show a progress bar for transfers at least this large (and only on a terminal).
-PROGRESS_MIN_BYTES = 64 * 1024 * 1024
-
-_OS_EXIT_CODES = {2: 3, 17: 4, 21: 2, 20: 2, 22: 2, 13: 7, 1: 7, 28: 9}  # errno -> exit code
-
-
-class UserError(click.ClickException):
-    """A one-line error with its own exit code."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        # One line, always: a multi-line message reads like a traceback in logs.
-        super().__init__(" ".join(message.split()) or "unknown error")
-        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
-
-
-def _os_message(exc: OSError) -> str:
-    text = exc.strerror or str(exc)
-    if exc.filename is not None:
-        text += f": {os.fsdecode(exc.filename)!r}"
-    if exc.filename2 is not None:
-        text += f" -> {os.fsdecode(exc.filename2)!r}"
-    return text
-
-
-class VolfsGroup(click.Group):
-    """The root group: the one place where exceptions become ``Error: …`` and exit codes."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except BrokenPipeError:
-            raise  # click's main exits quietly when the reader of stdout went away
-        except VolfsError as exc:
-            raise UserError(str(exc) or type(exc).__name__, exc.exit_code) from None
-        except OSError as exc:
-            raise UserError(_os_message(exc), _OS_EXIT_CODES.get(exc.errno or 0, 1)) from None
-        except Exception as exc:
-            if os.environ.get("VOLFS_DEBUG"):
-                raise
-            raise UserError(f"internal error: {type(exc).__name__}: {exc} "
-                            "(run with VOLFS_DEBUG=1 for a traceback)", 1) from None
-
-
-class CliState:
-    """What the root group's options leave for the commands below it."""
-
-    def __init__(self, store_path: Path | None) -> None:
-        self.store_path = store_path
-        self._store: Store | None = None
-
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = Store.open(self.store_path)
-        return self._store
-
-
-def open_store(ctx: click.Context) -> Store:
-    """The store the root group's ``--store`` / ``VOLFS_STORE`` names (opened once)."""
-    return ctx.ensure_object(CliState).store()
-
-
-def env_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--env``: the environment (namespace of volume names), also ``VOLFS_ENV``."""
-    return click.option("--env", "environment", envvar="VOLFS_ENV", default=DEFAULT_ENVIRONMENT,
-                        show_default=True, metavar="ENV",
-                        help="Environment holding the volume (also VOLFS_ENV).")(f)
-
-
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+from volfs.cli import admin, mount, store, volume
+from volfs.cli._common import CliState, VolfsGroup, run
 
 
 @click.group(cls=VolfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", "store_path", type=click.Path(file_okay=False, path_type=Path),
-              envvar="VOLFS_STORE", metavar="PATH",
-              help="The store directory (also VOLFS_STORE; default /var/lib/volfs as root, "
-                   "else $XDG_DATA_HOME/volfs).")
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="VOLFS_STORE",
+    metavar="PATH",
+    help="The store directory (also VOLFS_STORE; default /var/lib/volfs as root, "
+    "else $XDG_DATA_HOME/volfs).",
+)
 @click.version_option(__version__, prog_name="volfs")
 @click.pass_context
 def cli(ctx: click.Context, store_path: Path | None) -> None:
@@ -129,553 +47,27 @@ def cli(ctx: click.Context, store_path: Path | None) -> None:
     ctx.obj = CliState(store_path)
 
 
-@cli.group()
-def volume() -> None:
-    """Create, list and change volumes without mounting them."""
-
-
-# -- formatting helpers -------------------------------------------------------------------
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # unreachable
-
-
-def _local_time(dt: datetime | float) -> str:
-    if not isinstance(dt, datetime):
-        dt = datetime.fromtimestamp(dt)
-    return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-           right: frozenset[int] = frozenset()) -> None:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if i in right else c.ljust(w)
-               for i, (c, w) in enumerate(zip(cells, widths))]
-        return "  ".join(out).rstrip()
-
-    click.echo(line(headers))
-    for row in rows:
-        click.echo(line(row))
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-@contextmanager
-def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress callback for large transfers when stdout is a terminal, else None."""
-    if total < PROGRESS_MIN_BYTES or not sys.stdout.isatty():
-        yield None
-        return
-    with click.progressbar(length=total, label=label, show_pos=False,
-                           show_percent=True) as bar:
-        yield bar.update
-
-
-def _volume(ctx: click.Context, name: str, environment: str) -> Volume:
-    return Volume.from_name(name, environment, store=open_store(ctx)).hydrate()
-
-
-_TYPE_NAMES = {FileEntryType.FILE: "file", FileEntryType.DIRECTORY: "dir",
-               FileEntryType.SYMLINK: "symlink", FileEntryType.FIFO: "fifo",
-               FileEntryType.SOCKET: "socket", FileEntryType.CHARACTER_DEVICE: "char-device",
-               FileEntryType.BLOCK_DEVICE: "block-device"}
-_DEVICES = (FileEntryType.CHARACTER_DEVICE, FileEntryType.BLOCK_DEVICE)
-
-
-def _entry_json(e: FileEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": e.path, "type": _TYPE_NAMES.get(e.type, "other"),
-                           "mtime": e.mtime, "size": e.size, "mode": f"{e.mode:04o}"}
-    if e.type is FileEntryType.SYMLINK:
-        out["target"] = e.target
-    if e.type in _DEVICES:
-        out["rdev"] = {"major": os.major(e.rdev), "minor": os.minor(e.rdev)}
-    if e.link:
-        out["nlink"] = e.nlink
-    return out
-
-
-# -- volume commands ----------------------------------------------------------------------
-@volume.command("create")
-@click.argument("name")
-@env_option
-@click.pass_context
-def create_cmd(ctx: click.Context, name: str, environment: str) -> None:
-    """Create an empty volume NAME."""
-    vol = Volume.objects.create(name, environment_name=environment, store=open_store(ctx))
-    click.echo(f"Created volume {name!r} in environment {environment!r} ({vol.object_id}).")
-    click.echo(f"Mount it with: volfs mount {name} PATH")
-
-
-@volume.command("list")
-@env_option
-@json_option
-@click.pass_context
-def list_cmd(ctx: click.Context, environment: str, as_json: bool) -> None:
-    """List the volumes of an environment, newest first."""
-    infos = [v.info() for v in Volume.objects.list(environment_name=environment,
-                                                   store=open_store(ctx))]
-    if as_json:
-        _print_json([{"name": i.name, "id": i.object_id, "environment": i.environment,
-                      "created_at": i.created_at.isoformat(), "created_by": i.created_by,
-                      "head": i.head, "size": i.size, "files": i.files,
-                      "format_version": i.format_version} for i in infos])
-        return
-    _table(["Name", "Created at", "Created by", "Size", "Files"],
-           [[i.name, _local_time(i.created_at), i.created_by, human_size(i.size), str(i.files)]
-            for i in infos], right=frozenset({3, 4}))
-
-
-@volume.command("ls")
-@click.argument("name")
-@click.argument("path", default="/")
-@env_option
-@json_option
-@click.pass_context
-def ls_cmd(ctx: click.Context, name: str, path: str, environment: str, as_json: bool) -> None:
-    """List the files in PATH of volume NAME (default: its root)."""
-    entries = _volume(ctx, name, environment).listdir(path)
-    if as_json:
-        _print_json([_entry_json(e) for e in entries])
-        return
-    rows = []
-    for e in entries:
-        shown = e.path + "/" if e.type is FileEntryType.DIRECTORY else e.path
-        if e.type is FileEntryType.SYMLINK:
-            shown += f" -> {e.target}"
-        # A device shows its number where a file shows its size, as `ls -l` does.
-        size = f"{os.major(e.rdev)}, {os.minor(e.rdev)}" if e.type in _DEVICES else human_size(e.size)
-        rows.append([shown, _TYPE_NAMES.get(e.type, "other"), _local_time(e.mtime), size])
-    _table(["Filename", "Type", "Modified", "Size"], rows, right=frozenset({3}))
-
-
-def _local_totals(path: Path) -> tuple[int, int]:
-    """(files, bytes) that put_directory would upload: the names of regular files, FIFOs and
-    devices (symlinks not followed); the bytes of each file once, however many names it has."""
-    if not path.is_dir():
-        return 1, path.stat().st_size
-    files = size = 0
-    seen: set[tuple[int, int]] = set()
-    for root, dirs, names in os.walk(path):  # os.walk does not follow symlinked dirs
-        for n in names:
-            st = os.lstat(os.path.join(root, n))
-            if stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode) \
-                    or stat.S_ISBLK(st.st_mode):
-                files += 1
-                if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    size += st.st_size
-    return files, size
-
-
-@volume.command("put")
-@click.argument("name")
-@click.argument("local_path", type=click.Path(path_type=Path, exists=False))
-@click.argument("remote_path", default="/")
-@click.option("--force", "-f", is_flag=True, help="Overwrite existing files.")
-@env_option
-@click.pass_context
-def put_cmd(ctx: click.Context, name: str, local_path: Path, remote_path: str, force: bool,
-            environment: str) -> None:
-    """Upload LOCAL_PATH (a file or a directory, recursively) into volume NAME.
-
-    REMOTE_PATH names the upload (default /); ending it with / means "inside that
-    directory, under the local name". Missing parent directories are created. Existing
-    files are kept unless --force; a directory is never replaced by a file.
-    """
-    vol = _volume(ctx, name, environment)
-    if not local_path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(local_path))
-    if remote_path.endswith("/"):
-        remote_path += local_path.resolve().name
-    files, size = _local_totals(local_path)
-    with (_progress(size, "Uploading") as progress,
-          vol.batch_upload(force=force, progress=progress) as batch):
-        if local_path.is_dir():
-            batch.put_directory(local_path, remote_path)
-        else:
-            batch.put_file(local_path, remote_path)
-    shown = "/" + "/".join(split_path(remote_path))
-    click.echo(f"Uploaded {files} file{'s' if files != 1 else ''} ({human_size(size)}) "
-               f"to {name}:{shown}", err=True)
-
-
-class _Skipped:
-    """Entries ``get`` cannot recreate here, counted for its one warning line."""
-
-    def __init__(self) -> None:
-        self.sockets = 0
-        self.devices = 0
-
-    def warn(self) -> None:
-        if not (self.sockets or self.devices):
-            return
-        why = []
-        if self.sockets:
-            why.append(f"{self.sockets} socket{'s' if self.sockets != 1 else ''} (a socket node "
-                       "means nothing without its server)")
-        if self.devices:
-            why.append(f"{self.devices} device node{'s' if self.devices != 1 else ''} (creating "
-                       "them needs root, with CAP_MKNOD)")
-        total = self.sockets + self.devices
-        click.echo(f"warning: skipped {total} special file{'s' if total != 1 else ''}: "
-                   + ", ".join(why), err=True)
-
-
-def _write_local(vol: Volume, entry: FileEntry, dest: Path, force: bool,
-                 progress: Callable[[int], None] | None, *, link_to: Path | None = None,
-                 skipped: _Skipped | None = None) -> int | None:
-    """Writes one entry atomically (temp name, then rename): a file (its bytes, written
-    sparse where they are zeros), a symlink, a FIFO, a device node, or, with ``link_to``,
-    another name of that local file (a hard link). Returns the bytes written, or None if
-    the entry cannot be made here (a socket; a device without the privilege): counted in
-    ``skipped``."""
-    if not force and os.path.lexists(dest):
-        raise PathExistsError(f"local file {str(dest)!r} already exists; use --force to overwrite")
-    written = 0
-    # Short enough that the temp name stays under NAME_MAX whatever the UTF-8 length.
-    tmp = dest.parent / f".{dest.name[:32]}.{os.urandom(4).hex()}.volfs-part"
-    try:
-        if link_to is not None:
-            os.link(link_to, tmp, follow_symlinks=False)  # mode and mtime are the inode's
-        elif entry.type is FileEntryType.SYMLINK:
-            os.symlink(entry.target, tmp)
-        elif entry.type is FileEntryType.SOCKET:
-            if skipped is not None:
-                skipped.sockets += 1
-            return None
-        elif entry.type in _DEVICES or entry.type is FileEntryType.FIFO:
-            if entry.type is FileEntryType.FIFO:
-                os.mkfifo(tmp, 0o600)
-            else:
-                kind = stat.S_IFCHR if entry.type is FileEntryType.CHARACTER_DEVICE else stat.S_IFBLK
-                try:
-                    os.mknod(tmp, kind | 0o600, entry.rdev)
-                except PermissionError:  # not root (or no CAP_MKNOD in this container)
-                    if skipped is not None:
-                        skipped.devices += 1
-                    return None
-            os.chmod(tmp, entry.mode & 0o777)
-            os.utime(tmp, (entry.mtime, entry.mtime))
-        else:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                for chunk in vol.read_file(entry.path):
-                    if chunk[:1] == b"\0" and chunk.count(0) == len(chunk):
-                        f.seek(len(chunk), os.SEEK_CUR)  # zeros (a hole): leave one locally too
-                    else:
-                        f.write(chunk)
-                    written += len(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                f.truncate(written)  # the size, if the file ends in a hole
-                os.fchmod(f.fileno(), entry.mode & 0o777)
-            os.utime(tmp, (entry.mtime, entry.mtime))
-        os.replace(tmp, dest)
-        if link_to is not None and os.path.lexists(tmp):
-            os.unlink(tmp)  # dest was that very file already: rename(2) did nothing
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return written
-
-
-def _is_real_dir(p: Path) -> bool:
-    return p.is_dir() and not p.is_symlink()
-
-
-@volume.command("get")
-@click.argument("name")
-@click.argument("remote_path")
-@click.argument("local_dest", default=".")
-@click.option("--force", "-f", is_flag=True, help="Overwrite existing local files.")
-@env_option
-@click.pass_context
-def get_cmd(ctx: click.Context, name: str, remote_path: str, local_dest: str, force: bool,
-            environment: str) -> None:
-    """Download REMOTE_PATH of volume NAME (a file, or a directory recursively).
-
-    LOCAL_DEST defaults to the current directory; an existing directory receives the
-    download under its remote name; "-" writes a file to stdout. Existing local files are
-    kept unless --force (then nothing is written); each file is written to a temporary
-    name and renamed, so a failure never leaves a half-written file. FIFOs and (as root)
-    device nodes are recreated, hard links between downloaded names kept; sockets, and
-    devices without the privilege, are skipped with a warning.
-    """
-    # One snapshot for the whole download: commits landing meanwhile do not mix in.
-    vol = _volume(ctx, name, environment).snapshot()
-    top = vol.stat(remote_path)
-    if local_dest == "-":
-        out = sys.stdout.buffer
-        for chunk in vol.read_file(remote_path):
-            out.write(chunk)
-        out.flush()
-        return
-    parts = split_path(remote_path)
-    dest = Path(local_dest)
-    if _is_real_dir(dest) and parts:
-        dest = dest / parts[-1]
-    if top.type is not FileEntryType.DIRECTORY:
-        if top.type is FileEntryType.SYMLINK:
-            # Like cp without -r: a named symlink is followed (read_file resolves it).
-            top = FileEntry(top.path, FileEntryType.FILE, top.mtime, 0, 0o644)
-        if _is_real_dir(dest):
-            raise IsADirectoryPathError(f"local path {str(dest)!r} is a directory")
-        if not dest.parent.is_dir():
-            raise FileNotFoundError(2, "No such directory", str(dest.parent))
-        skipped = _Skipped()
-        with _progress(top.size, "Downloading") as progress:
-            written = _write_local(vol, top, dest, force, progress, skipped=skipped)
-        skipped.warn()
-        if written is not None:
-            click.echo(f"Wrote {written} bytes to {str(dest)!r}", err=True)
-        return
-    _get_tree(vol, parts, dest, force)
-
-
-def _get_tree(vol: Volume, parts: tuple[str, ...], dest: Path, force: bool) -> None:
-    entries = vol.listdir("/".join(parts) or "/", recursive=True)
-    plan = [(e, dest.joinpath(*e.path.split("/")[len(parts):])) for e in entries]
-    # Check everything before writing anything.
-    if os.path.lexists(dest) and not _is_real_dir(dest):
-        raise NotADirectoryPathError(f"local path {str(dest)!r} exists and is not a directory")
-    if not dest.parent.is_dir():
-        raise FileNotFoundError(2, "No such directory", str(dest.parent))
-    for e, local in plan:
-        if not os.path.lexists(local):
-            continue
-        if e.type is FileEntryType.DIRECTORY:
-            if not _is_real_dir(local):
-                raise NotADirectoryPathError(
-                    f"local path {str(local)!r} exists and is not a directory")
-        elif _is_real_dir(local):
-            raise IsADirectoryPathError(f"local path {str(local)!r} is a directory")
-        elif not force:
-            raise PathExistsError(
-                f"local file {str(local)!r} already exists; use --force to overwrite")
-    # A hard-linked file's bytes are downloaded once, for its first name.
-    groups: set[int] = set()
-    total = 0
-    for e, _ in plan:
-        if e.type is FileEntryType.FILE and not (e.link and e.link in groups):
-            total += e.size
-        if e.link:
-            groups.add(e.link)
-    files = 0
-    skipped = _Skipped()
-    #: Link id -> the local name made for the first name of the group that could be made.
-    made: dict[int, Path] = {}
-    dest.mkdir(exist_ok=True)
-    with _progress(total, "Downloading") as progress:
-        for e, local in plan:
-            if e.type is FileEntryType.DIRECTORY:
-                local.mkdir(exist_ok=True)
-                continue
-            if e.type is FileEntryType.UNSPECIFIED:
-                continue
-            first = made.get(e.link) if e.link else None
-            if first is not None:
-                _write_local(vol, e, local, force, progress, link_to=first)
-                files += 1
-                continue
-            done = _write_local(vol, e, local, force, progress, skipped=skipped)
-            if e.link and done is not None:
-                made[e.link] = local
-            if done is not None:
-                files += 1
-    skipped.warn()
-    click.echo(f"Downloaded {files} file{'s' if files != 1 else ''} ({human_size(total)}) "
-               f"to {str(dest)!r}", err=True)
-
-
-@volume.command("rm")
-@click.argument("name")
-@click.argument("path")
-@click.option("--recursive", "-r", is_flag=True, help="Remove a directory and what it holds.")
-@env_option
-@click.pass_context
-def rm_cmd(ctx: click.Context, name: str, path: str, recursive: bool, environment: str) -> None:
-    """Remove PATH (a file, or with -r a directory) from volume NAME."""
-    _volume(ctx, name, environment).remove_file(path, recursive=recursive)
-    click.echo(f"Removed {name}:/{'/'.join(split_path(path))}")
-
-
-@volume.command("cp")
-@click.argument("name")
-@click.argument("paths", nargs=-1, required=True, metavar="SRC... DST")
-@click.option("--recursive", "-r", is_flag=True, help="Copy directories recursively.")
-@env_option
-@click.pass_context
-def cp_cmd(ctx: click.Context, name: str, paths: tuple[str, ...], recursive: bool,
-           environment: str) -> None:
-    """Copy files within volume NAME, like cp (no content is copied, only references)."""
-    if len(paths) < 2:
-        raise click.UsageError("cp needs at least one SRC and a DST")
-    *srcs, dst = paths
-    _volume(ctx, name, environment).copy_files(srcs, dst, recursive=recursive)
-    click.echo(f"Copied {len(srcs)} path{'s' if len(srcs) != 1 else ''} to {name}:"
-               f"/{'/'.join(split_path(dst))}")
-
-
-@volume.command("rename")
-@click.argument("old_name")
-@click.argument("new_name")
-@env_option
-@click.pass_context
-def rename_cmd(ctx: click.Context, old_name: str, new_name: str, environment: str) -> None:
-    """Rename volume OLD_NAME to NEW_NAME (its content, id and history stay)."""
-    Volume.rename(old_name, new_name, environment, store=open_store(ctx))
-    click.echo(f"Renamed volume {old_name!r} to {new_name!r}.")
-
-
-@volume.command("delete")
-@click.argument("name")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@env_option
-@click.pass_context
-def delete_cmd(ctx: click.Context, name: str, yes: bool, environment: str) -> None:
-    """Delete volume NAME (asks first, unless --yes)."""
-    _volume(ctx, name, environment)  # a missing volume is an error before any question
-    if not yes:
-        try:
-            ok = click.confirm(f"Delete volume {name!r} (environment {environment!r}) and all "
-                               "its files?", default=False, err=True)
-        except click.Abort:  # no answer (stdin closed, or Ctrl-C)
-            click.echo(err=True)  # end the prompt's line: the error gets a line of its own
-            raise UserError(f"not deleting volume {name!r} without confirmation: answer the "
-                            "question, or pass --yes", 1) from None
-        if not ok:
-            raise UserError(f"volume {name!r} was not deleted", 1)
-    Volume.objects.delete(name, environment_name=environment, store=open_store(ctx))
-    click.echo(f"Deleted volume {name!r}.")
-
-
-@volume.command("info")
-@click.argument("name")
-@env_option
-@json_option
-@click.pass_context
-def info_cmd(ctx: click.Context, name: str, environment: str, as_json: bool) -> None:
-    """Show what volume NAME is: id, creation, head snapshot, size, files, format."""
-    i = _volume(ctx, name, environment).info()
-    retention = get_retention(open_store(ctx).catalog, i.object_id)
-    data = {"name": i.name, "id": i.object_id, "environment": i.environment,
-            "created_at": i.created_at.isoformat(), "created_by": i.created_by,
-            "head": i.head, "head_at": i.head_at.isoformat(), "size": i.size, "files": i.files,
-            "format_version": i.format_version,
-            "retention": None if retention.keeps_everything else retention.to_json()}
-    if as_json:
-        _print_json(data)
-        return
-    rows = [("Name", i.name), ("Id", i.object_id), ("Environment", i.environment),
-            ("Created at", _local_time(i.created_at)), ("Created by", i.created_by),
-            ("Head", f"{i.head} ({_local_time(i.head_at)})"),
-            ("Size", f"{human_size(i.size)} ({i.size} bytes)"), ("Files", str(i.files)),
-            ("Format", f"volfs store format {i.format_version}"),
-            ("Retention", retention.describe())]
-    for key, value in rows:
-        click.echo(f"{key + ':':<13}{value}")
-
-
-@volume.command("log")
-@click.argument("name")
-@click.option("--max-count", "-n", type=click.IntRange(min=1), default=None,
-              help="Show at most this many snapshots.")
-@env_option
-@json_option
-@click.pass_context
-def log_cmd(ctx: click.Context, name: str, max_count: int | None, environment: str,
-            as_json: bool) -> None:
-    """Show the history of volume NAME, newest first: what each commit changed."""
-    vol = _volume(ctx, name, environment)
-    history = vol.history(max_count)
-    if as_json:
-        _print_json([{"id": s.id, "parent": s.parent, "time": s.time.isoformat(),
-                      "origin": s.origin, "changed_count": s.changed_count,
-                      "changed": [{"op": op, "path": p} for op, p in s.changed],
-                      "overwrites": [{"path": p, "previous": prev} for p, prev in s.overwrites]}
-                     for s in history])
-        return
-    for s in history:
-        click.echo(f"{s.id}  {_local_time(s.time)}  {s.origin}  "
-                   f"{s.changed_count} change{'s' if s.changed_count != 1 else ''}")
-        shown = 10
-        for op, p in s.changed[:shown]:
-            click.echo(f"    {op:<6}{p}")
-        if s.changed_count > shown:
-            click.echo(f"    … and {s.changed_count - shown} more")
-        for p, prev in s.overwrites:
-            click.echo(f"    overwrote {p} (unseen version kept in {prev})")
-    if history and history[-1].parent and (max_count is None or len(history) < max_count):
-        click.echo(f"(older history, from {history[-1].parent} back, was dropped by retention)")
-    retention = get_retention(open_store(ctx).catalog, vol.object_id)
-    if not retention.keeps_everything:
-        click.echo(f"retention: {retention.describe()}")
-
-
-class _CliLogHandler(logging.Handler):
-    """Where the log records of a CLI process go. A command reports the error that ends it
-    as its one ``Error:`` line, so ERROR records (the blob store logs the damage it finds)
-    would only repeat it, as a second line; warnings show as ``warning: …``. A daemon
-    configures the root logger and keeps every record in its log instead."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno < logging.ERROR and not logging.getLogger().handlers:
-            click.echo(f"warning: {record.getMessage()}", err=True)
+for _command in (
+    volume.volume_group,
+    store.store_group,
+    admin.fsck_cmd,
+    admin.gc_cmd,
+    mount.mount_cmd,
+    mount.unmount_cmd,
+    mount.commit_cmd,
+    mount.reload_cmd,
+    mount.status_cmd,
+    mount.recover_cmd,
+):
+    cli.add_command(_command)
+for _command in (admin.retention_cmd, admin.rollback_cmd):
+    volume.volume_group.add_command(_command)
 
 
 def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoReturn:
-    """The console script: runs :data:`cli` and exits with its code.
-
-    Errors inside commands are formatted by :class:`VolfsGroup`; this catches what
-    happens outside them, so even those end as one ``Error:`` line.
-    """
-    logger = logging.getLogger("volfs")
-    if not any(isinstance(h, _CliLogHandler) for h in logger.handlers):
-        logger.addHandler(_CliLogHandler())
-    try:
-        rv = cli.main(args=list(args) if args is not None else None,
-                      prog_name=prog_name or "volfs", standalone_mode=False)
-    except click.UsageError as exc:  # exit 2; one line, like every other error
-        command = exc.ctx.command_path if exc.ctx is not None else (prog_name or "volfs")
-        click.echo(f"Error: {' '.join(exc.format_message().split())} (see '{command} --help')",
-                   err=True)
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # UserError
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("Aborted!", err=True)
-        sys.exit(1)
-    except VolfsError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except OSError as exc:
-        click.echo(f"Error: {_os_message(exc)}", err=True)
-        sys.exit(_OS_EXIT_CODES.get(exc.errno or 0, 1))
-    sys.exit(rv if isinstance(rv, int) else 0)
+    """The console script: runs :data:`cli` and exits with its code; every error, inside a
+    command or not, ends as one ``Error:`` line (see :func:`volfs.cli._common.run`)."""
+    run(cli, args, prog_name)
 
 
-__all__ = ["UserError", "cli", "env_option", "json_option", "main", "open_store", "volume"]
-
-
-# The mount commands (cli.mount) and the maintenance ones (cli.admin: fsck, gc, volume
-# retention/rollback) live in their own modules; importing them registers them on `cli`.
-# Imported last: they import `cli` and the helpers above from this module.
-from volfs.cli import admin, mount  # noqa: F401, E402
-from volfs.cli import store as _store  # noqa: F401, E402  (volfs store init/info: distributed mode)
+__all__ = ["cli", "main"]

@@ -1,8 +1,14 @@
-"""The mount side of the ``volfs`` command line: mount, unmount, commit, reload, status, recover.
+"""The mount commands: ``volfs mount``, ``unmount``, ``commit``, ``reload``, ``status``,
+``recover``.
 
-Registered on :data:`volfs.cli.cli` (``cli.py`` imports this module). Like the volume
-commands, these parse, call the daemon (``daemon.py``) or its control socket
-(``control.py``), and format; errors become one line and an exit code in ``cli.py``.
+Owns those commands and what they say. ``volfs mount`` starts its daemon through
+:mod:`volfs.mount.launcher` (the same launcher :meth:`volfs.Volume.mount` uses) or, with
+``--foreground``, serves in this process (:func:`volfs.mount.daemon.run_daemon`); the
+others talk to running daemons over their control socket (:mod:`volfs.control`) and wait
+for them through the launcher. The package's ``__init__`` registers them on the root group.
+
+Must not: supervise processes itself (spawning, readiness, reaping are the launcher's);
+hold mount behaviour (the daemon's); turn errors into exit codes (``_common.VolfsGroup``).
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from typing import Any
 import click
 
 from volfs import control
-from volfs.mount import daemon
-from volfs.mount import recover as recovery
-from volfs.cli import _table, cli, env_option, json_option, open_store
+from volfs.cli._common import env_option, json_option, open_store, stdin_is_terminal, table
 from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS
 from volfs.errors import InvalidError, MountError, VolfsError
+from volfs.mount import daemon, launcher
+from volfs.mount import recover as recovery
 from volfs.names import check_volume_name
+
+#: How long ``volfs unmount`` waits for the daemon to exit before it only warns.
+UNMOUNT_WAIT = 30.0
 
 
 def _targets(path: str | None) -> list[control.MountInfo]:
@@ -33,19 +42,34 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-@cli.command("mount")
+@click.command("mount")
 @click.argument("name")
 @click.argument("path", type=click.Path(file_okay=False))
 @env_option
 @click.option("--read-only", is_flag=True, help="Every write fails with EROFS.")
 @click.option("--snapshot", metavar="ID", help="Mount this past snapshot (always read-only).")
-@click.option("--autocommit", type=float, default=DEFAULT_AUTOCOMMIT_SECONDS, show_default=True,
-              metavar="SECONDS", help="Commit in the background this often; 0 turns it off.")
+@click.option(
+    "--autocommit",
+    type=float,
+    default=DEFAULT_AUTOCOMMIT_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="Commit in the background this often; 0 turns it off.",
+)
 @click.option("--foreground", is_flag=True, help="Serve in this process (systemd, containers).")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.pass_context
-def mount_cmd(ctx: click.Context, name: str, path: str, environment: str, read_only: bool,
-              snapshot: str | None, autocommit: float, foreground: bool, ready_fd: int | None) -> None:
+def mount_cmd(
+    ctx: click.Context,
+    name: str,
+    path: str,
+    environment: str,
+    read_only: bool,
+    snapshot: str | None,
+    autocommit: float,
+    foreground: bool,
+    ready_fd: int | None,
+) -> None:
     """Mount volume NAME at PATH; returns once the mount is ready."""
     check_volume_name(name)
     if snapshot is not None and not snapshot.strip():  # an empty $VAR: not "the head, writable"
@@ -54,21 +78,34 @@ def mount_cmd(ctx: click.Context, name: str, path: str, environment: str, read_o
         raise InvalidError("--autocommit must be 0 (off) or a positive number of seconds")
     store = open_store(ctx)
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log
-    options = daemon.MountOptions(str(store.root), name, environment, path, read_only, snapshot, autocommit)
-    orphans = [o for o in recovery.find_orphans(store) if o.record and o.record.volume_name == name
-               and o.record.environment == environment and not o.record.read_only]
+    options = daemon.MountOptions(
+        str(store.root), name, environment, path, read_only, snapshot, autocommit
+    )
+    orphans = [
+        o
+        for o in recovery.find_orphans(store)
+        if o.record
+        and o.record.volume_name == name
+        and o.record.environment == environment
+        and not o.record.read_only
+    ]
     if orphans and ready_fd is None:
-        _say(f"warning: {len(orphans)} crashed mount(s) of {name!r} left uncommitted changes; "
-             "run `volfs recover` to commit them (or `volfs recover --discard`)")
+        _say(
+            f"warning: {len(orphans)} crashed mount(s) of {name!r} left uncommitted changes; "
+            "run `volfs recover` to commit them (or `volfs recover --discard`)"
+        )
     if foreground:
         code = daemon.run_daemon(options, ready_fd)
         ctx.exit(code)
     log_path = store.run_dir / f"daemon-{int(time.time())}-{os.getpid()}.log"
-    pid, mount_id = daemon.start_daemon(options, log_path)
-    _say(f"mounted {name} at {os.path.realpath(path)} (daemon pid {pid}, {mount_id}, log {log_path})")
+    served = launcher.start(options, log_path)
+    _say(
+        f"mounted {name} at {os.path.realpath(path)} (daemon pid {served.pid}, {served.mount_id}, "
+        f"log {log_path})"
+    )
 
 
-@cli.command("unmount")
+@click.command("unmount")
 @click.argument("path", type=click.Path())
 @click.option("--no-commit", is_flag=True, help="Discard the changes not committed yet.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before discarding.")
@@ -82,36 +119,35 @@ def unmount_cmd(path: str, no_commit: bool, yes: bool, force: bool) -> None:
         info = control.mount_info(real)
     except MountError:
         if recovery.clean_stale_mount(real):
-            _say(f"the daemon of {real} was gone; detached its stale mount "
-                 "(run `volfs recover` for its uncommitted changes)")
+            _say(
+                f"the daemon of {real} was gone; detached its stale mount "
+                "(run `volfs recover` for its uncommitted changes)"
+            )
             return
         raise
     if no_commit and not yes:
-        if not click.get_text_stream("stdin").isatty():
+        if not stdin_is_terminal():
             raise InvalidError("--no-commit discards changes: add --yes to confirm")
         click.confirm(f"Discard the uncommitted changes of {real}?", abort=True)
     result = control.call(info.socket, "unmount", discard=no_commit, force=force, pid=os.getpid())
-    _wait_gone(real, info.pid)
+    if not launcher.Daemon(real, info.pid).wait_gone(UNMOUNT_WAIT):
+        _say(
+            f"warning: the daemon of {real} (pid {info.pid}) has not exited after "
+            f"{UNMOUNT_WAIT:.0f} s"
+        )
     if result.get("error"):
         raise MountError(result["error"])
     snapshot = result.get("snapshot")
     _say(f"unmounted {real}" + (f" (committed {snapshot})" if snapshot else ""))
 
 
-def _wait_gone(path: str, pid: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        daemon.reap(pid)
-        if path not in control.volfs_mountpoints() and not os.path.exists(f"/proc/{pid}"):
-            return
-        time.sleep(0.02)
-    _say(f"warning: the daemon of {path} (pid {pid}) has not exited after {timeout:.0f} s")
-
-
-@cli.command("commit")
+@click.command("commit")
 @click.argument("path", required=False, type=click.Path())
-@click.option("--if-unchanged", is_flag=True,
-              help="Refuse (conflict) if a path this mount touched was changed by someone else.")
+@click.option(
+    "--if-unchanged",
+    is_flag=True,
+    help="Refuse (conflict) if a path this mount touched was changed by someone else.",
+)
 @json_option
 def commit_cmd(path: str | None, if_unchanged: bool, as_json: bool) -> None:
     """Publish a mount's changes (no PATH: every volfs mount visible to you)."""
@@ -128,7 +164,7 @@ def commit_cmd(path: str | None, if_unchanged: bool, as_json: bool) -> None:
         _say("no volfs mounts")
 
 
-@cli.command("reload")
+@click.command("reload")
 @click.argument("path", required=False, type=click.Path())
 @json_option
 def reload_cmd(path: str | None, as_json: bool) -> None:
@@ -145,7 +181,7 @@ def reload_cmd(path: str | None, as_json: bool) -> None:
         _say("no volfs mounts")
 
 
-@cli.command("status")
+@click.command("status")
 @json_option
 def status_cmd(as_json: bool) -> None:
     """Every volfs mount: volume, path, pid, base snapshot, dirty paths, open files.
@@ -165,19 +201,27 @@ def status_cmd(as_json: bool) -> None:
     if not rows:
         _say("no volfs mounts")
         return
-    table = []
+    lines = []
     for r in rows:
         if "error" in r:
-            table.append([r["path"], "?", "?", "?", "?", "?", r["error"]])
+            lines.append([r["path"], "?", "?", "?", "?", "?", r["error"]])
             continue
         base = r["base_snapshot"] + (f" (behind head {r['head']})" if r.get("behind") else "")
-        table.append([r["path"], r["volume"], str(r["pid"]), base,
-                      "ro" if r["read_only"] else "rw", str(len(r["dirty_paths"])),
-                      ", ".join(r["open_files"][:3]) + (" …" if len(r["open_files"]) > 3 else "")])
-    _table(["path", "volume", "pid", "base", "mode", "dirty", "open files"], table)
+        lines.append(
+            [
+                r["path"],
+                r["volume"],
+                str(r["pid"]),
+                base,
+                "ro" if r["read_only"] else "rw",
+                str(len(r["dirty_paths"])),
+                ", ".join(r["open_files"][:3]) + (" …" if len(r["open_files"]) > 3 else ""),
+            ]
+        )
+    table(["path", "volume", "pid", "base", "mode", "dirty", "open files"], lines)
 
 
-@cli.command("recover")
+@click.command("recover")
 @click.option("--discard", is_flag=True, help="Drop orphaned changes instead of committing them.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before discarding.")
 @json_option
@@ -190,9 +234,11 @@ def recover_cmd(ctx: click.Context, discard: bool, yes: bool, as_json: bool) -> 
         if not orphans:
             _say("no orphaned overlays")
             return
-        if not click.get_text_stream("stdin").isatty():
+        if not stdin_is_terminal():
             raise InvalidError("--discard drops uncommitted changes: add --yes to confirm")
-        click.confirm(f"Discard the uncommitted changes of {len(orphans)} crashed mount(s)?", abort=True)
+        click.confirm(
+            f"Discard the uncommitted changes of {len(orphans)} crashed mount(s)?", abort=True
+        )
     results = [recovery.describe(r) for r in recovery.recover(store, discard=discard)]
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -211,3 +257,6 @@ def recover_cmd(ctx: click.Context, discard: bool, yes: bool, as_json: bool) -> 
             _say(line)
     if any(r["action"] == "failed" for r in results):
         ctx.exit(1)
+
+
+__all__ = ["commit_cmd", "mount_cmd", "recover_cmd", "reload_cmd", "status_cmd", "unmount_cmd"]

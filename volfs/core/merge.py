@@ -44,9 +44,13 @@ class _LinkWork:
     #: Every link id whose names the changes or the merge added, changed or removed.
     ids: set[int] = field(default_factory=set)
     #: Per id, the writer's Puts of one of its names (path, the writer's entry).
-    written: defaultdict[int, list[tuple[Path, Entry]]] = field(default_factory=lambda: defaultdict(list))
+    written: defaultdict[int, list[tuple[Path, Entry]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     #: Per id, where a SetMeta of the writer landed on one of its names, or was deferred.
-    meta: defaultdict[int, list[tuple[Path, SetMeta]]] = field(default_factory=lambda: defaultdict(list))
+    meta: defaultdict[int, list[tuple[Path, SetMeta]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     #: Per id, the entries of it the writer saw or wrote: a name the link fix rewrites is
     #: an overwrite unless its content is one of them.
     seen: defaultdict[int, list[Entry]] = field(default_factory=lambda: defaultdict(list))
@@ -100,7 +104,11 @@ def merge(store: TreeStore, head_root: Entry, changes: Changes) -> MergeResult:
 
 def _apply_root(writer: TreeWriter, root: Entry, trie: _Node, result: MergeResult) -> Entry:
     if isinstance(trie.change, (Dir, SetMeta)):
-        root = _apply_meta(root, trie.change.entry, trie.change.set_meta if isinstance(trie.change, Dir) else trie.change.fields)
+        root = _apply_meta(
+            root,
+            trie.change.entry,
+            trie.change.set_meta if isinstance(trie.change, Dir) else trie.change.fields,
+        )
     if trie.children:
         assert root.tree is not None
         tree = _apply_children(writer, writer.get_tree(root.tree), trie, (), result)
@@ -120,7 +128,9 @@ def _apply_meta(entry: Entry, source: Entry, fields: frozenset[str]) -> Entry:
     return entry.with_(**{f: getattr(source, f) for f in fields})
 
 
-def _apply_children(writer: TreeWriter, tree: Tree, node: _Node, path: Path, result: MergeResult) -> Tree:
+def _apply_children(
+    writer: TreeWriter, tree: Tree, node: _Node, path: Path, result: MergeResult
+) -> Tree:
     entries = {e.name: e for e in tree.entries}
     for name, child in node.children.items():
         child_path = path + (name,)
@@ -132,7 +142,9 @@ def _apply_children(writer: TreeWriter, tree: Tree, node: _Node, path: Path, res
     return Tree.of(entries)
 
 
-def _apply(writer: TreeWriter, head: Entry | None, node: _Node, path: Path, result: MergeResult) -> Entry | None:
+def _apply(
+    writer: TreeWriter, head: Entry | None, node: _Node, path: Path, result: MergeResult
+) -> Entry | None:
     change = node.change
     links = result._links
     if isinstance(change, (Put, SetMeta)) and links.defer and _through_link(change):
@@ -191,7 +203,9 @@ def _apply(writer: TreeWriter, head: Entry | None, node: _Node, path: Path, resu
     return writer.dir_entry(template, tree)
 
 
-def _remove(writer: TreeWriter, head: Entry | None, seen: Entry, path: Path, result: MergeResult) -> Entry | None:
+def _remove(
+    writer: TreeWriter, head: Entry | None, seen: Entry, path: Path, result: MergeResult
+) -> Entry | None:
     if head is None:
         return None
     if head.kind is not Kind.DIR:
@@ -308,7 +322,9 @@ def _scan(store: TreeStore, head_root: Entry, changes: Changes, links: _LinkWork
                         _note_written(links, path + sub, entry)
 
 
-def normalize_links(writer: TreeWriter, head_root: Entry, changes: Changes, result: MergeResult) -> None:
+def normalize_links(
+    writer: TreeWriter, head_root: Entry, changes: Changes, result: MergeResult
+) -> None:
     """Makes every link group the merge touched one file again, in ``result.root``.
 
     For each group: the deferred writes through names someone else removed are dropped if
@@ -326,8 +342,11 @@ def normalize_links(writer: TreeWriter, head_root: Entry, changes: Changes, resu
     root = result.root
     if links.deferred:
         alive = find_links(writer, root, {c.entry.link for c in links.deferred.values()})
-        revived = {path: change for path, change in links.deferred.items()
-                   if isinstance(change, Put) and not alive[change.entry.link]}
+        revived = {
+            path: change
+            for path, change in links.deferred.items()
+            if isinstance(change, Put) and not alive[change.entry.link]
+        }
         if revived:
             # The group has no name left: the write wins over the removals, as a plain
             # file's would, with the directories the writer had on the way.
@@ -346,10 +365,14 @@ def normalize_links(writer: TreeWriter, head_root: Entry, changes: Changes, resu
             if want == entry:
                 continue
             fixes[path] = Put(want, entry)
-            if not want.same_content(entry) and not any(entry.same_content(s) for s in links.seen[group]):
+            if not want.same_content(entry) and not any(
+                entry.same_content(s) for s in links.seen[group]
+            ):
                 fixed_overwrites.append(path)
     if fixes:
-        root = _apply_root(writer, root, _trie(fixes), MergeResult(root, writer, _links=_LinkWork(defer=False)))
+        root = _apply_root(
+            writer, root, _trie(fixes), MergeResult(root, writer, _links=_LinkWork(defer=False))
+        )
     recorded = set(result.overwrites)
     result.overwrites.extend(p for p in sorted(fixed_overwrites) if p not in recorded)
     result.root = root

@@ -40,9 +40,9 @@ Linux name round-trips). Pure: no I/O but through a :class:`TreeStore`.
 from __future__ import annotations
 
 import dataclasses
-from bisect import bisect_left
 import os
 import struct
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -302,15 +302,20 @@ def _decode(data: bytes, version: int) -> Tree:
             (nchunks,) = struct.unpack_from("<I", data, pos)
             pos += 4
             if version == 2:
-                chunks = tuple((index, Digest(raw.hex())) for index, raw in _CHUNK.iter_unpack(
-                    data[pos : pos + _CHUNK.size * nchunks]))
+                chunks = tuple(
+                    (index, Digest(raw.hex()))
+                    for index, raw in _CHUNK.iter_unpack(data[pos : pos + _CHUNK.size * nchunks])
+                )
                 if len(chunks) != nchunks:
                     raise ValueError("truncated chunk list")
-                if any(a[0] >= b[0] for a, b in zip(chunks, chunks[1:])):
+                if any(a[0] >= b[0] for a, b in zip(chunks, chunks[1:], strict=False)):
                     raise ValueError("chunk indexes out of order")
                 pos += _CHUNK.size * nchunks
             else:
-                chunks = tuple((i, Digest(data[pos + 16 * i : pos + 16 * i + 16].hex())) for i in range(nchunks))
+                chunks = tuple(
+                    (i, Digest(data[pos + 16 * i : pos + 16 * i + 16].hex()))
+                    for i in range(nchunks)
+                )
                 pos += 16 * nchunks
         elif kind is Kind.DIR:
             tree = Digest(data[pos : pos + 16].hex())
@@ -339,8 +344,26 @@ def _decode(data: bytes, version: int) -> Tree:
             pos += 4
             xattrs.append((key, data[pos : pos + vn]))
             pos += vn
-        entries.append(Entry(name, kind, mode, uid, gid, mtime_ns, size, chunks, tree, files, target,
-                             tuple(xattrs), link, nlink, rdev, links))
+        entries.append(
+            Entry(
+                name,
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+                size,
+                chunks,
+                tree,
+                files,
+                target,
+                tuple(xattrs),
+                link,
+                nlink,
+                rdev,
+                links,
+            )
+        )
     if pos != len(data):
         raise ValueError("trailing bytes after tree")
     return Tree(tuple(entries))
@@ -391,8 +414,18 @@ class TreeWriter:
     def dir_entry(self, template: Entry, tree: Tree) -> Entry:
         """``template`` (a directory entry) now listing ``tree``, totals recomputed."""
         size, files, links = tree.totals()
-        return template.with_(kind=Kind.DIR, tree=self.put_tree(tree), size=size, files=files,
-                              links=links, chunks=(), target="", link=0, nlink=1, rdev=0)
+        return template.with_(
+            kind=Kind.DIR,
+            tree=self.put_tree(tree),
+            size=size,
+            files=files,
+            links=links,
+            chunks=(),
+            target="",
+            link=0,
+            nlink=1,
+            rdev=0,
+        )
 
 
 class MemoryTreeStore:
@@ -419,7 +452,9 @@ def lookup(store: TreeStore, root: Entry, parts: tuple[str, ...]) -> Entry | Non
     return entry
 
 
-def walk(store: TreeStore, root: Entry, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Entry]]:
+def walk(
+    store: TreeStore, root: Entry, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Entry]]:
     """Every entry below ``root`` (a directory), depth first, parents before children."""
     assert root.tree is not None
     for entry in store.get_tree(root.tree).entries:
@@ -429,7 +464,9 @@ def walk(store: TreeStore, root: Entry, prefix: tuple[str, ...] = ()) -> Iterato
             yield from walk(store, entry, path)
 
 
-def find_links(store: TreeStore, root: Entry, ids: set[int]) -> dict[int, list[tuple[tuple[str, ...], Entry]]]:
+def find_links(
+    store: TreeStore, root: Entry, ids: set[int]
+) -> dict[int, list[tuple[tuple[str, ...], Entry]]]:
     """Every name of the link groups ``ids`` below ``root``, descending only into
     directories that hold some link-group names (so the cost follows how many hard links
     the volume has, not its size)."""

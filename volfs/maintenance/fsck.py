@@ -18,7 +18,7 @@ What it checks, for every volume and every snapshot history still keeps:
 - hard links, per snapshot: the names sharing one link id (found through the directories'
   link counts) hold the same content, and each says the group has as many names as it has;
 - left-overs: blobs and trees nothing keeps, snapshots of deleted volumes and temp files
-  (the same rule as ``volfs gc`` without retention: collect.py), and overlays of crashed
+  (the same rule as ``volfs gc`` without retention: gc.py), and overlays of crashed
   mounts (``volfs recover`` handles those).
 
 Each tree digest and each blob is read once, however many snapshots share it: a first
@@ -36,8 +36,9 @@ references, and never touches a crashed mount's overlay.
 A distributed store (PostgreSQL + a bucket) is checked the same way against one listing
 of the bucket (``_BucketChecker``): every kept snapshot's trees must be in the bucket and
 verify, its blobs must be there with the right sizes (their contents are verified on
-every read). Orphans are counted, and with ``repair`` deleted, by distgc.py (under the gc
-lock); damage marks go to PostgreSQL.
+every read). Orphans are counted, and with ``repair`` deleted, by bucket_gc.py (under the
+gc lock); damage marks go to PostgreSQL. Which checker runs is the store's declared
+``bucket`` capability (plan.bucket_of), never its backend's type.
 
 Must not: write anything unless ``repair``; import click.
 """
@@ -51,14 +52,15 @@ from typing import Any
 
 import xxhash
 
-from volfs.maintenance import gc as collect
-from volfs.blobs import Digest
+from volfs.blobs import Digest, ObjectStore
 from volfs.catalog import SnapshotRecord, VolumeRecord, process_alive
 from volfs.config import CHUNK_SIZE
+from volfs.core.tree import Entry, Kind, Tree, chunk_span, decode_verified
 from volfs.errors import CorruptionError, VolfsError
+from volfs.maintenance import gc as collect
+from volfs.maintenance.plan import DEFAULT_GRACE, EMPTY_TREE_DIGEST, Marked, bucket_of
 from volfs.mount.recover import find_orphans
 from volfs.store import Store
-from volfs.core.tree import Entry, Kind, Tree, chunk_span, decode_verified
 
 READ_SIZE = 1 << 20
 
@@ -173,10 +175,13 @@ class _Checker:
                 size = self._hash(path, digest)
         except FileNotFoundError:
             self.blob_problem[digest] = self._problem(
-                Problem("blob-missing", digest, "the blob is missing from the store"), None)
+                Problem("blob-missing", digest, "the blob is missing from the store"), None
+            )
         except OSError as exc:
             self.blob_problem[digest] = self._problem(
-                Problem("blob-damaged", digest, f"the blob cannot be read ({exc.strerror or exc})"), None)
+                Problem("blob-damaged", digest, f"the blob cannot be read ({exc.strerror or exc})"),
+                None,
+            )
         self.blob_size[digest] = size
         return size
 
@@ -189,8 +194,12 @@ class _Checker:
                 size += len(data)
         self.report.bytes_read += size
         if hasher.hexdigest() != digest:
-            self.blob_problem[digest] = self._problem(Problem(
-                "blob-damaged", digest, f"the content fails its digest ({size} bytes on disk)"), None)
+            self.blob_problem[digest] = self._problem(
+                Problem(
+                    "blob-damaged", digest, f"the content fails its digest ({size} bytes on disk)"
+                ),
+                None,
+            )
             return None
         return size
 
@@ -198,14 +207,18 @@ class _Checker:
     def _read(self, digest: Digest) -> Tree | None:
         raw = self.store.catalog.get_tree_raw(digest)
         if raw is None:
-            self._problem(Problem("tree-missing", digest, "the tree is missing from the catalog"),
-                          (digest, None))
+            self._problem(
+                Problem("tree-missing", digest, "the tree is missing from the catalog"),
+                (digest, None),
+            )
             return None
         try:
             return decode_verified(raw, digest)
         except ValueError as exc:
-            self._problem(Problem("tree-damaged", digest, f"the stored tree is damaged: {exc}"),
-                          (digest, None))
+            self._problem(
+                Problem("tree-damaged", digest, f"the stored tree is damaged: {exc}"),
+                (digest, None),
+            )
             return None
 
     def tree(self, root: Digest) -> None:
@@ -243,12 +256,25 @@ class _Checker:
         count = -(-e.size // CHUNK_SIZE)  # the chunks a file of this size has room for
         indexes = [index for index, _ in e.chunks]
         if any(a >= b for a, b in itertools.pairwise(indexes)):
-            self._problem(Problem("chunk-index", digest, f"{e.name!r}: chunk indexes are not "
-                                  f"strictly ascending ({_few(indexes)})"), where)
+            self._problem(
+                Problem(
+                    "chunk-index",
+                    digest,
+                    f"{e.name!r}: chunk indexes are not strictly ascending ({_few(indexes)})",
+                ),
+                where,
+            )
             return True
         if indexes and (indexes[0] < 0 or indexes[-1] >= count):
-            self._problem(Problem("chunk-index", digest, f"{e.name!r} says {e.size} bytes (chunks "
-                                  f"0 to {count - 1}) but names chunk {indexes[-1]}"), where)
+            self._problem(
+                Problem(
+                    "chunk-index",
+                    digest,
+                    f"{e.name!r} says {e.size} bytes (chunks "
+                    f"0 to {count - 1}) but names chunk {indexes[-1]}",
+                ),
+                where,
+            )
             return True
         bad = False
         for index, blob in e.chunks:
@@ -259,9 +285,16 @@ class _Checker:
                     self.at[where].append(self.blob_problem[blob])
                 bad = True
             elif size > chunk_span(e.size, index):
-                self._problem(Problem("file-size", digest, f"{e.name!r}: chunk {index} covers "
-                                      f"{chunk_span(e.size, index)} of its {e.size} bytes, its "
-                                      f"blob {blob} holds {size}"), where)
+                self._problem(
+                    Problem(
+                        "file-size",
+                        digest,
+                        f"{e.name!r}: chunk {index} covers "
+                        f"{chunk_span(e.size, index)} of its {e.size} bytes, its "
+                        f"blob {blob} holds {size}",
+                    ),
+                    where,
+                )
                 bad = True
         return bad
 
@@ -274,8 +307,14 @@ class _Checker:
             wrong.append(f"a device number ({e.rdev:#x})")
         if not wrong:
             return False
-        self._problem(Problem("special-entry", digest, f"{e.name!r} is a {e.kind.name.lower()} "
-                              f"but carries {' and '.join(wrong)}"), (digest, e.name))
+        self._problem(
+            Problem(
+                "special-entry",
+                digest,
+                f"{e.name!r} is a {e.kind.name.lower()} but carries {' and '.join(wrong)}",
+            ),
+            (digest, e.name),
+        )
         return True
 
     def _check_entries(self, digest: Digest, tree: Tree) -> bool:
@@ -287,17 +326,25 @@ class _Checker:
                 bad = self._check_special(digest, e) or bad
             elif e.kind is Kind.DIR:
                 if e.tree is None or e.tree not in self.bad:
-                    self._problem(Problem("tree-missing", digest, f"{e.name!r} names no tree"),
-                                  (digest, e.name))
+                    self._problem(
+                        Problem("tree-missing", digest, f"{e.name!r} names no tree"),
+                        (digest, e.name),
+                    )
                     bad = True
                     continue
                 bad = bad or self.bad[e.tree]
                 totals = self.totals[e.tree]
                 if totals is not None and totals != (e.size, e.files, e.links):
-                    self._problem(Problem("dir-totals", digest, f"{e.name!r} says {e.size} bytes in "
-                                          f"{e.files} files and {e.links} link names, its tree holds "
-                                          f"{totals[0]} in {totals[1]} and {totals[2]}"),
-                                  (digest, e.name))
+                    self._problem(
+                        Problem(
+                            "dir-totals",
+                            digest,
+                            f"{e.name!r} says {e.size} bytes in "
+                            f"{e.files} files and {e.links} link names, its tree holds "
+                            f"{totals[0]} in {totals[1]} and {totals[2]}",
+                        ),
+                        (digest, e.name),
+                    )
                     bad = True
         return bad
 
@@ -318,9 +365,14 @@ class _Checker:
                 continue
             if current not in opened:
                 opened[current] = tree = self._open_tree(current)
-                below = [e.tree for e in (tree.entries if tree is not None else ())
-                         if e.kind is Kind.DIR and e.links and e.tree is not None
-                         and e.tree not in self._link_names]
+                below = [
+                    e.tree
+                    for e in (tree.entries if tree is not None else ())
+                    if e.kind is Kind.DIR
+                    and e.links
+                    and e.tree is not None
+                    and e.tree not in self._link_names
+                ]
                 if below:
                     stack += below
                     continue
@@ -330,7 +382,9 @@ class _Checker:
             for e in tree.entries if tree is not None else ():
                 if e.kind is Kind.DIR:
                     if e.links and e.tree is not None:
-                        out += [((e.name, *path), member) for path, member in self._link_names[e.tree]]
+                        out += [
+                            ((e.name, *path), member) for path, member in self._link_names[e.tree]
+                        ]
                 elif e.link:
                     out.append(((e.name,), e))
             self._link_names[current] = out
@@ -367,12 +421,18 @@ class _Checker:
             key = (link, tuple(paths), tuple(why))
             problem = self._link_problems.get(key)
             if problem is None:
-                problem = self._link_problems[key] = self._problem(Problem(
-                    "link-group", f"{link:#x}", f"{len(members)} names ({_few(paths)}): "
-                    + "; ".join(why)), None)
+                problem = self._link_problems[key] = self._problem(
+                    Problem(
+                        "link-group",
+                        f"{link:#x}",
+                        f"{len(members)} names ({_few(paths)}): " + "; ".join(why),
+                    ),
+                    None,
+                )
             for shown in paths:
-                problem.affected.append(Affected(volume.name, volume.id, snapshot.id,
-                                                 snapshot.id == volume.head, shown))
+                problem.affected.append(
+                    Affected(volume.name, volume.id, snapshot.id, snapshot.id == volume.head, shown)
+                )
             found.append(problem)
         return found
 
@@ -383,8 +443,15 @@ class _Checker:
 
         def hit(problems: list[Problem], path: tuple[str, ...]) -> None:
             for p in problems:
-                p.affected.append(Affected(volume.name, volume.id, snapshot.id,
-                                           snapshot.id == volume.head, "/".join(path) or "/"))
+                p.affected.append(
+                    Affected(
+                        volume.name,
+                        volume.id,
+                        snapshot.id,
+                        snapshot.id == volume.head,
+                        "/".join(path) or "/",
+                    )
+                )
                 found.append(p)
 
         assert snapshot.root.tree is not None
@@ -411,15 +478,16 @@ class _BucketChecker(_Checker):
     verified — the bucket's copy, or with ``quick`` the cached copy where there is one.
     """
 
-    def __init__(self, store: Store, report: FsckReport) -> None:
+    def __init__(self, store: Store, report: FsckReport, bucket: ObjectStore) -> None:
         super().__init__(store, report)
-        bucket = store.catalog.bucket  # type: ignore[attr-defined]
         self.bucket = bucket
         self.listed_blobs = {d: size for d, size, _ in bucket.list("blobs")}
         self.listed_trees = {d for d, _, _ in bucket.list("trees")}
-        report.notes.append(f"checked {bucket.describe()}: {len(self.listed_blobs)} blobs and "
-                            f"{len(self.listed_trees)} trees listed; blob contents are verified "
-                            "on every read, not here")
+        report.notes.append(
+            f"checked {bucket.describe()}: {len(self.listed_blobs)} blobs and "
+            f"{len(self.listed_trees)} trees listed; blob contents are verified "
+            "on every read, not here"
+        )
 
     def blob(self, digest: Digest) -> int | None:
         if digest in self.blob_size:
@@ -427,44 +495,47 @@ class _BucketChecker(_Checker):
         size = self.listed_blobs.get(digest)
         if size is None:
             self.blob_problem[digest] = self._problem(
-                Problem("blob-missing", digest, "the blob is missing from the object store"), None)
+                Problem("blob-missing", digest, "the blob is missing from the object store"), None
+            )
         self.blob_size[digest] = size
         return size
 
     def _read(self, digest: Digest) -> Tree | None:
-        if digest == collect.EMPTY_TREE_DIGEST:  # built into every catalog, never uploaded
+        if digest == EMPTY_TREE_DIGEST:  # built into every catalog, never uploaded
             return super()._read(digest)
         if digest not in self.listed_trees:
-            self._problem(Problem("tree-missing", digest, "the tree is missing from the object store"),
-                          (digest, None))
+            self._problem(
+                Problem("tree-missing", digest, "the tree is missing from the object store"),
+                (digest, None),
+            )
             return None
         raw = self.store.catalog.get_tree_raw(digest) if self.report.quick else None
         if raw is None:
             raw = self.bucket.get("trees", digest)
             if raw is None:  # deleted since the listing
-                self._problem(Problem("tree-missing", digest, "the tree is missing from the object store"),
-                              (digest, None))
+                self._problem(
+                    Problem("tree-missing", digest, "the tree is missing from the object store"),
+                    (digest, None),
+                )
                 return None
             self.report.bytes_read += len(raw)
         try:
             return decode_verified(raw, digest)
         except ValueError as exc:
-            self._problem(Problem("tree-damaged", digest, f"the tree in the object store is damaged: {exc}"),
-                          (digest, None))
+            self._problem(
+                Problem("tree-damaged", digest, f"the tree in the object store is damaged: {exc}"),
+                (digest, None),
+            )
             return None
 
 
-def fsck(store: Store, *, repair: bool = False, quick: bool = False,
-         grace: float = collect.DEFAULT_GRACE) -> FsckReport:
-    from volfs.maintenance import bucket_gc as distgc
-
+def fsck(
+    store: Store, *, repair: bool = False, quick: bool = False, grace: float = DEFAULT_GRACE
+) -> FsckReport:
     catalog = store.catalog
     report = FsckReport(str(store.root), quick)
-    if distgc.is_distributed(store):
-        checker: _Checker = _BucketChecker(store, report)
-    else:
-        collect.require_local(store, "`volfs fsck`")
-        checker = _Checker(store, report)
+    bucket = bucket_of(store, "`volfs fsck`")
+    checker = _Checker(store, report) if bucket is None else _BucketChecker(store, report, bucket)
 
     # The catalog's records.
     volumes: dict[str, VolumeRecord] = {v.id: v for v in catalog.list_volumes()}
@@ -473,24 +544,38 @@ def fsck(store: Store, *, repair: bool = False, quick: bool = False,
     for environment, name, volume_id in names:
         v = volumes.get(volume_id)
         if v is None or (v.environment, v.name) != (environment, name):
-            report.problems.append(Problem("name-index", volume_id,
-                                           f"name {environment}/{name} points at {volume_id}, "
-                                           "which is not a volume of that name"))
+            report.problems.append(
+                Problem(
+                    "name-index",
+                    volume_id,
+                    f"name {environment}/{name} points at {volume_id}, "
+                    "which is not a volume of that name",
+                )
+            )
     named = {volume_id for _, _, volume_id in names}
     for v in volumes.values():
         if v.id not in named:
-            report.problems.append(Problem("name-index", v.id, f"volume {v.name!r} has no name entry"))
+            report.problems.append(
+                Problem("name-index", v.id, f"volume {v.name!r} has no name entry")
+            )
     snapshots: dict[str, SnapshotRecord] = {}
     for snapshot_id, raw in catalog.iter_snapshots_raw():
         try:
             snapshots[snapshot_id] = SnapshotRecord.from_json(raw)
         except (ValueError, TypeError, KeyError) as exc:
-            report.problems.append(Problem("snapshot-unreadable", snapshot_id, f"the record does not decode: {exc}"))
+            report.problems.append(
+                Problem("snapshot-unreadable", snapshot_id, f"the record does not decode: {exc}")
+            )
     for v in volumes.values():
         if v.head not in snapshots:
-            report.problems.append(Problem(
-                "head-missing", v.id, f"the head of volume {v.name!r} names {v.head}, which does not exist",
-                [Affected(v.name, v.id, v.head, True, "/")]))
+            report.problems.append(
+                Problem(
+                    "head-missing",
+                    v.id,
+                    f"the head of volume {v.name!r} names {v.head}, which does not exist",
+                    [Affected(v.name, v.id, v.head, True, "/")],
+                )
+            )
         _check_chain(v, snapshots, report)
 
     # Pass 1: every snapshot of every volume, each tree and blob once.
@@ -499,15 +584,21 @@ def fsck(store: Store, *, repair: bool = False, quick: bool = False,
     root_problems: dict[str, Problem] = {}
     for s in verified:
         if s.root.kind is not Kind.DIR or s.root.tree is None:
-            root_problems[s.id] = Problem("root-not-dir", s.id, "the snapshot's root is not a directory")
+            root_problems[s.id] = Problem(
+                "root-not-dir", s.id, "the snapshot's root is not a directory"
+            )
             report.problems.append(root_problems[s.id])
             continue
         checker.tree(s.root.tree)
         totals = checker.totals.get(s.root.tree)
         if totals is not None and totals != (s.root.size, s.root.files, s.root.links):
-            root_problems[s.id] = Problem("dir-totals", s.id, f"the root says {s.root.size} bytes in "
-                                          f"{s.root.files} files and {s.root.links} link names, its "
-                                          f"tree holds {totals[0]} in {totals[1]} and {totals[2]}")
+            root_problems[s.id] = Problem(
+                "dir-totals",
+                s.id,
+                f"the root says {s.root.size} bytes in "
+                f"{s.root.files} files and {s.root.links} link names, its "
+                f"tree holds {totals[0]} in {totals[1]} and {totals[2]}",
+            )
             report.problems.append(root_problems[s.id])
     report.snapshots = len(verified)
     report.trees = len(checker.bad) - checker.tree_problems
@@ -540,7 +631,9 @@ def _few(items: list[object] | list[int] | list[str], shown: int = 4) -> str:
     return head + (f", … ({len(items)} in all)" if len(items) > shown else "")
 
 
-def _check_chain(volume: VolumeRecord, snapshots: dict[str, SnapshotRecord], report: FsckReport) -> None:
+def _check_chain(
+    volume: VolumeRecord, snapshots: dict[str, SnapshotRecord], report: FsckReport
+) -> None:
     seen: set[str] = set()
     current = snapshots.get(volume.head)
     while current is not None:
@@ -550,64 +643,100 @@ def _check_chain(volume: VolumeRecord, snapshots: dict[str, SnapshotRecord], rep
             return
         parent = snapshots.get(parent_id)
         if parent is None:
-            report.notes.append(f"history of {volume.name!r} starts at {current.id}: its parent "
-                                f"{parent_id} is no longer kept")
+            report.notes.append(
+                f"history of {volume.name!r} starts at {current.id}: its parent "
+                f"{parent_id} is no longer kept"
+            )
             return
         if parent.volume_id != volume.id or parent.id in seen:
             why = "loops" if parent.id in seen else f"leaves the volume at {parent.id}"
-            report.problems.append(Problem("snapshot-chain", current.id,
-                                           f"the history of {volume.name!r} {why}",
-                                           [Affected(volume.name, volume.id, current.id,
-                                                     current.id == volume.head, "/")]))
+            report.problems.append(
+                Problem(
+                    "snapshot-chain",
+                    current.id,
+                    f"the history of {volume.name!r} {why}",
+                    [Affected(volume.name, volume.id, current.id, current.id == volume.head, "/")],
+                )
+            )
             return
         current = parent
 
 
-def _orphans(store: Store, report: FsckReport, checker: _Checker, verified: list[SnapshotRecord],
-             *, repair: bool, grace: float) -> None:
+def _orphans(
+    store: Store,
+    report: FsckReport,
+    checker: _Checker,
+    verified: list[SnapshotRecord],
+    *,
+    repair: bool,
+    grace: float,
+) -> None:
     orphans: dict[str, Any] = {"overlays": [], "temp_files": []}
     for orphan in find_orphans(store):
         record = orphan.record
-        orphans["overlays"].append({"mount_id": orphan.mount_id,
-                                    "volume": record.volume_name if record else None,
-                                    "path": record.path if record else None})
-    stale = [m for m in store.catalog.list_mounts()
-             if not process_alive(m.pid, None) and not os.path.exists(m.overlay)]
+        orphans["overlays"].append(
+            {
+                "mount_id": orphan.mount_id,
+                "volume": record.volume_name if record else None,
+                "path": record.path if record else None,
+            }
+        )
+    stale = [
+        m
+        for m in store.catalog.list_mounts()
+        if not process_alive(m.pid, None) and not os.path.exists(m.overlay)
+    ]
     for m in stale:
-        report.notes.append(f"stale mount record {m.id} ({m.volume_name} at {m.path}, pid {m.pid} gone)")
+        report.notes.append(
+            f"stale mount record {m.id} ({m.volume_name} at {m.path}, pid {m.pid} gone)"
+        )
     if checker.tree_problems:
         orphans["skipped"] = "trees are missing or damaged: what they referenced is unknown"
         report.orphans = orphans
         if repair:
-            report.repairs.append("deleted no orphans: trees are missing or damaged, and what they "
-                                  "referenced cannot be known")
+            report.repairs.append(
+                "deleted no orphans: trees are missing or damaged, and what they "
+                "referenced cannot be known"
+            )
         return
-    marked = collect.Marked({s.id for s in verified}, set(checker.bad), set(checker.blob_size))
+    marked = Marked({s.id for s in verified}, set(checker.bad), set(checker.blob_size))
     try:
-        gc = collect.collect(store, grace=grace, dry_run=not repair, apply_retention=False,
-                             premarked=marked)
+        gc = collect.collect(
+            store, grace=grace, dry_run=not repair, apply_retention=False, premarked=marked
+        )
     except CorruptionError as exc:  # a torn head or an unreadable snapshot record
         orphans["skipped"] = str(exc)
         report.orphans = orphans
         if repair:
             report.repairs.append(f"deleted no orphans: {exc}")
         return
-    orphans.update({
-        "snapshots": gc.snapshots_dropped, "trees": gc.trees_deleted, "trees_young": gc.trees_young,
-        "blobs": gc.blobs_deleted, "blob_bytes": gc.bytes_freed, "blobs_young": gc.blobs_young,
-        "temp_files": gc.temp_files_deleted, "temp_files_young": gc.temp_files_young,
-    })
+    orphans.update(
+        {
+            "snapshots": gc.snapshots_dropped,
+            "trees": gc.trees_deleted,
+            "trees_young": gc.trees_young,
+            "blobs": gc.blobs_deleted,
+            "blob_bytes": gc.bytes_freed,
+            "blobs_young": gc.blobs_young,
+            "temp_files": gc.temp_files_deleted,
+            "temp_files_young": gc.temp_files_young,
+        }
+    )
     report.orphans = orphans
     report.notes += gc.notes
     if repair:
-        done = (f"deleted {gc.blobs_deleted} orphan blobs ({gc.bytes_freed} bytes), "
-                f"{gc.trees_deleted} orphan trees, {gc.temp_files_deleted} temp files")
+        done = (
+            f"deleted {gc.blobs_deleted} orphan blobs ({gc.bytes_freed} bytes), "
+            f"{gc.trees_deleted} orphan trees, {gc.temp_files_deleted} temp files"
+        )
         if gc.snapshots_dropped:
             done += f" and {len(gc.snapshots_dropped)} snapshots of deleted volumes"
         report.repairs.append(done)
         if gc.blobs_young or gc.trees_young or gc.temp_files_young:
-            report.repairs.append(f"kept {gc.blobs_young} blobs, {gc.trees_young} trees and "
-                                  f"{gc.temp_files_young} temp files younger than the grace window")
+            report.repairs.append(
+                f"kept {gc.blobs_young} blobs, {gc.trees_young} trees and "
+                f"{gc.temp_files_young} temp files younger than the grace window"
+            )
 
 
 def _mark_damage(store: Store, report: FsckReport, verified: set[str]) -> None:
@@ -620,8 +749,12 @@ def _mark_damage(store: Store, report: FsckReport, verified: set[str]) -> None:
     for snapshot_id in cleared:
         catalog.clear_damaged(snapshot_id)
     if report.damaged_snapshots:
-        report.repairs.append(f"marked {len(report.damaged_snapshots)} snapshots damaged"
-                              f" ({len(newly)} newly): " + ", ".join(report.damaged_snapshots))
+        report.repairs.append(
+            f"marked {len(report.damaged_snapshots)} snapshots damaged"
+            f" ({len(newly)} newly): " + ", ".join(report.damaged_snapshots)
+        )
     if cleared:
-        report.repairs.append(f"cleared the damage mark of {len(cleared)} snapshots now found clean: "
-                              + ", ".join(cleared))
+        report.repairs.append(
+            f"cleared the damage mark of {len(cleared)} snapshots now found clean: "
+            + ", ".join(cleared)
+        )

@@ -2,8 +2,7 @@
 
 ``run_daemon`` mounts a volume and serves it until it is told to stop (``volfs unmount``,
 SIGTERM, SIGINT, or someone unmounting the path), then makes a final commit and exits.
-``start_daemon`` is the client side of ``volfs mount``: it starts the daemon in the
-background and returns once the mount is ready, or raises the daemon's error.
+Starting one in the background and waiting for it is ``launcher.py``'s job.
 
 Tasks in the root nursery: the FUSE loop, the control socket, background commits and
 the signal handler. Commit and reload hold one lock, so they never overlap; the slow
@@ -23,15 +22,12 @@ import json
 import logging
 import os
 import resource
-import select
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pyfuse3
@@ -39,15 +35,14 @@ import trio
 
 from volfs import control
 from volfs.catalog import MountId, MountRecord, new_id
+from volfs.core.tree import Entry
 from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError, VolfsError
 from volfs.mount.fs import VolfsOperations
 from volfs.mount.inodes import Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
 from volfs.store import Store
-from volfs.core.tree import Entry
 
 log = logging.getLogger("volfs.mount.daemon")
-READY_TIMEOUT = 60.0
 FINAL_COMMIT_ATTEMPTS = 3
 READ_AHEAD_KB = 1024
 DIRTY_MAX_RATIO = 100
@@ -98,7 +93,9 @@ class MountDaemon:
         if options.snapshot:
             base = catalog.get_snapshot(options.snapshot)
             if base.volume_id != self.volume.id:
-                raise InvalidError(f"snapshot {options.snapshot} does not belong to volume {options.name!r}")
+                raise InvalidError(
+                    f"snapshot {options.snapshot} does not belong to volume {options.name!r}"
+                )
         else:
             base = catalog.head(self.volume.id)
         self.read_only = options.read_only or bool(options.snapshot)
@@ -106,21 +103,42 @@ class MountDaemon:
         self.mount_id = MountId(new_id("mo"))
         self.overlay_dir = self.store.overlays_dir / self.mount_id
         self.overlay_dir.mkdir(mode=0o700)
-        self._lock_fd = os.open(self.overlay_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock_fd = os.open(
+            self.overlay_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.socket_path = self.store.run_dir / f"{self.mount_id}.sock"
         self.record = MountRecord(
-            self.mount_id, self.volume.id, self.volume.name, self.volume.environment,
-            self.mountpoint, os.getpid(), os.getuid(), base.id, self.read_only,
-            str(self.socket_path), str(self.overlay_dir), time.time())
+            self.mount_id,
+            self.volume.id,
+            self.volume.name,
+            self.volume.environment,
+            self.mountpoint,
+            os.getpid(),
+            os.getuid(),
+            base.id,
+            self.read_only,
+            str(self.socket_path),
+            str(self.overlay_dir),
+            time.time(),
+        )
         (self.overlay_dir / "mount.json").write_text(json.dumps(self.record.__dict__))
-        self.overlay = Overlay(self.store, self.volume, base, self.overlay_dir, read_only=self.read_only)
-        control_info = json.dumps({
-            "socket": str(self.socket_path), "mount_id": self.mount_id, "volume_id": self.volume.id,
-            "volume_name": self.volume.name, "environment": self.volume.environment,
-            "pid": os.getpid()}).encode()
-        self.ops = VolfsOperations(self.overlay, control_info=control_info,
-                                   on_open=self._opened, on_release=self._released)
+        self.overlay = Overlay(
+            self.store, self.volume, base, self.overlay_dir, read_only=self.read_only
+        )
+        control_info = json.dumps(
+            {
+                "socket": str(self.socket_path),
+                "mount_id": self.mount_id,
+                "volume_id": self.volume.id,
+                "volume_name": self.volume.name,
+                "environment": self.volume.environment,
+                "pid": os.getpid(),
+            }
+        ).encode()
+        self.ops = VolfsOperations(
+            self.overlay, control_info=control_info, on_open=self._opened, on_release=self._released
+        )
         self._opens: dict[int, tuple[int, str, bool]] = {}
         self._handles_changed = False
         self._handles_failing = False
@@ -151,16 +169,21 @@ class MountDaemon:
             await trio.sleep(HANDLE_SYNC_SECONDS)
             if self._handles_changed:
                 self._handles_changed = False
-                rows = {fh: {"path": path, "pid": pid, "write": write}
-                        for fh, (pid, path, write) in self._opens.items()}
+                rows = {
+                    fh: {"path": path, "pid": pid, "write": write}
+                    for fh, (pid, path, write) in self._opens.items()
+                }
                 try:
                     self.store.catalog.set_handles(self.mount_id, rows)
                 except Exception as exc:  # lmdb's DiskError on a full disk, say
                     # Only a mirror for observers: it must never end the mount. Retried.
                     self._handles_changed = True
                     if not self._handles_failing:
-                        log.warning("recording the open files of %s failed (retrying): %s",
-                                    self.mountpoint, exc)
+                        log.warning(
+                            "recording the open files of %s failed (retrying): %s",
+                            self.mountpoint,
+                            exc,
+                        )
                     self._handles_failing = True
                 else:
                     self._handles_failing = False
@@ -178,11 +201,15 @@ class MountDaemon:
             raise OpenFilesError(f"{prefix}: cwd of '{_cmdline(pid)}' is inside volume")
 
     # -- commit and reload ---------------------------------------------------------------------------
-    async def commit(self, *, if_unchanged: bool = False, origin: str | None = None) -> dict[str, Any]:
+    async def commit(
+        self, *, if_unchanged: bool = False, origin: str | None = None
+    ) -> dict[str, Any]:
         async with self._lock:
             return await self._commit_locked(if_unchanged=if_unchanged, origin=origin)
 
-    async def _commit_locked(self, *, if_unchanged: bool = False, origin: str | None = None) -> dict[str, Any]:
+    async def _commit_locked(
+        self, *, if_unchanged: bool = False, origin: str | None = None
+    ) -> dict[str, Any]:
         overlay = self.overlay
         if self._mounted and not self.read_only and self.ops.enable_writeback_cache:
             # Written data the kernel still caches reaches us as WRITE requests, which this
@@ -193,7 +220,9 @@ class MountDaemon:
                 # A cached write we could not take (the store's disk was full, say) already
                 # failed for its writer, at close or fsync; the commit goes on with what
                 # reached us, as for a file still open. Not an "internal error" of the commit.
-                log.warning("flushing cached writes of %s before a commit: %s", self.mountpoint, exc)
+                log.warning(
+                    "flushing cached writes of %s before a commit: %s", self.mountpoint, exc
+                )
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
         jobs = overlay.prepare_commit()
@@ -223,7 +252,8 @@ class MountDaemon:
             pending = overlay.build_view(results)
             origin = origin or f"mount {self.mount_id} pid {os.getpid()} {self.mountpoint}"
             result = await trio.to_thread.run_sync(
-                partial(overlay.publish, pending, if_unchanged=if_unchanged, origin=origin))
+                partial(overlay.publish, pending, if_unchanged=if_unchanged, origin=origin)
+            )
             overlay.finish_commit(pending)
             view = overlay.committed_view
             if result.snapshot is not None and result.parent == self._synced:
@@ -233,10 +263,16 @@ class MountDaemon:
                 with trio.CancelScope(shield=True):  # a lease must never be left held
                     await trio.to_thread.run_sync(release, view)
         if result.overwrites:
-            log.info("commit %s overwrote changes made by others: %s", result.snapshot, result.overwrites)
-        return {"snapshot": result.snapshot, "committed": result.committed,
-                "trees_written": result.trees_written, "overwrites": result.overwrites,
-                "files_hashed": len(jobs)}
+            log.info(
+                "commit %s overwrote changes made by others: %s", result.snapshot, result.overwrites
+            )
+        return {
+            "snapshot": result.snapshot,
+            "committed": result.committed,
+            "trees_written": result.trees_written,
+            "overwrites": result.overwrites,
+            "files_hashed": len(jobs),
+        }
 
     async def reload(self, requester: int | None = None) -> dict[str, Any]:
         async with self._lock:
@@ -257,14 +293,19 @@ class MountDaemon:
             else:
                 raise ConflictError("reload gave up: the mount keeps changing")
         await trio.to_thread.run_sync(self._invalidate, invalidations)
-        return {"snapshot": head.id, "committed": committed.get("snapshot"),
-                "invalidated": len(invalidations)}
+        return {
+            "snapshot": head.id,
+            "committed": committed.get("snapshot"),
+            "invalidated": len(invalidations),
+        }
 
     def _check_open_handles_only(self, requester: int | None) -> None:
         if self._opens:
             pid, path, _ = next(iter(self._opens.values()))
             suffix = "" if pid == requester else f" from '{_cmdline(pid)}'"
-            raise OpenFilesError(f"there are open files preventing the operation: path {path} is open{suffix}")
+            raise OpenFilesError(
+                f"there are open files preventing the operation: path {path} is open{suffix}"
+            )
 
     @staticmethod
     def _invalidate(invalidations: list[Invalidation]) -> None:
@@ -280,10 +321,16 @@ class MountDaemon:
 
     def status(self) -> dict[str, Any]:
         return {
-            "mount_id": self.mount_id, "volume": self.volume.name, "volume_id": self.volume.id,
-            "environment": self.volume.environment, "path": self.mountpoint, "pid": os.getpid(),
-            "base_snapshot": self.overlay.base_snapshot, "read_only": self.read_only,
-            "dirty_paths": self.overlay.dirty_paths(), "open_files": sorted({p for _, p, _ in self._opens.values()}),
+            "mount_id": self.mount_id,
+            "volume": self.volume.name,
+            "volume_id": self.volume.id,
+            "environment": self.volume.environment,
+            "path": self.mountpoint,
+            "pid": os.getpid(),
+            "base_snapshot": self.overlay.base_snapshot,
+            "read_only": self.read_only,
+            "dirty_paths": self.overlay.dirty_paths(),
+            "open_files": sorted({p for _, p, _ in self._opens.values()}),
             "autocommit": self.options.autocommit,
         }
 
@@ -312,7 +359,10 @@ class MountDaemon:
             return await self.reload(_field(request, "pid", int, peer.pid))
         if op == "unmount":
             # Every field checked before anything happens: "discard": "false" must not discard.
-            force, pid = _field(request, "force", bool, False), _field(request, "pid", int, peer.pid)
+            force, pid = (
+                _field(request, "force", bool, False),
+                _field(request, "pid", int, peer.pid),
+            )
             discard = _field(request, "discard", bool, False)
             if not force:
                 await trio.to_thread.run_sync(self._check_nothing_open, pid)
@@ -416,8 +466,14 @@ class MountDaemon:
                         os.write(ready_fd, f"ready {self.mount_id}\n".encode())
                         os.close(ready_fd)
                         ready_fd = None
-                    log.info("mounted %s (%s) at %s, base %s%s", self.volume.name, self.volume.id,
-                             self.mountpoint, self.overlay.base_snapshot, " read-only" if self.read_only else "")
+                    log.info(
+                        "mounted %s (%s) at %s, base %s%s",
+                        self.volume.name,
+                        self.volume.id,
+                        self.mountpoint,
+                        self.overlay.base_snapshot,
+                        " read-only" if self.read_only else "",
+                    )
                     await self._stop.wait()
                     inner.cancel_scope.cancel()
                 self._unmount()
@@ -446,15 +502,25 @@ class MountDaemon:
             return 0
         for attempt in range(1, FINAL_COMMIT_ATTEMPTS + 1):
             try:
-                self.final_result = await self.commit(origin=f"unmount {self.mount_id} {self.mountpoint}")
+                self.final_result = await self.commit(
+                    origin=f"unmount {self.mount_id} {self.mountpoint}"
+                )
                 self._remove_overlay()
                 return 0
             except VolfsError as exc:
-                log.error("FINAL COMMIT FAILED (attempt %d/%d): %s", attempt, FINAL_COMMIT_ATTEMPTS, exc)
+                log.error(
+                    "FINAL COMMIT FAILED (attempt %d/%d): %s", attempt, FINAL_COMMIT_ATTEMPTS, exc
+                )
                 await trio.sleep(0.5 * attempt)
-        log.critical("uncommitted changes of %s are kept in %s: run `volfs recover` to commit them",
-                     self.mountpoint, self.overlay_dir)
-        self.final_result = {"snapshot": None, "error": "final commit failed; overlay kept for `volfs recover`"}
+        log.critical(
+            "uncommitted changes of %s are kept in %s: run `volfs recover` to commit them",
+            self.mountpoint,
+            self.overlay_dir,
+        )
+        self.final_result = {
+            "snapshot": None,
+            "error": "final commit failed; overlay kept for `volfs recover`",
+        }
         return 1
 
     def _remove_overlay(self) -> None:
@@ -472,11 +538,14 @@ def _field(request: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 
 def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:
     """Runs a mount in this process until it stops; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s volfs[%(process)d] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s volfs[%(process)d] %(levelname)s %(message)s",
+    )
     _raise_fd_limit()
     try:
-        _check_mountpoint(options.path)
+        check_mountpoint(options.path)
         daemon = MountDaemon(options)
     except VolfsError as exc:
         _report_failure(ready_fd, str(exc))
@@ -508,7 +577,7 @@ def _report_failure(ready_fd: int | None, message: str) -> None:
             pass
 
 
-def _check_mountpoint(path: str) -> None:
+def check_mountpoint(path: str) -> None:
     real = os.path.realpath(path)
     if any(real == p or real.startswith(p + "/") for p in PROTECTED_PREFIXES):
         raise InvalidError(f"refusing to mount on {real}")
@@ -537,82 +606,3 @@ def syncfs(path: str) -> None:
             raise OSError(code, os.strerror(code), path)
     finally:
         os.close(fd)
-
-
-def start_daemon(options: MountOptions, log_path: Path) -> tuple[int, str]:
-    """Starts ``volfs mount --foreground`` in the background; returns (pid, mount id) once ready."""
-    _check_mountpoint(options.path)
-    read_fd, write_fd = os.pipe()
-    cmd = [sys.executable, "-m", "volfs"]
-    if options.store:
-        cmd += ["--store", str(options.store)]
-    cmd += ["mount", options.name, os.path.realpath(options.path), "--foreground", "--env", options.environment,
-            "--autocommit", str(options.autocommit), "--ready-fd", str(write_fd)]
-    if options.read_only:
-        cmd.append("--read-only")
-    if options.snapshot:
-        cmd += ["--snapshot", options.snapshot]
-    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                pass_fds=(write_fd,), start_new_session=True, cwd="/")
-    os.close(write_fd)
-    try:
-        line = _read_line(read_fd, READY_TIMEOUT, proc)
-    finally:
-        os.close(read_fd)
-    if line.startswith("ready "):
-        _DAEMONS[proc.pid] = proc
-        return proc.pid, line.split(" ", 1)[1].strip()
-    if proc.poll() is None:
-        proc.kill()
-    message = line[len("error "):].strip() if line.startswith("error ") else _tail(log_path)
-    raise MountError(f"mount failed: {message}")
-
-
-#: Daemons this process started and that still run. Holding their handles keeps Python
-#: from warning about children it never waited for; :func:`reap` collects them once done.
-_DAEMONS: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def reap(pid: int, timeout: float = 0.0) -> int | None:
-    """The exit code of a daemon this process started, once it has exited (else None)."""
-    proc = _DAEMONS.get(pid)
-    if proc is None:
-        return None
-    try:
-        code = proc.wait(timeout=timeout) if timeout else proc.poll()
-    except subprocess.TimeoutExpired:
-        return None
-    if code is not None:
-        del _DAEMONS[pid]
-    return code
-
-
-def _read_line(fd: int, timeout: float, proc: subprocess.Popen[bytes]) -> str:
-    # poll, not select: the caller (an application calling Volume.mount) may hold more
-    # than 1,024 fds, which select cannot watch.
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    deadline = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return "error the daemon did not become ready in time"
-        if poller.poll(min(remaining, 0.5) * 1000):
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-        elif proc.poll() is not None and not data:
-            break
-    return data.decode(errors="replace")
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "the daemon exited without a word"
-    return " | ".join(text[-lines:]) or "the daemon exited without a word"

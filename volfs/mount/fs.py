@@ -5,6 +5,10 @@ builds the reply. Errors become errnos in one place (:func:`_errors`): ``OSError
 ``VolfsError`` keep their errno; anything unexpected is logged once with its traceback
 and answered with EIO, so a bug never ends ``pyfuse3.main`` (and never unmounts).
 
+Which chunks a read has verified first, and which one ahead of it, is the view's policy
+(:meth:`~volfs.mount.view.ViewReader.read_plan`); this adapter only carries it out: in
+worker threads, one check per chunk however many reads wait for it.
+
 Committed content is immutable, so every open keeps the kernel page cache and entries
 and attributes are cached for minutes: the view only changes under the kernel at
 reload, and reload invalidates what it changed.
@@ -25,20 +29,30 @@ import trio
 
 from volfs.blobs import Digest
 from volfs.config import NAME_MAX
+from volfs.core.tree import Kind, stored_bytes
 from volfs.errors import CorruptionError, VolfsError
 from volfs.mount.inodes import Node
 from volfs.mount.overlay import Overlay
-from volfs.core.tree import Kind, stored_bytes
 
 log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 300.0
 XATTR_CONTROL = "user.volfs.control"
-_KIND_BITS = {Kind.FILE: stat.S_IFREG, Kind.DIR: stat.S_IFDIR, Kind.SYMLINK: stat.S_IFLNK,
-              Kind.FIFO: stat.S_IFIFO, Kind.SOCKET: stat.S_IFSOCK, Kind.CHAR_DEVICE: stat.S_IFCHR,
-              Kind.BLOCK_DEVICE: stat.S_IFBLK}
-_SPECIAL_KINDS = {stat.S_IFIFO: Kind.FIFO, stat.S_IFSOCK: Kind.SOCKET, stat.S_IFCHR: Kind.CHAR_DEVICE,
-                  stat.S_IFBLK: Kind.BLOCK_DEVICE}
+_KIND_BITS = {
+    Kind.FILE: stat.S_IFREG,
+    Kind.DIR: stat.S_IFDIR,
+    Kind.SYMLINK: stat.S_IFLNK,
+    Kind.FIFO: stat.S_IFIFO,
+    Kind.SOCKET: stat.S_IFSOCK,
+    Kind.CHAR_DEVICE: stat.S_IFCHR,
+    Kind.BLOCK_DEVICE: stat.S_IFBLK,
+}
+_SPECIAL_KINDS = {
+    stat.S_IFIFO: Kind.FIFO,
+    stat.S_IFSOCK: Kind.SOCKET,
+    stat.S_IFCHR: Kind.CHAR_DEVICE,
+    stat.S_IFBLK: Kind.BLOCK_DEVICE,
+}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -53,7 +67,9 @@ def _errors(handler: F) -> F:
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except VolfsError as exc:
-            if exc.errno == errno.EIO and not isinstance(exc, CorruptionError):  # the store logged it
+            if exc.errno == errno.EIO and not isinstance(
+                exc, CorruptionError
+            ):  # the store logged it
                 log.error("%s failed: %s", handler.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
@@ -78,9 +94,14 @@ class VolfsOperations(pyfuse3.Operations):
     #: commit first flushes the mount (``daemon.py``: syncfs before hashing).
     enable_writeback_cache = True
 
-    def __init__(self, overlay: Overlay, *, control_info: bytes = b"",
-                 on_open: Callable[[int, Node, int, bool], None] | None = None,
-                 on_release: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        overlay: Overlay,
+        *,
+        control_info: bytes = b"",
+        on_open: Callable[[int, Node, int, bool], None] | None = None,
+        on_release: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__()
         self.overlay = overlay
         self.control_info = control_info
@@ -138,7 +159,9 @@ class VolfsOperations(pyfuse3.Operations):
 
     # -- lookups and attributes ----------------------------------------------------------------
     @_errors
-    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         try:
             node = self.overlay.lookup(parent_inode, os.fsdecode(name))
         except FileNotFoundError:
@@ -162,8 +185,14 @@ class VolfsOperations(pyfuse3.Operations):
         return self.attrs(self.overlay.node(inode))
 
     @_errors
-    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
-                      fh: int | None, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
         node = self.overlay.node(inode)
         mtime_ns = attr.st_mtime_ns if fields.update_mtime else None
         self.overlay.setattr(
@@ -197,18 +226,27 @@ class VolfsOperations(pyfuse3.Operations):
 
     # -- directories ------------------------------------------------------------------------------
     @_errors
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        node = self.overlay.mkdir(parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        node = self.overlay.mkdir(
+            parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
+        )
         return self._entry(node)
 
     @_errors
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode))
         if kind is not None:
-            node = self.overlay.mknod(parent_inode, os.fsdecode(name), kind, mode & ~ctx.umask, rdev,
-                                      ctx.uid, ctx.gid)
+            node = self.overlay.mknod(
+                parent_inode, os.fsdecode(name), kind, mode & ~ctx.umask, rdev, ctx.uid, ctx.gid
+            )
         elif stat.S_ISREG(mode):
-            node = self.overlay.create(parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+            node = self.overlay.create(
+                parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
+            )
         else:
             raise pyfuse3.FUSEError(errno.EINVAL)
         return self._entry(node)
@@ -252,17 +290,32 @@ class VolfsOperations(pyfuse3.Operations):
         self.overlay.unlink(parent_inode, os.fsdecode(name))
 
     @_errors
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        node = self.overlay.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target), ctx.uid, ctx.gid)
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        node = self.overlay.symlink(
+            parent_inode, os.fsdecode(name), os.fsdecode(target), ctx.uid, ctx.gid
+        )
         return self._entry(node)
 
     @_errors
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
-                     flags: int, ctx: pyfuse3.RequestContext) -> None:
-        self.overlay.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new, os.fsdecode(name_new), flags)
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        self.overlay.rename(
+            parent_inode_old, os.fsdecode(name_old), parent_inode_new, os.fsdecode(name_new), flags
+        )
 
     @_errors
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         return self._entry(self.overlay.link(inode, new_parent_inode, os.fsdecode(new_name)))
 
     # -- files ----------------------------------------------------------------------------------------
@@ -274,9 +327,12 @@ class VolfsOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=self._fh(node, write, ctx.pid), keep_cache=True)
 
     @_errors
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        node = self.overlay.create(parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid)
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        node = self.overlay.create(
+            parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
+        )
         self.overlay.open(node, write=True, truncate=False)
         fh = self._fh(node, True, ctx.pid)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._entry(node)
@@ -284,12 +340,12 @@ class VolfsOperations(pyfuse3.Operations):
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
         node = self._handles[fh].node
-        if self.spawn is not None:
-            need, ahead = self.overlay.chunks_to_verify(node, off, size)
-            for digest in ahead:
+        if self.spawn is not None:  # else no read-ahead: read() verifies inline
+            plan = self.overlay.read_plan(node, off, size)
+            for digest in plan.ahead:
                 if digest not in self._verifying:
                     self.spawn(self._verify_quietly, digest)
-            for digest in need:
+            for digest in plan.first:
                 await self._verify(digest)
         return self.overlay.read(node, off, size)
 
@@ -336,7 +392,9 @@ class VolfsOperations(pyfuse3.Operations):
 
     # -- extended attributes --------------------------------------------------------------------------
     @_errors
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
         key = os.fsdecode(name)
         if key.startswith("user.volfs."):
             raise pyfuse3.FUSEError(errno.EPERM)

@@ -14,6 +14,11 @@ right before every name has been looked up.
 Lifetimes follow the kernel's: a node leaves the table when it has no name (``links``),
 no kernel reference (``lookups``) and no open handle (``opens``) — so an unlinked file
 that is still open keeps working, and its scratch file goes away on the last release.
+
+Each node caches its tree entry from the last tree build (``Node.cached``); a change
+clears it up to the root (:meth:`InodeTable.invalidate`), so a commit rebuilds only what
+changed.
+
 No pyfuse3 here; single-threaded (the trio loop).
 """
 
@@ -164,8 +169,10 @@ class InodeTable:
         (a reload replaces a group whose content or names changed with a new node)."""
         if entry.link and entry.kind is not Kind.DIR:
             node = self.by_link.get(entry.link)
-            if node is not None and (not reloading or (
-                    node.cached is not None and node.cached.with_(name=entry.name) == entry)):
+            if node is not None and (
+                not reloading
+                or (node.cached is not None and node.cached.with_(name=entry.name) == entry)
+            ):
                 node.unseen = max(0, node.unseen - 1)
                 return node
         node = Node.from_entry(self._next, entry)
@@ -182,6 +189,23 @@ class InodeTable:
         node.link_id = link_id
         if link_id:
             self.by_link[link_id] = node
+
+    def invalidate(self, node: Node) -> None:
+        """Clears the cached entry of ``node`` and of every directory above it.
+
+        Invariant: a node whose cache is clear has clear caches all the way up, so the
+        walk stops at the first node already cleared.
+        """
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if current.cached is None and current is not node:
+                continue
+            current.cached = None
+            for parent_ino, _ in current.links:
+                parent = self._nodes.get(parent_ino)
+                if parent is not None and parent.cached is not None:
+                    stack.append(parent)
 
     def maybe_drop(self, node: Node) -> None:
         """Forgets a node nobody can reach any more, with its scratch file."""

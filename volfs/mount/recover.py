@@ -88,8 +88,12 @@ def clean_stale_mount(path: str) -> bool:
         return False  # it answers: someone else serves it now
     except OSError:
         pass
-    subprocess.run(["fusermount3", "-u", "-z", path], check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["fusermount3", "-u", "-z", path],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return True
 
 
@@ -149,7 +153,9 @@ def _commit_orphan(store: Store, orphan: Orphan) -> Recovered:
     try:
         volume = store.catalog.get_volume_by_id(orphan.record.volume_id)
     except NotFoundError:
-        raise NotFoundError(f"volume {orphan.record.volume_name!r} was deleted; its changes cannot be committed") from None
+        raise NotFoundError(
+            f"volume {orphan.record.volume_name!r} was deleted; its changes cannot be committed"
+        ) from None
     base = store.catalog.get_snapshot(base_id)
     overlay = Overlay(store, volume, base, orphan.dir, view=view)
     try:

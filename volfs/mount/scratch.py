@@ -99,10 +99,25 @@ def _efbig(size: int) -> None:
 
 
 class ScratchFile:
-    __slots__ = ("_fds", "_open_blob", "_seg_end", "_stats", "_times", "_unsynced",
-                 "base", "directory", "floor", "name", "segments", "shared", "size")
+    __slots__ = (
+        "_fds",
+        "_open_blob",
+        "_seg_end",
+        "_stats",
+        "_times",
+        "_unsynced",
+        "base",
+        "directory",
+        "floor",
+        "name",
+        "segments",
+        "shared",
+        "size",
+    )
 
-    def __init__(self, directory: str, name: str, open_blob: BlobOpener, stats: ScratchStats) -> None:
+    def __init__(
+        self, directory: str, name: str, open_blob: BlobOpener, stats: ScratchStats
+    ) -> None:
         self.directory = directory
         self.name = name
         self._open_blob = open_blob
@@ -123,8 +138,17 @@ class ScratchFile:
         self._times: tuple[int, int] | None = None  # (atime, mtime) the anchor carries
 
     @classmethod
-    def create(cls, directory: str, name: str, open_blob: BlobOpener, stats: ScratchStats, *,
-               base: Chunks = (), size: int = 0, times: tuple[int, int] | None = None) -> ScratchFile:
+    def create(
+        cls,
+        directory: str,
+        name: str,
+        open_blob: BlobOpener,
+        stats: ScratchStats,
+        *,
+        base: Chunks = (),
+        size: int = 0,
+        times: tuple[int, int] | None = None,
+    ) -> ScratchFile:
         """A new scratch file: empty, or the committed content ``base`` of ``size`` bytes
         (nothing is copied until a write touches a chunk)."""
         scratch = cls(directory, name, open_blob, stats)
@@ -134,14 +158,22 @@ class ScratchFile:
         if base or size:
             scratch._write_anchor(exclusive=True)
         else:  # empty: an empty anchor says so without a data block (a full disk allows it)
-            os.close(os.open(scratch.path(), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            os.close(
+                os.open(scratch.path(), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            )
             if times is not None:
                 os.utime(scratch.path(), ns=times)
         return scratch
 
     @classmethod
-    def existing(cls, directory: str, name: str, open_blob: BlobOpener, stats: ScratchStats,
-                 listing: list[str] | None = None) -> ScratchFile:
+    def existing(
+        cls,
+        directory: str,
+        name: str,
+        open_blob: BlobOpener,
+        stats: ScratchStats,
+        listing: list[str] | None = None,
+    ) -> ScratchFile:
         """A scratch file found again by recovery (an empty one if it is missing).
 
         ``listing``: the scratch directory's names, when the caller recovers many files.
@@ -159,12 +191,14 @@ class ScratchFile:
             floor, count = _ANCHOR_HEAD.unpack_from(raw, len(ANCHOR_MAGIC))
             pos = len(ANCHOR_MAGIC) + _ANCHOR_HEAD.size
             scratch.floor = floor
-            for index, digest in _ANCHOR_CHUNK.iter_unpack(raw[pos:pos + count * _ANCHOR_CHUNK.size]):
+            for index, digest in _ANCHOR_CHUNK.iter_unpack(
+                raw[pos : pos + count * _ANCHOR_CHUNK.size]
+            ):
                 scratch.base[index] = Digest(digest.hex())
         prefix = name + "."
         for entry in listing if listing is not None else os.listdir(directory):
-            if entry.startswith(prefix) and entry[len(prefix):].isdigit():
-                index = int(entry[len(prefix):])
+            if entry.startswith(prefix) and entry[len(prefix) :].isdigit():
+                index = int(entry[len(prefix) :])
                 st = os.stat(scratch.path(index))
                 scratch.segments.add(index)
                 scratch.base.pop(index, None)
@@ -202,7 +236,9 @@ class ScratchFile:
         try:
             for index in range((size - 1) // CHUNK_SIZE, 0, -1):
                 start = index * CHUNK_SIZE
-                segment = os.open(self.path(index), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                segment = os.open(
+                    self.path(index), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
+                )
                 try:
                     os.write(segment, os.pread(fd, min(CHUNK_SIZE, size - start), start))
                     os.fsync(segment)
@@ -229,8 +265,13 @@ class ScratchFile:
     # -- the anchor -----------------------------------------------------------------------
     def _write_anchor(self, *, exclusive: bool = False) -> None:
         base = sorted(self.base.items())
-        data = b"".join([ANCHOR_MAGIC, _ANCHOR_HEAD.pack(self.floor, len(base)),
-                         *(_ANCHOR_CHUNK.pack(i, bytes.fromhex(d)) for i, d in base)])
+        data = b"".join(
+            [
+                ANCHOR_MAGIC,
+                _ANCHOR_HEAD.pack(self.floor, len(base)),
+                *(_ANCHOR_CHUNK.pack(i, bytes.fromhex(d)) for i, d in base),
+            ]
+        )
         if exclusive:  # a new file: its name is new too
             fd = os.open(self.path(), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
@@ -257,7 +298,10 @@ class ScratchFile:
     def _fd(self, index: int) -> int:
         fd = self._fds.get(index)
         if fd is None:
-            fd = os.open(self.path(index), (os.O_RDONLY if index in self.shared else os.O_RDWR) | os.O_CLOEXEC)
+            fd = os.open(
+                self.path(index),
+                (os.O_RDONLY if index in self.shared else os.O_RDWR) | os.O_CLOEXEC,
+            )
             self._keep(index, fd)
         return fd
 
@@ -304,7 +348,9 @@ class ScratchFile:
             if index in self.segments:
                 fd = os.open(self.path(index), os.O_RDWR | os.O_CLOEXEC)
             else:
-                fd = os.open(self.path(index), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                fd = os.open(
+                    self.path(index), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
+                )
                 self.segments.add(index)
                 digest = self.base.pop(index, None)
                 if digest is not None:
@@ -344,7 +390,7 @@ class ScratchFile:
         while written < len(data):
             index, within = divmod(offset + written, CHUNK_SIZE)
             count = min(len(data) - written, CHUNK_SIZE - within)
-            piece = view[written:written + count]
+            piece = view[written : written + count]
             if index not in self.segments and index not in self.base and _all_zero(piece):
                 written += count  # zeros into a hole: it stays a hole
                 grew_in_holes = True
@@ -372,7 +418,9 @@ class ScratchFile:
             partial = keep - 1 if keep and cut < CHUNK_SIZE else None
             if partial is not None and partial in self.base:
                 # The cut chunk keeps its head only: copy just that (the blob stays intact).
-                fd = os.open(self.path(partial), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                fd = os.open(
+                    self.path(partial), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
+                )
                 self._keep(partial, fd)
                 self._unsynced.add(partial)
                 self.segments.add(partial)
@@ -381,9 +429,9 @@ class ScratchFile:
             self.floor = size
             self._write_anchor()  # first: a crash part-way never brings back base chunks
             for index in sorted((i for i in self.segments if i >= keep), reverse=True):
-                fd = self._fds.pop(index, None)
-                if fd is not None:
-                    os.close(fd)
+                open_fd = self._fds.pop(index, None)
+                if open_fd is not None:
+                    os.close(open_fd)
                 os.unlink(self.path(index))
                 self.segments.discard(index)
                 self.shared.discard(index)
@@ -441,7 +489,9 @@ class ScratchFile:
             for index in sorted(self.segments):
                 if index * CHUNK_SIZE >= self.size:
                     continue
-                segments.append((index, os.open(self.path(index), os.O_RDONLY | os.O_CLOEXEC), self.path(index)))
+                segments.append(
+                    (index, os.open(self.path(index), os.O_RDONLY | os.O_CLOEXEC), self.path(index))
+                )
                 self.shared.add(index)
         except BaseException:
             for _, fd, _ in segments:

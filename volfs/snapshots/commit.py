@@ -22,12 +22,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from volfs.blobs import Digest
-from volfs.catalog import MAX_CHANGES_RECORDED, Catalog, HeadMoved, SnapshotId, SnapshotRecord, new_id
+from volfs.catalog import (
+    MAX_CHANGES_RECORDED,
+    Catalog,
+    HeadMoved,
+    SnapshotId,
+    SnapshotRecord,
+    new_id,
+)
 from volfs.core.changes import Changes, Dir, Path, Put, Remove, SetMeta
-from volfs.errors import ConflictError
 from volfs.core.merge import merge
-from volfs.names import join_path
 from volfs.core.tree import Entry, Tree, TreeStore, decode, lookup
+from volfs.errors import ConflictError
+from volfs.names import join_path
 
 ChangeBuilder = Callable[[Entry], Changes]
 MAX_ATTEMPTS = 200
@@ -100,9 +107,15 @@ class _WithExtra:
         return tree
 
 
-def commit_changes(catalog: Catalog, volume_id: str, build: ChangeBuilder, *, origin: str,
-                   if_unchanged: bool = False,
-                   extra_trees: Mapping[Digest, bytes] | None = None) -> CommitResult:
+def commit_changes(
+    catalog: Catalog,
+    volume_id: str,
+    build: ChangeBuilder,
+    *,
+    origin: str,
+    if_unchanged: bool = False,
+    extra_trees: Mapping[Digest, bytes] | None = None,
+) -> CommitResult:
     """Publishes ``build``'s changes; ``extra_trees`` (a mount's view) are stored with them.
 
     The extra trees land in the same transaction as the head when there is a commit, and
@@ -122,17 +135,27 @@ def commit_changes(catalog: Catalog, volume_id: str, build: ChangeBuilder, *, or
             return nothing(attempt)
         result = merge(_WithExtra(extra, catalog) if extra else catalog, head.root, changes)
         if if_unchanged:
-            conflicts = sorted(set(result.overwrites) | set(changed_since_seen(catalog, head.root, changes)))
+            conflicts = sorted(
+                set(result.overwrites) | set(changed_since_seen(catalog, head.root, changes))
+            )
             if conflicts:
                 paths = ", ".join(join_path(p) for p in conflicts[:5])
-                raise ConflictError(f"commit refused: changed by someone else since this mount's base: {paths}")
+                raise ConflictError(
+                    f"commit refused: changed by someone else since this mount's base: {paths}"
+                )
         if result.root == head.root:
             return nothing(attempt)
         described = describe(changes)
         snapshot = SnapshotRecord(
-            SnapshotId(new_id("sn")), head.volume_id, result.root, head.id, time.time(), origin,
+            SnapshotId(new_id("sn")),
+            head.volume_id,
+            result.root,
+            head.id,
+            time.time(),
+            origin,
             overwrites=[{"path": join_path(p), "previous": head.id} for p in result.overwrites],
-            changed=described[:MAX_CHANGES_RECORDED], changed_count=len(described),
+            changed=described[:MAX_CHANGES_RECORDED],
+            changed_count=len(described),
         )
         try:
             catalog.advance_head(head.id, snapshot, {**extra, **result.writer.pending})
@@ -140,6 +163,11 @@ def commit_changes(catalog: Catalog, volume_id: str, build: ChangeBuilder, *, or
             time.sleep(random.uniform(0, 0.002 * min(attempt, 20)))
             continue
         catalog.remember_trees(result.writer.decoded)
-        return CommitResult(snapshot.id, len(result.writer.pending),
-                            [join_path(p) for p in result.overwrites], attempt, head.id)
+        return CommitResult(
+            snapshot.id,
+            len(result.writer.pending),
+            [join_path(p) for p in result.overwrites],
+            attempt,
+            head.id,
+        )
     raise ConflictError(f"commit gave up after {MAX_ATTEMPTS} attempts: the head keeps moving")

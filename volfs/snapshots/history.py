@@ -24,18 +24,18 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from volfs.catalog import (
-    Catalog,
     MAX_CHANGES_RECORDED,
+    Catalog,
     HeadMoved,
     SnapshotId,
     SnapshotRecord,
     VolumeRecord,
     new_id,
 )
-from volfs.core.changes import diff
-from volfs.snapshots.commit import MAX_ATTEMPTS, describe
 from volfs.config import DEFAULT_ENVIRONMENT
+from volfs.core.changes import diff
 from volfs.errors import ConflictError, InvalidError, NotFoundError
+from volfs.snapshots.commit import MAX_ATTEMPTS, describe
 
 DAY = 86400.0
 
@@ -68,8 +68,14 @@ def get_retention(catalog: Catalog, volume_id: str) -> Retention:
     return Retention(policy.get("keep_last"), policy.get("keep_days"))
 
 
-def set_retention(catalog: Catalog, name: str, environment: str = DEFAULT_ENVIRONMENT, *,
-                  keep_last: int | None = None, keep_days: float | None = None) -> Retention:
+def set_retention(
+    catalog: Catalog,
+    name: str,
+    environment: str = DEFAULT_ENVIRONMENT,
+    *,
+    keep_last: int | None = None,
+    keep_days: float | None = None,
+) -> Retention:
     """Sets volume ``name``'s retention; neither rule given means keep everything."""
     if keep_last is not None and keep_last < 1:
         raise InvalidError("keep-last must be at least 1 (the head is always kept)")
@@ -81,8 +87,15 @@ def set_retention(catalog: Catalog, name: str, environment: str = DEFAULT_ENVIRO
     return policy
 
 
-def retained(volume: VolumeRecord, snapshots: Iterable[SnapshotRecord], policy: Retention, *,
-             now: float, grace: float, pinned: Collection[str] = ()) -> set[SnapshotId]:
+def retained(
+    volume: VolumeRecord,
+    snapshots: Iterable[SnapshotRecord],
+    policy: Retention,
+    *,
+    now: float,
+    grace: float,
+    pinned: Collection[str] = (),
+) -> set[SnapshotId]:
     """The ids of ``snapshots`` (all of one live volume's) that ``policy`` keeps."""
     by_id = {s.id: s for s in snapshots}
     if policy.keeps_everything:
@@ -102,17 +115,28 @@ def retained(volume: VolumeRecord, snapshots: Iterable[SnapshotRecord], policy: 
             superseded[s.parent] = min(superseded.get(s.parent, s.time), s.time)
     keep: set[SnapshotId] = set()
     for rank, s in enumerate(order):
-        if (s.id == volume.head or s.id in pinned
-                or (policy.keep_last is not None and rank < policy.keep_last)
-                or (policy.keep_days is not None and s.time >= now - policy.keep_days * DAY)
-                or s.time >= now - grace or superseded.get(s.id, now) >= now - grace):
+        if (
+            s.id == volume.head
+            or s.id in pinned
+            or (policy.keep_last is not None and rank < policy.keep_last)
+            or (policy.keep_days is not None and s.time >= now - policy.keep_days * DAY)
+            or s.time >= now - grace
+            or superseded.get(s.id, now) >= now - grace
+        ):
             keep.add(s.id)
     return keep
 
 
-def kept_by_gc(catalog: Catalog, volume: VolumeRecord | None, snapshots: Iterable[SnapshotRecord], *,
-               pinned: Collection[str], apply_retention: bool, now: float,
-               grace: float) -> tuple[set[SnapshotId], str]:
+def kept_by_gc(
+    catalog: Catalog,
+    volume: VolumeRecord | None,
+    snapshots: Iterable[SnapshotRecord],
+    *,
+    pinned: Collection[str],
+    apply_retention: bool,
+    now: float,
+    grace: float,
+) -> tuple[set[SnapshotId], str]:
     """(which of one volume's snapshots gc keeps, why it drops the others). A deleted
     volume's (``volume`` None) are all dropped but those a mount pins."""
     if volume is None:
@@ -131,8 +155,9 @@ class RollbackResult:
     changed_count: int
 
 
-def rollback(catalog: Catalog, name: str, snapshot_id: str,
-             environment: str = DEFAULT_ENVIRONMENT) -> RollbackResult:
+def rollback(
+    catalog: Catalog, name: str, snapshot_id: str, environment: str = DEFAULT_ENVIRONMENT
+) -> RollbackResult:
     """Makes snapshot ``snapshot_id``'s content volume ``name``'s head, as a new commit."""
     volume = catalog.get_volume(environment, name)
     source = catalog.find_snapshot(snapshot_id) if snapshot_id.startswith("sn-") else None
@@ -146,8 +171,15 @@ def rollback(catalog: Catalog, name: str, snapshot_id: str,
             return RollbackResult(None, source.id, head.id, [], 0)
         described = describe(diff(catalog, head.root, source.root))
         snapshot = SnapshotRecord(
-            SnapshotId(new_id("sn")), volume.id, source.root, head.id, time.time(),
-            f"rollback to {source.id}", changed=described[:MAX_CHANGES_RECORDED], changed_count=len(described))
+            SnapshotId(new_id("sn")),
+            volume.id,
+            source.root,
+            head.id,
+            time.time(),
+            f"rollback to {source.id}",
+            changed=described[:MAX_CHANGES_RECORDED],
+            changed_count=len(described),
+        )
         try:
             catalog.rollback_head(head.id, snapshot, source.id)
         except HeadMoved:
