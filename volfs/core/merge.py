@@ -34,7 +34,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from volfs.core.changes import ALL_META, Change, Changes, Dir, Path, Put, Remove, SetMeta
-from volfs.core.tree import EMPTY_TREE, Entry, Kind, Tree, TreeStore, TreeWriter, find_links, lookup
+from volfs.core.tree import (
+    EMPTY_TREE,
+    Entry,
+    Kind,
+    Tree,
+    TreeStore,
+    TreeWriter,
+    find_links,
+    link_names,
+    lookup,
+)
 
 
 @dataclass
@@ -247,21 +257,8 @@ def _through_link(change: Put | SetMeta) -> bool:
 
 
 def _link_names(store: TreeStore, directory: Entry) -> list[tuple[Path, Entry]]:
-    """Every name with a ``link`` below ``directory``, found through the ``links`` counts."""
-    found: list[tuple[Path, Entry]] = []
-    if not directory.links:
-        return found
-    stack: list[tuple[Path, Entry]] = [((), directory)]
-    while stack:
-        prefix, here = stack.pop()
-        assert here.tree is not None
-        for entry in store.get_tree(here.tree).entries:
-            if entry.kind is Kind.DIR:
-                if entry.links:
-                    stack.append((prefix + (entry.name,), entry))
-            elif entry.link:
-                found.append((prefix + (entry.name,), entry))
-    return found
+    """Every name with a ``link`` below ``directory`` (none to look for if it counts none)."""
+    return list(link_names(store, directory)) if directory.links else []
 
 
 def _note_replaced(store: TreeStore, links: _LinkWork, head: Entry | None) -> None:

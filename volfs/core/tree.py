@@ -464,21 +464,27 @@ def walk(
             yield from walk(store, entry, path)
 
 
-def find_links(
-    store: TreeStore, root: Entry, ids: set[int]
-) -> dict[int, list[tuple[tuple[str, ...], Entry]]]:
-    """Every name of the link groups ``ids`` below ``root``, descending only into
-    directories that hold some link-group names (so the cost follows how many hard links
-    the volume has, not its size)."""
-    found: dict[int, list[tuple[tuple[str, ...], Entry]]] = {i: [] for i in ids}
-    stack: list[tuple[tuple[str, ...], Entry]] = [((), root)]
+def link_names(store: TreeStore, directory: Entry) -> Iterator[tuple[tuple[str, ...], Entry]]:
+    """Every name with a ``link`` below ``directory``, descending only into directories
+    that hold some (so the cost follows how many hard links the volume has, not its size)."""
+    stack: list[tuple[tuple[str, ...], Entry]] = [((), directory)]
     while stack:
-        prefix, directory = stack.pop()
-        assert directory.tree is not None
-        for entry in store.get_tree(directory.tree).entries:
+        prefix, here = stack.pop()
+        assert here.tree is not None
+        for entry in store.get_tree(here.tree).entries:
             if entry.kind is Kind.DIR:
                 if entry.links:
                     stack.append((prefix + (entry.name,), entry))
-            elif entry.link in found:
-                found[entry.link].append((prefix + (entry.name,), entry))
+            elif entry.link:
+                yield prefix + (entry.name,), entry
+
+
+def find_links(
+    store: TreeStore, root: Entry, ids: set[int]
+) -> dict[int, list[tuple[tuple[str, ...], Entry]]]:
+    """Every name of the link groups ``ids`` below ``root`` (see :func:`link_names`)."""
+    found: dict[int, list[tuple[tuple[str, ...], Entry]]] = {i: [] for i in ids}
+    for path, entry in link_names(store, root):
+        if entry.link in found:
+            found[entry.link].append((path, entry))
     return found
