@@ -131,6 +131,10 @@ def test_a_scratch_file_reads_back_what_was_written_and_frozen_segments_never_ch
                 scratch = ScratchFile.existing(str(directory), "f1", store.open, stats)
             assert scratch.size == len(model)
             assert scratch.pread(len(model) + 10, 0) == bytes(model)
+            chunks = scratch.segments | set(scratch.base)
+            assert scratch.allocated() == sum(
+                volfs.mount.scratch.chunk_span(len(model), i) for i in chunks
+            )
             segments_on_disk = _segments(directory)
             # a segment is at most one chunk, and only chunks something touched have one
             assert all(size <= SMALL for size in segments_on_disk.values())

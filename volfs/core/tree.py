@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -130,8 +130,19 @@ def chunk_span(size: int, index: int) -> int:
 
 
 def stored_bytes(size: int, chunks: Chunks) -> int:
-    """The bytes of a file that are not holes (at most: a chunk's blob may be shorter)."""
-    return sum(chunk_span(size, index) for index, _ in chunks)
+    """The bytes of a file that are not holes (at most: a chunk's blob may be shorter).
+
+    Asked on every getattr: O(log n), not a walk of the chunk list."""
+    if size <= 0:
+        return 0
+    last = (size - 1) // CHUNK_SIZE
+    count = bisect_right(chunks, last, key=itemgetter(0))  # the chunks inside the file
+    full = count * CHUNK_SIZE
+    return (
+        full - (CHUNK_SIZE - chunk_span(size, last))
+        if count and chunks[count - 1][0] == last
+        else full
+    )
 
 
 def chunk_at(chunks: Chunks, index: int) -> Digest | None:

@@ -47,12 +47,7 @@ _KIND_BITS = {
     Kind.CHAR_DEVICE: stat.S_IFCHR,
     Kind.BLOCK_DEVICE: stat.S_IFBLK,
 }
-_SPECIAL_KINDS = {
-    stat.S_IFIFO: Kind.FIFO,
-    stat.S_IFSOCK: Kind.SOCKET,
-    stat.S_IFCHR: Kind.CHAR_DEVICE,
-    stat.S_IFBLK: Kind.BLOCK_DEVICE,
-}
+_SPECIAL_KINDS = {bits: kind for kind, bits in _KIND_BITS.items() if kind.is_special}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 

@@ -25,11 +25,10 @@ from typing import Any
 
 from volfs.catalog import SnapshotRecord, VolumeRecord, entry_to_json
 from volfs.clock import now_ns
-from volfs.config import MAX_FILE_SIZE
 from volfs.core.tree import Chunks, Entry, Kind
 from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.journal import Journal
-from volfs.mount.scratch import ScratchFile, ScratchStats
+from volfs.mount.scratch import ScratchFile, ScratchStats, check_size
 from volfs.mount.view import ViewReader, check_name, os_error
 from volfs.store import Store
 
@@ -336,8 +335,7 @@ class Namespace(ViewReader):
                 raise os_error(errno.EISDIR)
             if node.kind is not Kind.FILE:
                 raise os_error(errno.EINVAL)
-            if size > MAX_FILE_SIZE:
-                raise os_error(errno.EFBIG)
+            check_size(size)  # before a scratch file is made for it
             self._ensure_scratch(node, keep=size > 0)
             assert node.scratch is not None
             node.scratch.truncate(size)
@@ -398,8 +396,6 @@ class Namespace(ViewReader):
             )
         if write or truncate:
             self._writable()
-            if node.size > MAX_FILE_SIZE:
-                raise os_error(errno.EFBIG)
             self._ensure_scratch(node, keep=not truncate)
             if truncate:
                 assert node.scratch is not None

@@ -93,7 +93,8 @@ def has_data(fd: int) -> bool:
     return True
 
 
-def _efbig(size: int) -> None:
+def check_size(size: int) -> None:
+    """EFBIG past the largest file (the kernel's own limit for FUSE files)."""
     if size > MAX_FILE_SIZE:
         raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
 
@@ -259,8 +260,17 @@ class ScratchFile:
         return os.stat(self.path()).st_mtime_ns
 
     def allocated(self) -> int:
-        """Bytes of the file that are not holes (for st_blocks: sparse files look sparse)."""
-        return sum(chunk_span(self.size, i) for i in self.segments.union(self.base))
+        """Bytes of the file that are not holes (for st_blocks: sparse files look sparse).
+
+        Asked on every getattr: segments and base chunks are disjoint and inside the file,
+        and all of them are whole chunks but the last."""
+        if self.size <= 0:
+            return 0
+        last = (self.size - 1) // CHUNK_SIZE
+        full = (len(self.segments) + len(self.base)) * CHUNK_SIZE
+        if last in self.segments or last in self.base:
+            return full - (CHUNK_SIZE - chunk_span(self.size, last))
+        return full
 
     # -- the anchor -----------------------------------------------------------------------
     def _write_anchor(self, *, exclusive: bool = False) -> None:
@@ -383,7 +393,7 @@ class ScratchFile:
     def pwrite(self, data: bytes, offset: int) -> int:
         if not data:
             return 0
-        _efbig(offset + len(data))
+        check_size(offset + len(data))
         view = memoryview(data)
         written = 0
         grew_in_holes = False
@@ -411,7 +421,7 @@ class ScratchFile:
         return written
 
     def truncate(self, size: int) -> None:
-        _efbig(size)
+        check_size(size)
         if size < self.size:
             keep = -(-size // CHUNK_SIZE)  # chunks [0, keep) hold bytes below ``size``
             cut = size - (keep - 1) * CHUNK_SIZE if keep else 0
