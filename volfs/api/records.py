@@ -98,6 +98,24 @@ class SnapshotInfo:
     overwrites: tuple[tuple[str, str], ...]
 
 
+@dataclass(frozen=True)
+class SnapshotChange:
+    """One path that differs between two snapshots (beyond modal; :meth:`Volume.diff`).
+
+    ``change`` is one of ``added``, ``removed``, ``modified`` (other content: a file's
+    bytes, a symlink's target, a device's number), ``mode-only`` (only metadata) and
+    ``type-changed``; ``old``/``new`` are the path's entries in each snapshot (None where it
+    is absent), ``fields`` the metadata fields that differ (mode, uid, gid, mtime_ns,
+    xattrs, link, nlink). The root is ``path`` ``""``.
+    """
+
+    path: str
+    change: str
+    old: FileEntry | None
+    new: FileEntry | None
+    fields: tuple[str, ...] = ()
+
+
 def file_entry(parts: PathParts, entry: Entry) -> FileEntry:
     """The :class:`FileEntry` of the tree entry found at ``parts``."""
     return FileEntry(
@@ -113,4 +131,11 @@ def file_entry(parts: PathParts, entry: Entry) -> FileEntry:
     )
 
 
-__all__ = ["FileEntry", "FileEntryType", "SnapshotInfo", "VolumeInfo", "file_entry"]
+__all__ = [
+    "FileEntry",
+    "FileEntryType",
+    "SnapshotChange",
+    "SnapshotInfo",
+    "VolumeInfo",
+    "file_entry",
+]

@@ -37,13 +37,13 @@ from typing import BinaryIO, ClassVar, Union
 
 from volfs.api import edits, reads
 from volfs.api.paths import Build, HeadView, lstat
-from volfs.api.records import FileEntry, SnapshotInfo, VolumeInfo, file_entry
+from volfs.api.records import FileEntry, SnapshotChange, SnapshotInfo, VolumeInfo, file_entry
 from volfs.api.upload import ProgressCallback, VolumeUploadContextManager
 from volfs.catalog import SnapshotId, VolumeId, VolumeRecord
 from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS, default_environment
 from volfs.core.tree import Entry
 from volfs.errors import AlreadyExistsError, InvalidError, NotFoundError, ReadOnlyError, VolfsError
-from volfs.names import check_environment_name, check_volume_name, split_path
+from volfs.names import check_environment_name, check_volume_name, join_path, split_path
 from volfs.snapshots.commit import CommitResult, commit_changes
 from volfs.store import Store
 
@@ -263,6 +263,44 @@ class Volume:
                 )
             )
         return out
+
+    def fork(self, new_name: str, *, snapshot: str | None = None) -> Volume:
+        """Beyond modal: a new volume ``new_name`` whose head has this volume's content at
+        ``snapshot`` (default: the snapshot this handle is pinned to, else the head).
+
+        Constant time: no content is copied, the two share every blob until they diverge
+        (see :mod:`volfs.snapshots.fork`). NotFoundError, AlreadyExistsError, InvalidError.
+        """
+        from volfs.snapshots.fork import fork
+
+        record = fork(
+            self._store.catalog,
+            self._record().name,
+            new_name,
+            snapshot=snapshot or self._snapshot,
+            environment=self._environment,
+            created_by=_whoami(),
+        )
+        return Volume(self._store, self._environment, record.name, volume_id=record.id)
+
+    def diff(self, a: str, b: str | None = None) -> list[SnapshotChange]:
+        """Beyond modal: what changed from snapshot ``a`` to snapshot ``b`` (default: the
+        head) of this volume, one record per path, depth first."""
+        from volfs.snapshots.diff import diff_snapshots
+
+        found = diff_snapshots(
+            self._store.catalog, self._record().name, a, b, environment=self._environment
+        )
+        return [
+            SnapshotChange(
+                join_path(d.path),
+                str(d.change),
+                file_entry(d.path, d.old) if d.old is not None else None,
+                file_entry(d.path, d.new) if d.new is not None else None,
+                d.fields,
+            )
+            for d in found.differences
+        ]
 
     # -- mounts (the mount side implements them in volfs.control) ------------------------
     def commit(self) -> None:

@@ -214,6 +214,16 @@ class Catalog(Protocol):
     # -- volumes ---------------------------------------------------------------------------
     def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord: ...
 
+    def fork_volume(
+        self, environment: str, name: str, created_by: str, source: SnapshotId, origin: str
+    ) -> VolumeRecord:
+        """A new volume ``name`` whose first snapshot (no parent, ``origin``) shares snapshot
+        ``source``'s root: no tree or blob is written, only the volume, its name and that
+        snapshot. Checks, atomically with the insert (against gc), that ``source`` and its
+        root tree still exist (NotFoundError, CorruptionError); AlreadyExistsError if the
+        name is taken."""
+        ...
+
     def find_volume(self, environment: str, name: str) -> VolumeRecord | None: ...
 
     def get_volume(self, environment: str, name: str) -> VolumeRecord: ...

@@ -311,6 +311,35 @@ class LmdbCatalog:
             txn.put(volume_id.encode(), _volume_json(volume), db=self._volumes)
         return volume
 
+    def fork_volume(
+        self, environment: str, name: str, created_by: str, source: SnapshotId, origin: str
+    ) -> VolumeRecord:
+        """Three entries (name, volume, snapshot) in one write transaction. ``volfs gc``'s
+        sweep is a write transaction too, so it either ran before (and a ``source`` it
+        dropped is missing here) or runs after and sees the new snapshot, whose root it
+        then marks like any other's."""
+        with self._write() as txn:
+            raw = txn.get(source.encode(), db=self._snapshots)
+            if raw is None:
+                raise NotFoundError(f"snapshot {source} not found (dropped by retention?)")
+            root = SnapshotRecord.from_json(bytes(raw)).root
+            if root.tree is None or txn.get(bytes.fromhex(root.tree), db=self._trees) is None:
+                raise CorruptionError(
+                    f"the root tree of snapshot {source} is missing; run `volfs fsck`"
+                )
+            volume, snapshot = new_volume_records(
+                environment, name, created_by, root=root, origin=origin
+            )
+            if not txn.put(
+                _name_key(environment, name), volume.id.encode(), db=self._names, overwrite=False
+            ):
+                raise AlreadyExistsError(
+                    f"volume {name!r} already exists in environment {environment!r}"
+                )
+            txn.put(snapshot.id.encode(), snapshot.to_json(), db=self._snapshots)
+            txn.put(volume.id.encode(), _volume_json(volume), db=self._volumes)
+        return volume
+
     def find_volume(self, environment: str, name: str) -> VolumeRecord | None:
         with self.env.begin() as txn:
             vid = txn.get(_name_key(environment, name), db=self._names)

@@ -280,6 +280,58 @@ class PgCatalog:
             ) from None
         return volume
 
+    def fork_volume(
+        self, environment: str, name: str, created_by: str, source: SnapshotId, origin: str
+    ) -> VolumeRecord:
+        """Two rows (the volume, its first snapshot) in one transaction, nothing uploaded.
+
+        Under a lease, like a rollback: gc (the gc lock, exclusive) cannot run between the
+        check that ``source`` is still kept (its row, not a cached copy) and its root tree
+        is in the bucket, and the insert that makes that tree the new volume's head.
+        """
+        import psycopg
+
+        with self.lease(f"fork of {source}"):
+            rows = self._session.rows(
+                "reading a snapshot", "SELECT record FROM volfs_snapshots WHERE id=%s", (source,)
+            )
+            if not rows:
+                raise NotFoundError(f"snapshot {source} not found (dropped by retention?)")
+            root = SnapshotRecord.from_json(rows[0][0].encode()).root
+            if root.tree is None:
+                raise CorruptionError(f"snapshot {source} has no root tree; run `volfs fsck`")
+            self.get_tree(root.tree)  # raises if the root tree is gone from the bucket
+            volume, snapshot = new_volume_records(
+                environment, name, created_by, root=root, origin=origin
+            )
+            self._check_lease()
+
+            def insert(conn: Any) -> None:
+                with conn.transaction():
+                    _insert_snapshot(conn, snapshot)
+                    conn.execute(
+                        f"INSERT INTO volfs_volumes ({_VOLUME_COLUMNS}) "
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                        (
+                            volume.id,
+                            name,
+                            environment,
+                            volume.created_at,
+                            created_by,
+                            snapshot.id,
+                            FORMAT_VERSION,
+                        ),
+                    )
+
+            try:
+                self._session.run("forking a volume", insert)
+            except psycopg.errors.UniqueViolation:
+                raise AlreadyExistsError(
+                    f"volume {name!r} already exists in environment {environment!r}"
+                ) from None
+        self._remember(snapshot)
+        return volume
+
     def find_volume(self, environment: str, name: str) -> VolumeRecord | None:
         rows = self._session.rows(
             "finding a volume",

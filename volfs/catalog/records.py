@@ -144,15 +144,28 @@ class SnapshotRecord:
 
 
 def new_volume_records(
-    environment: str, name: str, created_by: str
+    environment: str,
+    name: str,
+    created_by: str,
+    *,
+    root: Entry | None = None,
+    origin: str = "create",
 ) -> tuple[VolumeRecord, SnapshotRecord]:
-    """A new volume and its first snapshot (an empty root), not stored yet."""
+    """A new volume and its first snapshot (an empty root, or ``root``: a fork shares its
+    source's), not stored yet. The snapshot has no parent: the volume's history starts here."""
     volume_id = VolumeId(new_id("vo"))
     now = time.time()
-    root = Entry(
-        "", Kind.DIR, 0o755, os.getuid(), os.getgid(), time.time_ns(), tree=tree_digest(EMPTY_TREE)
-    )
-    snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume_id, root, None, now, "create")
+    if root is None:
+        root = Entry(
+            "",
+            Kind.DIR,
+            0o755,
+            os.getuid(),
+            os.getgid(),
+            time.time_ns(),
+            tree=tree_digest(EMPTY_TREE),
+        )
+    snapshot = SnapshotRecord(SnapshotId(new_id("sn")), volume_id, root, None, now, origin)
     return VolumeRecord(volume_id, name, environment, now, created_by, snapshot.id), snapshot
 
 

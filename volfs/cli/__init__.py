@@ -5,6 +5,7 @@ One module per command group, each defining its commands without knowing where t
 - :mod:`~volfs.cli.volume`: ``volfs volume …`` (mirrors ``modal volume``)
 - :mod:`~volfs.cli.mount`: ``mount``, ``unmount``, ``commit``, ``reload``, ``status``, ``recover``
 - :mod:`~volfs.cli.admin`: ``fsck``, ``gc``, ``volume retention``, ``volume rollback``
+- :mod:`~volfs.cli.fork`: ``volume fork``, ``volume diff``
 - :mod:`~volfs.cli.store`: ``volfs store init`` / ``info`` (distributed mode)
 - :mod:`~volfs.cli._common`: what they share — the error boundary that makes every error
   one ``Error: …`` line and an exit code, the store, options, tables and JSON
@@ -26,7 +27,7 @@ from typing import NoReturn
 import click
 
 from volfs import __version__
-from volfs.cli import admin, mount, store, volume
+from volfs.cli import admin, fork, mount, store, volume
 from volfs.cli._common import CliState, VolfsGroup, run
 
 
@@ -60,7 +61,7 @@ for _command in (
     mount.recover_cmd,
 ):
     cli.add_command(_command)
-for _command in (admin.retention_cmd, admin.rollback_cmd):
+for _command in (admin.retention_cmd, admin.rollback_cmd, fork.fork_cmd, fork.diff_cmd):
     volume.volume_group.add_command(_command)
 
 
