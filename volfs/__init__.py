@@ -12,6 +12,7 @@ from importlib import metadata
 from volfs.api import (
     FileEntry,
     FileEntryType,
+    SnapshotChange,
     SnapshotInfo,
     Volume,
     VolumeInfo,
@@ -86,6 +87,7 @@ __all__ = [
     "PathNotFoundError",
     "PermissionDeniedError",
     "ReadOnlyError",
+    "SnapshotChange",
     "SnapshotInfo",
     "StoreFullError",
     "VolfsError",

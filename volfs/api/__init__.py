@@ -3,7 +3,8 @@
 This package's modules each hold one job; this file only re-exports the public names
 (``volfs/__init__.py`` takes them from here):
 
-- :mod:`~volfs.api.records`: ``FileEntry``, ``FileEntryType``, ``VolumeInfo``, ``SnapshotInfo``
+- :mod:`~volfs.api.records`: ``FileEntry``, ``FileEntryType``, ``VolumeInfo``, ``SnapshotInfo``,
+  ``SnapshotChange``
 - :mod:`~volfs.api.paths`: path resolution in one head (``HeadView``), symlinks included
 - :mod:`~volfs.api.reads`: listing directories and streaming files
 - :mod:`~volfs.api.edits`: what ``remove_file`` and ``copy_files`` change
@@ -17,13 +18,14 @@ lazily, inside ``Volume.mount``/``commit``/``reload``); print.
 
 from __future__ import annotations
 
-from volfs.api.records import FileEntry, FileEntryType, SnapshotInfo, VolumeInfo
+from volfs.api.records import FileEntry, FileEntryType, SnapshotChange, SnapshotInfo, VolumeInfo
 from volfs.api.upload import VolumeUploadContextManager
 from volfs.api.volume import Volume
 
 __all__ = [
     "FileEntry",
     "FileEntryType",
+    "SnapshotChange",
     "SnapshotInfo",
     "Volume",
     "VolumeInfo",

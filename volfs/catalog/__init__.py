@@ -45,9 +45,11 @@ A mount's record names its *current* base snapshot (the daemon updates it on rel
 Invariants: a volume's ``head`` names a snapshot in ``snapshots``; a snapshot's root and
 every tree below it are in ``trees`` and every chunk they name is a durable blob. A
 snapshot's ``parent`` may be missing: history retention (``volfs gc``) drops old
-snapshots, and history stops there. Trees, the snapshot and the head move in **one**
-write transaction, and the head only moves if it still equals what the writer merged onto
-(compare-and-swap), so a crash leaves the old head or the new one, never a torn one.
+snapshots, and history stops there; a volume's first snapshot has none (a fork's shares
+its source snapshot's root tree, see ``fork_volume``). Trees, the snapshot and the head
+move in **one** write transaction, and the head only moves if it still equals what the
+writer merged onto (compare-and-swap), so a crash leaves the old head or the new one,
+never a torn one.
 LMDB serialises writers across processes.
 
 Concurrency: one ``lmdb.Environment`` per path per process (LMDB forbids opening the
