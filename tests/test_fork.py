@@ -128,7 +128,9 @@ def test_the_fork_has_its_own_history_starting_at_the_fork_point(store: Store) -
     assert files(pinned) == {"a.txt": b"one"}
 
 
-def test_a_commit_to_the_fork_leaves_the_source_unchanged_and_back(store: Store) -> None:
+def test_a_commit_to_the_fork_leaves_the_source_unchanged_and_back(
+    store: Store, tmp_path: Path
+) -> None:
     src = Volume.objects.create("ind-src", store=store)
     put(src, {"a.txt": b"source a", "dir/b.txt": b"source b"})
     source_head, source_files = src.info().head, files(src)
@@ -140,6 +142,12 @@ def test_a_commit_to_the_fork_leaves_the_source_unchanged_and_back(store: Store)
     fork_head, fork_files = fork.info().head, files(fork)
     put(src, {"dir/c.txt": b"source c"})
     assert fork.info().head == fork_head and files(fork) == fork_files
+    # A mount of the fork commits onto the fork alone.
+    with mounted(Path(store.root), "ind-fork", tmp_path / "mnt") as m:
+        (m.path / "mounted.txt").write_bytes(b"through a mount")
+        m.commit()
+    assert files(fork)["mounted.txt"] == b"through a mount"
+    assert "mounted.txt" not in files(src)
     # Rollback works on the fork like on any volume: back to the fork point.
     point = fork.history()[-1].id
     history.rollback(store.catalog, "ind-fork", point)

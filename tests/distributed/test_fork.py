@@ -114,3 +114,24 @@ def test_fork_of_a_10000_file_volume_on_postgres_and_s3(
     assert run_volfs(m2, "fsck").returncode == 0
     expected = {**content, "d00/f00": b"only in the fork"}
     assert files(m1, "dst") == expected
+
+
+def test_fork_refuses_bad_input_on_postgres(cluster: Cluster) -> None:
+    from volfs import Volume
+    from volfs.errors import AlreadyExistsError, NotFoundError
+    from volfs.store import Store
+
+    m1, m2 = cluster.machines
+    src = Volume.objects.create("bad-src", store=m1)
+    Volume.objects.create("taken", store=m1)
+    refused = run_volfs(m2, "volume", "fork", "bad-src", "taken", check=False)
+    assert refused.returncode == 4 and refused.stderr.count("\n") == 1
+    assert "already exists" in refused.stderr
+    refused = run_volfs(m2, "volume", "fork", "no-such", "x", check=False)
+    assert refused.returncode == 3 and refused.stderr.startswith("Error: ")
+    catalog = Store.open(m2).catalog
+    with pytest.raises(AlreadyExistsError):
+        catalog.fork_volume("main", "taken", "test", src.info().head, "fork")
+    with pytest.raises(NotFoundError):  # dropped by gc since the caller read it
+        catalog.fork_volume("main", "x", "test", "sn-doesnotexist00", "fork")
+    assert sorted(v.name for v in catalog.list_volumes()) == ["bad-src", "taken"]
