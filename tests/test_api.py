@@ -145,6 +145,25 @@ def test_ephemeral_volume_is_deleted_on_exit_even_after_an_error(store: Store) -
     assert Volume.objects.list() == []
 
 
+def test_ephemeral_volumes_of_killed_processes_are_swept(store: Store) -> None:
+    # A process that made an ephemeral volume and died inside the block: its name says so.
+    dead = subprocess.run(
+        [sys.executable, "-c", "from volfs.api import ephemeral; print(ephemeral.new_name())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    store.catalog.create_volume("main", dead, "x")
+    elsewhere = "~ephemeral-" + "0" * 12 + "-1-1-" + "a" * 16  # another host's: never touched
+    store.catalog.create_volume("main", elsewhere, "x")
+    with Volume.ephemeral() as vol:
+        names = {v.name for v in store.catalog.list_volumes()}
+        assert dead not in names and elsewhere in names
+        with Volume.ephemeral():  # a live owner's volume survives the next sweep
+            assert vol.object_id in {v.id for v in store.catalog.list_volumes()}
+    assert [v.name for v in store.catalog.list_volumes()] == [elsewhere]
+
+
 def test_info_reports_size_files_head_and_format(vol: Volume) -> None:
     info = vol.info()
     assert (info.name, info.size, info.files, info.format_version) == ("vol", 0, 0, 2)

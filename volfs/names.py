@@ -20,15 +20,24 @@ APP_ID_RE = re.compile(r"ap-[A-Za-z0-9]{22}")
 VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,63}")
 #: The catalog names of ephemeral volumes: outside what OBJECT_NAME_RE allows (a leading
 #: ``~``), so that no named volume can take or look one up; they are nameless to users.
-EPHEMERAL_NAME_RE = re.compile(r"~ephemeral-[0-9a-f]{32}")
+#: The rest says whose it is (:mod:`volfs.api.ephemeral`).
+EPHEMERAL_NAME_RE = re.compile(
+    r"~ephemeral-(?P<token>[0-9a-f]{12})-(?P<pid>[0-9]{1,10})-(?P<start>[0-9]{1,20})-[0-9a-f]{16}"
+)
 MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 
 PathParts = tuple[str, ...]
 
 
+def _printable(name: object) -> str:
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]  # a newline, escaped
+
+
 def check_object_name(name: str, object_type: str = "Volume") -> str:
-    """modal's name rule and message; ``.`` and ``..`` are also refused (they read as paths)."""
+    """modal's name rule and message (on one line, as every volfs error: modal puts a blank
+    line after the first sentence); ``.`` and ``..`` are also refused (they read as paths)."""
     if (
         not isinstance(name, str)
         or not OBJECT_NAME_RE.fullmatch(name)
@@ -36,8 +45,8 @@ def check_object_name(name: str, object_type: str = "Volume") -> str:
         or name in (".", "..")
     ):
         raise InvalidError(
-            f"Invalid {object_type} name: '{name}'."
-            "\n\nNames may contain only alphanumeric characters, dashes, periods, and underscores,"
+            f"Invalid {object_type} name: '{_printable(name)}'."
+            " Names may contain only alphanumeric characters, dashes, periods, and underscores,"
             " must be shorter than 64 characters, and cannot conflict with App ID strings."
         )
     return name

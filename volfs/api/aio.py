@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
@@ -89,7 +90,7 @@ class _ThreadedIterator(AsyncIterator[T]):
         self._start = start
         self._batch = batch
         self._it: Iterator[T] | None = None
-        self._ready: list[T] = []
+        self._ready: deque[T] = deque()
         self._exhausted = False
 
     def _fill(self) -> None:
@@ -110,7 +111,7 @@ class _ThreadedIterator(AsyncIterator[T]):
             await run_sync(self._fill)
         if not self._ready:
             raise StopAsyncIteration
-        return self._ready.pop(0) if self._batch > 1 else self._ready.pop()
+        return self._ready.popleft()
 
     async def aclose(self) -> None:
         """Closes the underlying iterator (a generator's ``finally`` runs), in a thread."""

@@ -36,7 +36,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, ClassVar, Union
 
-from volfs.api import edits, reads
+from volfs.api import edits, ephemeral, reads
 from volfs.api.aio import Blocking, Managing, iterating_method, managing_method, method
 from volfs.api.paths import Build, HeadView, lstat
 from volfs.api.records import FileEntry, SnapshotInfo, VolumeInfo, file_entry
@@ -314,14 +314,15 @@ class Volume:
         As in modal it has no name (``vol.name`` and ``info().name`` are None) and
         ``objects.list()`` does not show it; its ``object_id`` reaches it
         (:meth:`from_id`), and it mounts like any volume. ``with`` and ``async with`` both
-        work (also ``Volume.ephemeral.aio()``).
+        work (also ``Volume.ephemeral.aio()``). One left behind by a killed process is
+        deleted by the next ``ephemeral()`` on the same host (:mod:`volfs.api.ephemeral`).
         """
         _check_version(version)
         _check_options(create_options, "create_options")
         st = _open_store(store)
         env = _environment(environment_name)
-        internal = "~ephemeral-" + secrets.token_hex(16)
-        record = st.catalog.create_volume(env, internal, _whoami())
+        ephemeral.sweep_orphans(st.catalog)  # those left by killed processes
+        record = st.catalog.create_volume(env, ephemeral.new_name(), _whoami())
         try:
             yield Volume(st, env, record.name, volume_id=record.id)
         finally:
