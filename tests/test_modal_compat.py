@@ -665,3 +665,39 @@ def test_the_blocking_form_still_works_unbound(store: Store) -> None:
     vol = modal.Volume.from_name("v", create_if_missing=True)
     assert modal.Volume.listdir(vol, "/") == []
     assert modal.Volume.objects.list.__doc__ and modal.Volume.listdir.__doc__
+
+
+@pytest.mark.mount
+def test_guide_commit_and_reload_between_two_mounts(store: Store, tmp_path: Path) -> None:
+    """The guide's f() and g(): one container writes and commits, another reloads and reads;
+    here two mounts of one volume, driven from asyncio."""
+    volume = modal.Volume.from_name("my-persisted-volume", create_if_missing=True)
+
+    async def main() -> None:
+        async with (
+            volume.mount.aio(tmp_path / "foo", autocommit=0) as foo,
+            volume.mount(tmp_path / "bar", autocommit=0) as bar,
+        ):
+            with open(foo / "bar.txt", "w") as f:  # f()
+                f.write("hello")
+            await volume.commit.aio()  # Persist changes
+            assert await volume.listdir.aio("/") != []
+            await modal.reload.aio(bar)  # g(): Fetch latest changes (of that one mount)
+            with open(bar / "bar.txt") as f:
+                assert f.read() == "hello"
+
+    run(main)
+    assert b"".join(volume.read_file("bar.txt")) == b"hello"
+
+
+def test_readme_async_example(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    async def main() -> None:  # every call has .aio, as in Modal
+        async with modal.Volume.ephemeral() as tmp:  # nameless, deleted on exit
+            async with tmp.batch_upload.aio() as batch:
+                batch.put_file(io.BytesIO(b"x"), "/x")
+            print([e.path async for e in tmp.iterdir.aio("/")])
+            print(b"".join([c async for c in tmp.read_file.aio("/x")]))
+
+    run(main)
+    assert capsys.readouterr().out == "['x']\nb'x'\n"
+    assert store.catalog.list_volumes() == []
