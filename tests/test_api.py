@@ -35,7 +35,8 @@ def paths(vol: Volume, path: str = "/") -> list[str]:
 
 @pytest.fixture
 def vol(store: Store) -> Volume:
-    return Volume.objects.create("vol", store=store)
+    Volume.objects.create("vol", store=store)
+    return Volume.from_name("vol", store=store)
 
 
 # -- volumes ------------------------------------------------------------------------------
@@ -59,11 +60,14 @@ def test_from_name_create_if_missing_creates_once(store: Store) -> None:
 def test_create_refuses_an_existing_name_unless_allow_existing(vol: Volume) -> None:
     with pytest.raises(volfs.AlreadyExistsError):
         Volume.objects.create("vol")
-    again = Volume.objects.create("vol", allow_existing=True)
+    assert Volume.objects.create("vol", allow_existing=True) is None  # modal returns None
+    again = Volume.from_name("vol")
     assert again.object_id == vol.object_id
 
 
-@pytest.mark.parametrize("name", ["", "a" * 64, "has space", "sl/ash", "..", "é", "a\0b", "."])
+@pytest.mark.parametrize(
+    "name", ["", "a" * 65, "has space", "sl/ash", "..", "é", "a\0b", ".", "ap-" + "x" * 22]
+)
 def test_bad_volume_names_are_refused_before_anything_is_written(
     name: str, store_state: Callable[[], object]
 ) -> None:
@@ -76,8 +80,10 @@ def test_bad_volume_names_are_refused_before_anything_is_written(
 
 
 def test_environments_are_separate_namespaces(store: Store) -> None:
-    a = Volume.objects.create("same", environment_name="dev")
-    b = Volume.objects.create("same", environment_name="prod")
+    Volume.objects.create("same", environment_name="dev")
+    a = Volume.from_name("same", environment_name="dev")
+    Volume.objects.create("same", environment_name="prod")
+    b = Volume.from_name("same", environment_name="prod")
     assert a.object_id != b.object_id
     assert [v.name for v in Volume.objects.list(environment_name="dev")] == ["same"]
     assert Volume.objects.list() == []  # the default environment "main" is empty
@@ -127,11 +133,35 @@ def test_rename_keeps_id_content_and_history(vol: Volume) -> None:
 def test_ephemeral_volume_is_deleted_on_exit_even_after_an_error(store: Store) -> None:
     with Volume.ephemeral() as vol:
         put(vol, {"x": b"1"})
-        assert [v.name for v in Volume.objects.list()] == [vol.name]
-    assert Volume.objects.list() == []
+        # modal: nameless and not listed, reachable by its id
+        assert vol.name is None and vol.info().name is None
+        assert Volume.objects.list() == []
+        assert read(Volume.from_id(vol.object_id), "x") == b"1"
+        ids = {r.id for r in store.catalog.list_volumes()}
+        assert ids == {vol.object_id}
+    assert store.catalog.list_volumes() == []
     with pytest.raises(RuntimeError, match="boom"), Volume.ephemeral():
         raise RuntimeError("boom")
     assert Volume.objects.list() == []
+
+
+def test_ephemeral_volumes_of_killed_processes_are_swept(store: Store) -> None:
+    # A process that made an ephemeral volume and died inside the block: its name says so.
+    dead = subprocess.run(
+        [sys.executable, "-c", "from volfs.api import ephemeral; print(ephemeral.new_name())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    store.catalog.create_volume("main", dead, "x")
+    elsewhere = "~ephemeral-" + "0" * 12 + "-1-1-" + "a" * 16  # another host's: never touched
+    store.catalog.create_volume("main", elsewhere, "x")
+    with Volume.ephemeral() as vol:
+        names = {v.name for v in store.catalog.list_volumes()}
+        assert dead not in names and elsewhere in names
+        with Volume.ephemeral():  # a live owner's volume survives the next sweep
+            assert vol.object_id in {v.id for v in store.catalog.list_volumes()}
+    assert [v.name for v in store.catalog.list_volumes()] == [elsewhere]
 
 
 def test_info_reports_size_files_head_and_format(vol: Volume) -> None:
@@ -154,7 +184,9 @@ def test_listdir_iterdir_and_file_entries(vol: Volume) -> None:
     ]
     assert paths(vol) == ["d", "d/sub", "d/sub/y", "d/x.bin", "top.txt"]
     assert paths(vol, "d") == ["d/sub", "d/sub/y", "d/x.bin"]
-    assert [e.path for e in vol.iterdir("/d/")] == ["d/sub", "d/x.bin"]
+    # modal's defaults: iterdir recursive, listdir not
+    assert [e.path for e in vol.iterdir("/d/")] == ["d/sub", "d/sub/y", "d/x.bin"]
+    assert [e.path for e in vol.iterdir("/d/", recursive=False)] == ["d/sub", "d/x.bin"]
     (entry,) = vol.listdir("top.txt")  # a file path lists that file, as in modal
     assert (entry.path, entry.type, entry.size) == ("top.txt", FileEntryType.FILE, 3)
     assert isinstance(entry.mtime, int) and abs(entry.mtime - time.time()) < 60
@@ -431,11 +463,12 @@ def test_read_only_handle_refuses_every_write(vol: Volume, store_state: Callable
     put(vol, {"a": b"A"})
     ro = vol.read_only()
     before = store_state()
-    with pytest.raises(volfs.ReadOnlyError):
-        ro.batch_upload()
-    with pytest.raises(volfs.ReadOnlyError):
+    message = "^Read-only Volume can not be written to$"  # modal's InvalidError, word for word
+    with pytest.raises(volfs.ReadOnlyError, match=message), ro.batch_upload():
+        pass
+    with pytest.raises(volfs.exception.InvalidError, match=message):
         ro.remove_file("a")
-    with pytest.raises(volfs.ReadOnlyError):
+    with pytest.raises(volfs.ReadOnlyError, match=message):
         ro.copy_files(["a"], "b")
     assert store_state() == before
     assert read(ro, "a") == b"A"
@@ -461,7 +494,8 @@ WORKER = textwrap.dedent("""
 def test_concurrent_batch_uploads_from_4_processes_lose_nothing(
     store: Store, tmp_path: Path
 ) -> None:
-    vol = Volume.objects.create("shared")
+    Volume.objects.create("shared")
+    vol = Volume.from_name("shared")
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
@@ -486,7 +520,8 @@ def test_concurrent_batch_uploads_from_4_processes_lose_nothing(
 
 
 def test_one_change_in_a_volume_of_100k_files_writes_only_its_path(store: Store) -> None:
-    vol = Volume.objects.create("big")
+    Volume.objects.create("big")
+    vol = Volume.from_name("big")
 
     def where(i: int) -> str:
         return f"d{i % 10}/e{i // 10 % 100}/f{i}"

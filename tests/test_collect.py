@@ -76,11 +76,13 @@ def content(store: Store, name: str, path: str) -> bytes:
 
 @pytest.fixture
 def two_volumes(store: Store) -> Store:
-    keep = Volume.objects.create("keep", store=store)
+    Volume.objects.create("keep", store=store)
+    keep = Volume.from_name("keep", store=store)
     put(keep, "shared.txt", b"in both volumes")
     put(keep, "dir/mine.bin", os.urandom(30_000))
     put(keep, "dir/mine.bin", os.urandom(30_000))  # the first version stays in history
-    gone = Volume.objects.create("gone", store=store)
+    Volume.objects.create("gone", store=store)
+    gone = Volume.from_name("gone", store=store)
     put(gone, "shared.txt", b"in both volumes")
     put(gone, "sub/only-gone.bin", os.urandom(10_000))
     return store
@@ -248,7 +250,8 @@ def test_a_young_unreferenced_blob_survives_an_old_one_does_not(store: Store) ->
 
 
 def test_writing_an_old_blob_again_freshens_it_so_gc_keeps_it(store: Store) -> None:
-    vol = Volume.objects.create("v", store=store)
+    Volume.objects.create("v", store=store)
+    vol = Volume.from_name("v", store=store)
     data = b"deleted once, uploaded again"
     digest = store.blobs.put(data)
     age(store, digest)
@@ -285,7 +288,8 @@ def test_a_dead_process_lease_is_ignored_and_pruned(store: Store) -> None:
 
 
 def test_retention_keep_last_3_frees_only_what_older_snapshots_used(store: Store) -> None:
-    vol = Volume.objects.create("v", store=store)
+    Volume.objects.create("v", store=store)
+    vol = Volume.from_name("v", store=store)
     versions = [f"version {i}".encode() * 100 for i in range(6)]
     for data in versions:
         put(vol, "data.txt", data)
@@ -311,7 +315,8 @@ def test_retention_keep_last_3_frees_only_what_older_snapshots_used(store: Store
 
 
 def test_retention_keep_days_and_the_grace_window(store: Store) -> None:
-    vol = Volume.objects.create("v", store=store)
+    Volume.objects.create("v", store=store)
+    vol = Volume.from_name("v", store=store)
     for i in range(3):
         put(vol, "f", str(i).encode())
     history.set_retention(store.catalog, "v", keep_days=1)
@@ -343,7 +348,8 @@ def test_a_rollback_landing_during_gc_keeps_what_it_names(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Between gc's mark phase and its sweep, a rollback names a snapshot gc decided to drop."""
-    vol = Volume.objects.create("v", store=store)
+    Volume.objects.create("v", store=store)
+    vol = Volume.from_name("v", store=store)
     put(vol, "old/file.txt", b"the old content, only in the old snapshot")
     old = vol.history()[0].id
     vol.remove_file("old", recursive=True)
@@ -370,7 +376,8 @@ def test_a_view_tree_stored_by_a_commit_during_gc_is_kept(
 ) -> None:
     """A mount's view tree equal to an old unreferenced one, stored with a commit that lands
     between gc's mark phase and its sweep: its journal names it only a moment later."""
-    vol = Volume.objects.create("v", store=store)
+    Volume.objects.create("v", store=store)
+    vol = Volume.from_name("v", store=store)
     blob = store.blobs.put(b"in the view")
     view = Tree((Entry("f", Kind.FILE, size=11, chunks=((0, blob),)),))
     with store.catalog.env.begin(write=True) as txn:  # stored long ago, its fresh record pruned
@@ -458,7 +465,8 @@ def test_gc_keeps_the_base_a_read_only_mount_reloaded_onto(
 ) -> None:
     """A read-only mount has no journal: only its mount record names its new base."""
     store = Store.open(store_path)
-    vol = Volume.objects.create("vol", store=store)
+    Volume.objects.create("vol", store=store)
+    vol = Volume.from_name("vol", store=store)
     put(vol, "f.txt", b"version 1")
     with mounted(store_path, "vol", tmp_path / "ro", "--read-only") as m:
         put(vol, "f.txt", b"version 2")

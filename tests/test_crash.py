@@ -319,7 +319,8 @@ def _initial(store: Store, local: Path, rng: random.Random) -> dict[str, Content
         manifest[f"i{i}"] = data
     (local / "sub" / "deep").write_bytes(b"deep")
     manifest["sub/deep"] = b"deep"
-    vol = Volume.objects.create("v", store=store)
+    Volume.objects.create("v", store=store)
+    vol = Volume.from_name("v", store=store)
     with vol.batch_upload() as batch:
         batch.put_directory(local, "/")
     return manifest
@@ -498,7 +499,8 @@ def test_kill_9_of_volume_put_leaves_old_or_new_head(tmp_path: Path) -> None:
         rng = random.Random(SEED * 7 + run)
         store_path = tmp_path / f"put{run}" / "store"
         store = Store.open(store_path)
-        vol = Volume.objects.create("v", store=store)
+        Volume.objects.create("v", store=store)
+        vol = Volume.from_name("v", store=store)
         with vol.batch_upload() as batch:
             batch.put_file(io.BytesIO(b"before"), "keep")
         s0 = head_id(store, "v")

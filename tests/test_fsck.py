@@ -53,12 +53,14 @@ def put(vol: Volume, path: str, data: bytes) -> None:
 @pytest.fixture
 def populated(store: Store) -> Store:
     """alpha (3 commits), beta (shares a blob with alpha), gamma (empty)."""
-    alpha = Volume.objects.create("alpha", store=store)
+    Volume.objects.create("alpha", store=store)
+    alpha = Volume.from_name("alpha", store=store)
     put(alpha, "d/a.txt", SHARED)
     put(alpha, "d/sub/b.bin", os.urandom(50_000))
     put(alpha, "top.txt", b"top 1")
     put(alpha, "top.txt", b"top 2, longer")
-    beta = Volume.objects.create("beta", store=store)
+    Volume.objects.create("beta", store=store)
+    beta = Volume.from_name("beta", store=store)
     put(beta, "other/a.txt", SHARED)
     put(beta, "only-beta.txt", b"beta's own")
     Volume.objects.create("gamma", store=store)
@@ -142,7 +144,8 @@ def test_a_fresh_store_with_volumes_and_snapshots_is_clean(populated: Store) -> 
 def test_each_tree_and_blob_is_read_once_however_many_snapshots_share_it(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vol = Volume.objects.create("deep", store=store)
+    Volume.objects.create("deep", store=store)
+    vol = Volume.from_name("deep", store=store)
     for i in range(4):
         put(vol, f"a/b/c/big{i}.bin", os.urandom(20_000))
     for i in range(15):  # 15 snapshots sharing a/b/c and most of a/b

@@ -34,7 +34,8 @@ from volfs.store import Store
 
 @pytest.fixture
 def vol(store: Store) -> Volume:
-    return Volume.objects.create("vol", store=store)
+    Volume.objects.create("vol", store=store)
+    return Volume.from_name("vol", store=store)
 
 
 def commit_entries(vol: Volume, entries: dict[str, Entry]) -> None:
@@ -313,7 +314,8 @@ def _make_format_1_store(path: Path, data: bytes) -> tuple[str, Digest]:
     the head's trees are VT1 with dense chunk lists, the snapshot's root JSON has no
     format 2 fields. Returns the volume id and the root tree's digest."""
     store = Store(path)
-    volume = Volume.objects.create("old", store=store)
+    Volume.objects.create("old", store=store)
+    volume = Volume.from_name("old", store=store)
     chunks = [store.blobs.put(data[i : i + CHUNK_SIZE]) for i in range(0, len(data), CHUNK_SIZE)]
     file_payload = struct.pack("<I", len(chunks)) + b"".join(bytes.fromhex(c) for c in chunks)
     sub = _vt1(
@@ -390,7 +392,8 @@ def test_a_new_store_is_format_2(tmp_path: Path) -> None:
     store = Store(tmp_path / "new")
     assert (tmp_path / "new" / "format").read_text() == "volfs-store 2\n"
     assert store.catalog.format_version == 2
-    assert Volume.objects.create("v", store=store).info().format_version == 2
+    Volume.objects.create("v", store=store)
+    assert Volume.from_name("v", store=store).info().format_version == 2
     future = tmp_path / "future"  # a store of a format this volfs does not know: refused
     future.mkdir()
     (future / "format").write_text("volfs-store 3\n")

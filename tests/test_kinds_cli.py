@@ -59,7 +59,8 @@ def commit_entries(store: Store, vol: Volume, entries: dict[str, Entry]) -> None
 def populate(store: Store) -> tuple[Volume, bytes]:
     """d/ holding every kind: a hard-linked file (a, sub/b), a FIFO, two devices, a socket,
     and a sparse file (a hole, then 5 bytes at 20 MiB)."""
-    vol = Volume.objects.create("vol", store=store)
+    Volume.objects.create("vol", store=store)
+    vol = Volume.from_name("vol", store=store)
     data = b"linked content\n"
     blob = store.blobs.put(data)
     tail = store.blobs.put(b"tail!")

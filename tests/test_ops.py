@@ -98,7 +98,8 @@ def no_leftovers(tmp_path: Path) -> Iterator[None]:
 # -- helpers -------------------------------------------------------------------------------------
 @pytest.fixture
 def vol(store_path: Path) -> Volume:
-    return Volume.objects.create("vol", store=store_path)
+    Volume.objects.create("vol", store=store_path)
+    return Volume.from_name("vol", store=store_path)
 
 
 def read(vol: Volume, path: str) -> bytes:
@@ -233,7 +234,8 @@ def test_mount_whose_daemon_died_detaches_and_points_to_recover(
 def test_volume_commit_and_reload_act_on_its_mounts(
     vol: Volume, store_path: Path, tmp_path: Path
 ) -> None:
-    other = Volume.objects.create("other", store=store_path)
+    Volume.objects.create("other", store=store_path)
+    other = Volume.from_name("other", store=store_path)
     with (
         vol.mount(tmp_path / "a", autocommit=0) as a,
         vol.mount(tmp_path / "b", autocommit=0) as b,

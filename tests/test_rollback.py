@@ -58,7 +58,8 @@ def refused(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def vol(store: Store) -> Volume:
-    v = Volume.objects.create("vol", store=store)
+    Volume.objects.create("vol", store=store)
+    v = Volume.from_name("vol", store=store)
     put(v, "a.txt", b"first a")
     put(v, "keep/b.txt", b"b stays")
     return v
@@ -122,7 +123,8 @@ def test_rollback_retries_when_a_commit_lands_first(
 def test_rollback_refusals_are_one_line_and_change_nothing(
     vol: Volume, store: Store, store_state: Callable[[], object]
 ) -> None:
-    other = Volume.objects.create("other", store=store)
+    Volume.objects.create("other", store=store)
+    other = Volume.from_name("other", store=store)
     foreign = other.history()[0].id
     before = store_state()
     assert refused("volume", "rollback", "missing", vol.history()[0].id).returncode == 3

@@ -1,7 +1,9 @@
 """volfs: persistent volumes for containers, shaped like ``modal.Volume``.
 
-The public API only: :class:`Volume` and its records, the error hierarchy, and
-:func:`commit` / :func:`reload` of one mount. Everything else is internal.
+The public API only: :class:`Volume` and its records, the error hierarchy (also under
+modal's module names: :mod:`volfs.exception`, with ``volfs.Error`` its base), the modules
+:mod:`volfs.volume` and :mod:`volfs.types` that mirror ``modal.volume`` / ``modal.types``,
+and :func:`commit` / :func:`reload` of one mount. Everything else is internal.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 from importlib import metadata
 
+from volfs import exception, types, volume
 from volfs.api import (
     FileEntry,
     FileEntryType,
@@ -18,11 +21,13 @@ from volfs.api import (
     VolumeInfo,
     VolumeUploadContextManager,
 )
+from volfs.api.aio import Blocking
 from volfs.errors import (
     AlreadyExistsError,
     BackendUnavailableError,
     ConflictError,
     CorruptionError,
+    Error,
     InvalidError,
     IsADirectoryPathError,
     MountError,
@@ -51,6 +56,7 @@ def _mount_paths(path: str | os.PathLike[str] | None) -> list[str]:
     return [m.path for m in control.all_mounts()]
 
 
+@Blocking
 def commit(path: str | os.PathLike[str] | None = None) -> None:
     """Commits the pending changes of the mount at ``path`` (every visible mount if None)."""
     from volfs import control
@@ -59,6 +65,7 @@ def commit(path: str | os.PathLike[str] | None = None) -> None:
         control.commit(mount_path)
 
 
+@Blocking
 def reload(path: str | os.PathLike[str] | None = None) -> None:
     """Commits, then switches the mount at ``path`` (every visible mount if None) to head.
 
@@ -75,6 +82,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConflictError",
     "CorruptionError",
+    "Error",
     "FileEntry",
     "FileEntryType",
     "InvalidError",
@@ -96,5 +104,8 @@ __all__ = [
     "VolumeUploadContextManager",
     "__version__",
     "commit",
+    "exception",
     "reload",
+    "types",
+    "volume",
 ]

@@ -12,19 +12,55 @@ import re
 
 from volfs.errors import InvalidError
 
+#: modal's rule for object names (``modal._utils.name_utils.is_valid_object_name``): at
+#: most 64 characters from A-Z a-z 0-9 - _ . and not an App id.
+OBJECT_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+APP_ID_RE = re.compile(r"ap-[A-Za-z0-9]{22}")
+#: The same characters, 63 at most, for environments (volfs's own rule).
 VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,63}")
+#: The catalog names of ephemeral volumes: outside what OBJECT_NAME_RE allows (a leading
+#: ``~``), so that no named volume can take or look one up; they are nameless to users.
+#: The rest says whose it is (:mod:`volfs.api.ephemeral`).
+EPHEMERAL_NAME_RE = re.compile(
+    r"~ephemeral-(?P<token>[0-9a-f]{12})-(?P<pid>[0-9]{1,10})-(?P<start>[0-9]{1,20})-[0-9a-f]{16}"
+)
 MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 
 PathParts = tuple[str, ...]
 
 
-def check_volume_name(name: str) -> str:
-    if not isinstance(name, str) or not VOLUME_NAME_RE.fullmatch(name) or name in (".", ".."):
+def _printable(name: object) -> str:
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]  # a newline, escaped
+
+
+def check_object_name(name: str, object_type: str = "Volume") -> str:
+    """modal's name rule and message (on one line, as every volfs error: modal puts a blank
+    line after the first sentence); ``.`` and ``..`` are also refused (they read as paths)."""
+    if (
+        not isinstance(name, str)
+        or not OBJECT_NAME_RE.fullmatch(name)
+        or APP_ID_RE.fullmatch(name)
+        or name in (".", "..")
+    ):
         raise InvalidError(
-            f"invalid volume name {name!r}: use 1-63 characters from A-Z a-z 0-9 . _ -"
+            f"Invalid {object_type} name: '{_printable(name)}'."
+            " Names may contain only alphanumeric characters, dashes, periods, and underscores,"
+            " must be shorter than 64 characters, and cannot conflict with App ID strings."
         )
     return name
+
+
+def is_ephemeral_name(name: str) -> bool:
+    return isinstance(name, str) and EPHEMERAL_NAME_RE.fullmatch(name) is not None
+
+
+def check_volume_name(name: str) -> str:
+    """A catalog name: a user's (:func:`check_object_name`) or an ephemeral volume's."""
+    if is_ephemeral_name(name):
+        return name
+    return check_object_name(name, "Volume")
 
 
 def check_environment_name(name: str) -> str:

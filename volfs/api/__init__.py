@@ -11,6 +11,9 @@ This package's modules each hold one job; this file only re-exports the public n
 - :mod:`~volfs.api.upload`: ``batch_upload`` (``put_file``, ``put_directory``)
 - :mod:`~volfs.api.volume`: ``Volume`` and ``Volume.objects``, which tie them together
   (and start mounts through :mod:`volfs.mount.launcher`)
+- :mod:`~volfs.api.aio`: the ``.aio`` twin of every public call (a worker thread under
+  asyncio or trio)
+- :mod:`~volfs.api.ephemeral`: the catalog names of ephemeral volumes, and their sweep
 
 Must not: import click, pyfuse3, trio or sockets at import time (the mount side loads
 lazily, inside ``Volume.mount``/``commit``/``reload``); print.

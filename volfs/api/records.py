@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
+from typing import Any, TypedDict
 
 from volfs.core.tree import Entry, Kind
 from volfs.names import PathParts, join_path
@@ -65,14 +66,23 @@ class FileEntry:
     nlink: int = 1
 
 
+class VolumeCreateOptions(TypedDict, total=False):
+    """modal's options for creating a volume; volfs accepts and ignores them."""
+
+    experimental_options: dict[str, Any]
+
+
 @dataclass(frozen=True)
 class VolumeInfo:
-    name: str
-    object_id: str
+    """modal's three fields first (``name`` None for an ephemeral volume; ``created_at``
+    timezone-aware, in local time, as modal's), then volfs's."""
+
+    name: str | None
     created_at: datetime
     created_by: str
+    object_id: str
     environment: str
-    #: The head snapshot's id and time.
+    #: The head snapshot's id and time (local time, aware).
     head: str
     head_at: datetime
     #: Bytes and files in the head snapshot.
@@ -136,6 +146,7 @@ __all__ = [
     "FileEntryType",
     "SnapshotChange",
     "SnapshotInfo",
+    "VolumeCreateOptions",
     "VolumeInfo",
     "file_entry",
 ]

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import BinaryIO, Self, Union
 
 from volfs import blobs
+from volfs.api.aio import run_sync
 from volfs.api.paths import Build, HeadView, shown
 from volfs.core.changes import ALL_META, Changes, Dir, Put
 from volfs.core.tree import Entry, Kind, dense
@@ -85,9 +86,37 @@ class VolumeUploadContextManager:
         #: Held from the first stored blob to the commit: gc keeps what the batch stored.
         self._lease = contextlib.ExitStack()
         self._leased = False
+        #: Entered by ``async with``: the uploads asked for, run in a worker thread when
+        #: the block ends (as modal's batch does its work in ``__aexit__``), so that
+        #: ``put_file`` never blocks the event loop.
+        self._deferred: list[Callable[[], None]] | None = None
 
     def __enter__(self) -> Self:
         return self
+
+    async def __aenter__(self) -> Self:
+        self._deferred = []
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        deferred, self._deferred = self._deferred or [], None
+
+        def finish() -> None:
+            if exc_type is None:
+                try:
+                    for upload in deferred:
+                        upload()
+                except BaseException as error:
+                    self.__exit__(type(error), error, error.__traceback__)
+                    raise
+            self.__exit__(exc_type, exc, tb)
+
+        await run_sync(finish)
 
     def __exit__(
         self,
@@ -168,8 +197,17 @@ class VolumeUploadContextManager:
         ``local_file`` is a local path or a binary file-like object (read to its end).
         ``mode`` defaults to the local file's permission bits, or 0o644 for a file-like.
         A ``remote_path`` ending with ``/`` means "inside that directory, same name".
+        In an ``async with`` block the upload runs when the block ends.
         """
         self._check_open()
+        if self._deferred is not None:
+            self._deferred.append(lambda: self._put_file(local_file, remote_path, mode))
+            return
+        self._put_file(local_file, remote_path, mode)
+
+    def _put_file(
+        self, local_file: LocalFile, remote_path: str | PurePosixPath, mode: int | None
+    ) -> None:
         is_path = isinstance(local_file, (str, os.PathLike))
         remote = str(remote_path)
         if remote.endswith("/"):
@@ -200,8 +238,20 @@ class VolumeUploadContextManager:
         volume: its content is stored once and they share a new link id. Symlinks and
         sockets are skipped — a symlink is never followed, so nothing outside
         ``local_path`` is read. Every target is checked before any content is stored.
+        In an ``async with`` block the upload runs when the block ends.
         """
         self._check_open()
+        if self._deferred is not None:
+            self._deferred.append(lambda: self._put_directory(local_path, remote_path, recursive))
+            return
+        self._put_directory(local_path, remote_path, recursive)
+
+    def _put_directory(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str | PurePosixPath,
+        recursive: bool,
+    ) -> None:
         root = Path(local_path)
         if not root.is_dir():
             if not root.exists():

@@ -85,7 +85,8 @@ def _entry_json(e: FileEntry) -> dict[str, Any]:
 @click.pass_context
 def create_cmd(ctx: click.Context, name: str, environment: str) -> None:
     """Create an empty volume NAME."""
-    vol = Volume.objects.create(name, environment_name=environment, store=open_store(ctx))
+    Volume.objects.create(name, environment_name=environment, store=open_store(ctx))
+    vol = Volume.from_name(name, environment_name=environment, store=open_store(ctx))
     click.echo(f"Created volume {name!r} in environment {environment!r} ({vol.object_id}).")
     click.echo(f"Mount it with: volfs mount {name} PATH")
 
@@ -120,7 +121,7 @@ def list_cmd(ctx: click.Context, environment: str, as_json: bool) -> None:
     table(
         ["Name", "Created at", "Created by", "Size", "Files"],
         [
-            [i.name, local_time(i.created_at), i.created_by, human_size(i.size), str(i.files)]
+            [i.name or "", local_time(i.created_at), i.created_by, human_size(i.size), str(i.files)]
             for i in infos
         ],
         right=frozenset({3, 4}),

@@ -59,6 +59,8 @@ class MountOptions:
     read_only: bool = False
     snapshot: str | None = None
     autocommit: float = 5.0
+    #: Serve only this directory of the volume (``Volume.with_mount_options(sub_path=)``).
+    sub_path: str | None = None
 
 
 def _cmdline(pid: int) -> str:
