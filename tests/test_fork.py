@@ -87,7 +87,8 @@ def catalog_entries(store: Store) -> dict[str, int]:
 def test_fork_of_a_10000_file_volume_writes_three_catalog_records_and_no_blob(
     store: Store,
 ) -> None:
-    src = Volume.objects.create("big-src", store=store)
+    Volume.objects.create("big-src", store=store)
+    src = Volume.from_name("big-src", store=store)
     content = {f"d{i // 100:03d}/f{i % 100:03d}.txt": b"file %d" % i for i in range(10_000)}
     put(src, content)
     assert src.info().files == 10_000
@@ -111,7 +112,8 @@ def test_fork_of_a_10000_file_volume_writes_three_catalog_records_and_no_blob(
 
 
 def test_the_fork_has_its_own_history_starting_at_the_fork_point(store: Store) -> None:
-    src = Volume.objects.create("hist-src", store=store)
+    Volume.objects.create("hist-src", store=store)
+    src = Volume.from_name("hist-src", store=store)
     put(src, {"a.txt": b"one"})
     first = src.info().head
     put(src, {"a.txt": b"two"})
@@ -131,7 +133,8 @@ def test_the_fork_has_its_own_history_starting_at_the_fork_point(store: Store) -
 def test_a_commit_to_the_fork_leaves_the_source_unchanged_and_back(
     store: Store, tmp_path: Path
 ) -> None:
-    src = Volume.objects.create("ind-src", store=store)
+    Volume.objects.create("ind-src", store=store)
+    src = Volume.from_name("ind-src", store=store)
     put(src, {"a.txt": b"source a", "dir/b.txt": b"source b"})
     source_head, source_files = src.info().head, files(src)
     fork = src.fork("ind-fork")
@@ -156,7 +159,8 @@ def test_a_commit_to_the_fork_leaves_the_source_unchanged_and_back(
 
 def test_gc_after_deleting_the_source_keeps_every_blob_the_fork_needs(store: Store) -> None:
     kept, later, shared = os.urandom(70_000), os.urandom(60_000), os.urandom(50_000)
-    src = Volume.objects.create("gc-src", store=store)
+    Volume.objects.create("gc-src", store=store)
+    src = Volume.from_name("gc-src", store=store)
     put(src, {"kept.bin": kept, "dir/shared.bin": shared})
     point = src.info().head
     put(src, {"later.bin": later})
@@ -181,7 +185,8 @@ def test_gc_racing_a_fork_keeps_what_a_fork_that_landed_first_names(
     """A fork of a snapshot gc is dropping lands between gc's mark phase and its sweep:
     the sweep sees it and keeps its blobs. A fork after the sweep is refused."""
     old, new = os.urandom(40_000), os.urandom(41_000)
-    src = Volume.objects.create("race-src", store=store)
+    Volume.objects.create("race-src", store=store)
+    src = Volume.from_name("race-src", store=store)
     put(src, {"old.bin": old})
     point = src.info().head
     src.remove_file("old.bin")
@@ -215,8 +220,10 @@ def test_gc_racing_a_fork_keeps_what_a_fork_that_landed_first_names(
 
 
 def test_fork_refuses_bad_input_with_one_line_and_typed_errors(store: Store) -> None:
-    src = Volume.objects.create("bad-src", store=store)
-    other = Volume.objects.create("bad-other", store=store)
+    Volume.objects.create("bad-src", store=store)
+    src = Volume.from_name("bad-src", store=store)
+    Volume.objects.create("bad-other", store=store)
+    other = Volume.from_name("bad-other", store=store)
     before = store.catalog.list_volumes()
     with pytest.raises(NotFoundError):
         Volume.from_name("no-such", store=store).fork("x1")
@@ -242,7 +249,8 @@ def test_fork_refuses_bad_input_with_one_line_and_typed_errors(store: Store) -> 
 def test_diff_lists_what_a_mount_committed_between_two_snapshots(
     store: Store, store_path: Path, tmp_path: Path
 ) -> None:
-    vol = Volume.objects.create("diff-vol", store=store)
+    Volume.objects.create("diff-vol", store=store)
+    vol = Volume.from_name("diff-vol", store=store)
     put(
         vol,
         {
@@ -318,7 +326,8 @@ def test_diff_lists_what_a_mount_committed_between_two_snapshots(
 
 
 def test_diff_reads_only_the_subtrees_that_changed(store: Store) -> None:
-    vol = Volume.objects.create("diff-cost", store=store)
+    Volume.objects.create("diff-cost", store=store)
+    vol = Volume.from_name("diff-cost", store=store)
     put(vol, {f"d{i:02d}/f{j:02d}": b"%d %d" % (i, j) for i in range(50) for j in range(20)})
     a = vol.info().head
     put(vol, {"d07/f03": b"changed"})
@@ -331,8 +340,10 @@ def test_diff_reads_only_the_subtrees_that_changed(store: Store) -> None:
 
 
 def test_diff_refuses_unknown_snapshots_and_other_volumes(store: Store) -> None:
-    vol = Volume.objects.create("diff-bad", store=store)
-    other = Volume.objects.create("diff-other", store=store)
+    Volume.objects.create("diff-bad", store=store)
+    vol = Volume.from_name("diff-bad", store=store)
+    Volume.objects.create("diff-other", store=store)
+    other = Volume.from_name("diff-other", store=store)
     with pytest.raises(NotFoundError):
         vol.diff("sn-doesnotexist00")
     with pytest.raises(InvalidError):

@@ -122,7 +122,8 @@ def test_fork_refuses_bad_input_on_postgres(cluster: Cluster) -> None:
     from volfs.store import Store
 
     m1, m2 = cluster.machines
-    src = Volume.objects.create("bad-src", store=m1)
+    Volume.objects.create("bad-src", store=m1)
+    src = Volume.from_name("bad-src", store=m1)
     Volume.objects.create("taken", store=m1)
     refused = run_volfs(m2, "volume", "fork", "bad-src", "taken", check=False)
     assert refused.returncode == 4 and refused.stderr.count("\n") == 1
