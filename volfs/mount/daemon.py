@@ -40,6 +40,7 @@ from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError
 from volfs.mount.fs import VolfsOperations
 from volfs.mount.inodes import Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
+from volfs.remote import store_identity
 from volfs.store import Store
 
 log = logging.getLogger("volfs.mount.daemon")
@@ -134,6 +135,8 @@ class MountDaemon:
                 "volume_name": self.volume.name,
                 "environment": self.volume.environment,
                 "pid": os.getpid(),
+                # Whose mount this is: a plain `volfs commit` acts on its own store's only.
+                "store": store_identity(self.store.root),
             }
         ).encode()
         self.ops = VolfsOperations(
