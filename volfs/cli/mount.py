@@ -105,6 +105,11 @@ def _say(message: str) -> None:
 @click.option("--read-only", is_flag=True, help="Every write fails with EROFS.")
 @click.option("--snapshot", metavar="ID", help="Mount this past snapshot (always read-only).")
 @click.option(
+    "--sub-path",
+    metavar="DIR",
+    help="Mount only this directory of the volume (it must exist); commits change only it.",
+)
+@click.option(
     "--autocommit",
     type=float,
     default=DEFAULT_AUTOCOMMIT_SECONDS,
@@ -122,6 +127,7 @@ def mount_cmd(
     environment: str,
     read_only: bool,
     snapshot: str | None,
+    sub_path: str | None,
     autocommit: float,
     foreground: bool,
     ready_fd: int | None,
@@ -135,7 +141,7 @@ def mount_cmd(
     store = open_store(ctx)
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log
     options = daemon.MountOptions(
-        str(store.root), name, environment, path, read_only, snapshot, autocommit
+        str(store.root), name, environment, path, read_only, snapshot, autocommit, sub_path
     )
     orphans = [
         o
