@@ -80,6 +80,24 @@ def modal_time(dt: datetime | float, iso: bool) -> str | None:
     return local.isoformat(sep=" ", timespec="seconds") if iso else f"{local:%Y-%m-%d %H:%M %Z}"
 
 
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _entry_json(e: FileEntry) -> dict[str, object]:
+    """An entry as ``modal volume ls --json`` prints it: exactly its keys. A device, which a
+    Modal volume cannot hold (so no consumer of modal's output meets one), adds its number."""
+    out: dict[str, object] = {
+        "filename": _listed_name(e),
+        "type": _TYPE_NAMES.get(e.type, "file"),
+        "created_modified": modal_time(e.mtime, iso=False),
+        "size": human_size(e.size),
+    }
+    if e.type in _DEVICES:
+        out["rdev"] = {"major": os.major(e.rdev), "minor": os.minor(e.rdev)}
+    return out
+
+
 def _listed_name(e: FileEntry) -> str:
     # modal escapes names (``unicode_escape``) so a newline cannot split a row.
     return e.path.encode("unicode_escape").decode("utf-8")
@@ -157,22 +175,12 @@ def ls_cmd(ctx: click.Context, name: str, path: str, environment: str, as_json: 
     size.
     """
     entries = _volume(ctx, name, environment).listdir(path)
-    if not as_json and not sys.stdout.isatty():
+    if not as_json and not _stdout_is_terminal():
         for e in entries:
             click.echo(e.path)
         return
     if as_json:
-        print_json(
-            [
-                {
-                    "filename": _listed_name(e),
-                    "type": _TYPE_NAMES.get(e.type, "file"),
-                    "created_modified": modal_time(e.mtime, iso=False),
-                    "size": human_size(e.size),
-                }
-                for e in entries
-            ]
-        )
+        print_json([_entry_json(e) for e in entries])
         return
     rows = []
     for e in entries:
