@@ -201,3 +201,14 @@ def test_a_sub_path_that_is_not_a_directory_is_refused_and_leaves_nothing(
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not list((layered / "overlays").iterdir())  # no overlay left for `volfs recover`
     assert str(where) not in control.volfs_mountpoints()
+
+
+def test_reload_refuses_when_the_sub_path_was_removed(layered: Path, tmp_path: Path) -> None:
+    vol = Volume.from_name("layered", store=layered)
+    with mounted(layered, "layered", tmp_path / "m", "--sub-path", "a") as m:
+        vol.remove_file("a", recursive=True)
+        proc = m.reload(check=False)
+        assert proc.returncode == 5 and "reload refused: sub-path 'a' does not exist" in proc.stderr
+        # The mount keeps serving (and committing into) what it had.
+        (m.path / "late.txt").write_text("late")
+        assert sorted(os.listdir(m.path)) == ["b", "keep.txt", "late.txt"]

@@ -34,7 +34,7 @@ import pyfuse3
 import trio
 
 from volfs import control
-from volfs.catalog import Catalog, MountId, MountRecord, new_id
+from volfs.catalog import Catalog, MountId, MountRecord, SnapshotRecord, new_id
 from volfs.core.tree import Entry, Kind
 from volfs.errors import (
     ConflictError,
@@ -319,6 +319,8 @@ class MountDaemon:
                 if self.overlay.dirty:
                     continue
                 self._check_open_handles_only(requester)
+                if self.sub_path is not None:
+                    self._check_sub_path_kept(head)
                 invalidations = self.overlay.rebase(head)
                 self.store.catalog.set_mount_base(self.mount_id, head.id)  # gc keeps a mount's base
                 self._synced = head.id
@@ -331,6 +333,17 @@ class MountDaemon:
             "committed": committed.get("snapshot"),
             "invalidated": len(invalidations),
         }
+
+    def _check_sub_path_kept(self, head: SnapshotRecord) -> None:
+        """Refuses a reload onto a head without the sub-path: the mount's root would be left
+        detached, and what is written there would never be committed."""
+        try:
+            _check_sub_path(self.store.catalog, head.root, self.sub_path, self.volume.name)
+        except (NotFoundError, NotADirectoryPathError) as exc:
+            raise ConflictError(
+                f"reload refused: {exc} in its newest version (it was removed or replaced); "
+                "unmount this mount"
+            ) from None
 
     def _check_open_handles_only(self, requester: int | None) -> None:
         if self._opens:
