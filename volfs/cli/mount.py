@@ -85,6 +85,11 @@ def _targets(ctx: click.Context, path: str | None, all_stores: bool) -> list[con
     return out
 
 
+def _none_found(all_stores: bool) -> str:
+    # Plain commands see one store's mounts: say so, or "nothing" reads like a bug.
+    return "no volfs mounts" if all_stores else "no volfs mounts of this store (--all: every store)"
+
+
 def _all_option(f: Any) -> Any:
     return click.option(
         "--all",
@@ -228,7 +233,7 @@ def commit_cmd(
     if as_json:
         click.echo(json.dumps(results, indent=2))
     elif not results:
-        _say("no volfs mounts")
+        _say(_none_found(all_stores))
 
 
 @click.command("reload")
@@ -248,7 +253,7 @@ def reload_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
     if as_json:
         click.echo(json.dumps(results, indent=2))
     elif not results:
-        _say("no volfs mounts")
+        _say(_none_found(all_stores))
 
 
 @click.command("status")
@@ -276,7 +281,7 @@ def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        _say("no volfs mounts")
+        _say(_none_found(all_stores))
         return
     lines = []
     for r in rows:
