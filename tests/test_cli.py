@@ -118,7 +118,7 @@ def test_put_get_round_trip_is_byte_identical_and_dedups_across_volumes(
     put = run_process("volume", "put", "first", str(src), "/data")
     assert put.returncode == 0, put.stderr.decode()
     assert store.catalog.get_tree  # the store is readable in-process while others write
-    assert {e["path"] for e in ls_json("first", "/data")} >= {"data/big.bin", "data/empty"}
+    assert {e["filename"] for e in ls_json("first", "/data")} >= {"data/big.bin", "data/empty"}
     got = run_process("volume", "get", "first", "/data", str(tmp_path / "back"))
     assert got.returncode == 0, got.stderr.decode()
     assert local_tree(tmp_path / "back") == expected
@@ -144,7 +144,7 @@ def test_create_list_and_info(store: Store) -> None:
     assert [line.split()[0] for line in table[1:]] == ["two", "one"]
     listed = json.loads(ok("volume", "list", "--json").stdout)
     assert [v["name"] for v in listed] == ["two", "one"]
-    assert listed[0]["id"].startswith("vo-") and listed[0]["size"] == 0
+    assert set(listed[0]) == {"name", "created_at", "created_by"}  # modal's keys (test_modal_cli)
     assert [
         v["name"] for v in json.loads(ok("volume", "list", "--env", "dev", "--json").stdout)
     ] == ["elsewhere"]
@@ -165,13 +165,15 @@ def test_volfs_env_and_store_options(
     assert Volume.objects.list(environment_name="main") == []
 
 
-def test_ls_table_json_and_file_path(vol: Volume) -> None:
+def test_ls_table_json_and_file_path(vol: Volume, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ok("volume", "ls", "vol").stdout.splitlines() == ["d", "f.txt"]  # piped: bare paths
+    monkeypatch.setattr("volfs.cli.volume._stdout_is_terminal", lambda: True)
     table = ok("volume", "ls", "vol").stdout.splitlines()
-    assert table[0].split() == ["Filename", "Type", "Modified", "Size"]
+    assert table[0].split() == ["Filename", "Type", "Created/Modified", "Size"]  # modal's columns
     assert [line.split()[0] for line in table[1:]] == ["d/", "f.txt"]
     entries = ls_json("vol", "/d")
-    assert [(e["path"], e["type"]) for e in entries] == [("d/a.txt", "file"), ("d/sub", "dir")]
-    assert [e["size"] for e in ls_json("vol", "f.txt")] == [4]
+    assert [(e["filename"], e["type"]) for e in entries] == [("d/a.txt", "file"), ("d/sub", "dir")]
+    assert [e["size"] for e in ls_json("vol", "f.txt")] == ["4 B"]
 
 
 def test_put_file_directory_and_into_directory(vol: Volume, tmp_path: Path) -> None:
@@ -227,18 +229,18 @@ def test_cp_rm_rename_delete_behave_like_modal_volume(vol: Volume) -> None:
     out = run("volume", "cp", "vol", "/d", "/d2")
     assert_refused(out.code, out.stderr, 2)  # a directory needs -r
     ok("volume", "cp", "vol", "/d", "/d2", "-r")
-    assert [e["path"] for e in ls_json("vol", "/d2")] == ["d2/a.txt", "d2/sub"]
+    assert [e["filename"] for e in ls_json("vol", "/d2")] == ["d2/a.txt", "d2/sub"]
     ok("volume", "cp", "vol", "f.txt", "d/a.txt", "/d2")  # several sources into a dir
-    assert {e["path"] for e in ls_json("vol", "/d2")} == {"d2/a.txt", "d2/f.txt", "d2/sub"}
+    assert {e["filename"] for e in ls_json("vol", "/d2")} == {"d2/a.txt", "d2/f.txt", "d2/sub"}
 
     out = run("volume", "rm", "vol", "/d2")
     assert_refused(out.code, out.stderr, 2)  # a directory needs -r
     ok("volume", "rm", "vol", "/d2", "-r")
     ok("volume", "rm", "vol", "f.txt")
-    assert [e["path"] for e in ls_json("vol")] == ["d"]
+    assert [e["filename"] for e in ls_json("vol")] == ["d"]
 
     ok("volume", "rename", "vol", "renamed")
-    assert [e["path"] for e in ls_json("renamed")] == ["d"]
+    assert [e["filename"] for e in ls_json("renamed")] == ["d"]
     assert_refused(*_code_err(run("volume", "ls", "vol")), 3)
 
     ok("volume", "delete", "renamed", "--yes")

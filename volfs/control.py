@@ -14,9 +14,11 @@ Operations: ``ping``, ``status``, ``commit`` (``if_unchanged``), ``reload``, ``u
 serves only root and the mount's owner; a request that is malformed, too large or does
 not arrive within ``REQUEST_TIMEOUT`` seconds gets an error and the connection closes.
 
-The client finds a mount's socket from its path alone: the mount root answers the
-extended attribute ``user.volfs.control`` with ``{"socket": …, "mount_id": …, …}``.
-Listing every volfs mount reads ``/proc/self/mountinfo`` (type ``fuse.volfs``).
+The client finds a mount's socket from its path alone — the mountpoint or any path inside
+it: the mount root answers the extended attribute ``user.volfs.control`` with
+``{"socket": …, "mount_id": …, "store": …, …}``, ``store`` being the identity of the store
+the mount serves (:func:`volfs.remote.store_identity`). Listing every volfs mount reads
+``/proc/self/mountinfo`` (type ``fuse.volfs``); :func:`mounts` keeps one store's.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +202,17 @@ class MountInfo:
     volume_name: str
     environment: str
     pid: int
+    #: The identity of the mount's store (:func:`volfs.remote.store_identity`); None from a
+    #: daemon older than that field.
+    store: str | None = None
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """A volfs mount whose daemon does not answer (hung, or gone): only its path is known."""
+
+    path: str
+    error: str
 
 
 def _unescape(field: str) -> str:
@@ -260,16 +273,51 @@ def _getxattr_within(path: str, name: str, timeout: float) -> bytes:
     return result[0]
 
 
-def mount_info(path: str) -> MountInfo:
-    """The control details of the volfs mount at ``path`` (its root)."""
+def _realpath_within(path: str, timeout: float) -> str:
+    """``os.path.realpath``, given up after ``timeout`` (it stats every component: one in a
+    hung mount never answers)."""
+    result: list[str] = []
+    thread = threading.Thread(
+        target=lambda: result.append(os.path.realpath(path)), daemon=True, name=f"realpath {path}"
+    )
+    thread.start()
+    thread.join(timeout)
+    if not result:
+        raise MountError(f"{path} does not answer within {timeout:.0f} s; run `volfs status`")
+    return result[0]
+
+
+def _containing(path: str, points: list[str]) -> str | None:
+    """The innermost of ``points`` that is ``path`` or one of its parent directories."""
+    best = None
+    for point in points:
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) > len(best)):
+            best = point
+    return best
+
+
+def mount_of(path: str) -> str:
+    """The mountpoint of the volfs mount holding ``path`` (its root or anything inside)."""
     points = volfs_mountpoints()
     real = os.path.abspath(path)
     if real not in points:
         # realpath stats every component, the mount's root too, which a hung daemon never
-        # answers: only for paths that are not a mountpoint as written (a symlink, say).
-        real = os.path.realpath(path)
-    if real not in points:
-        raise errors.InvalidError(f"{path} is not a volfs mount")
+        # answers: only for paths that are not a mountpoint as written (a symlink, a path
+        # inside the mount).
+        real = _realpath_within(path, ANSWER_TIMEOUT)
+    point = _containing(real, points)
+    if point is None:
+        raise errors.InvalidError(f"{path} is not in a volfs mount")
+    return point
+
+
+def mount_info(path: str) -> MountInfo:
+    """The control details of the volfs mount holding ``path`` (its root or a path inside)."""
+    return _info_at(mount_of(path))
+
+
+def _info_at(real: str) -> MountInfo:
     try:
         raw = _getxattr_within(real, XATTR_CONTROL, ANSWER_TIMEOUT)
     except OSError as exc:
@@ -286,17 +334,34 @@ def mount_info(path: str) -> MountInfo:
         d["volume_name"],
         d["environment"],
         d["pid"],
+        d.get("store"),
     )
 
 
-def all_mounts() -> list[MountInfo]:
-    out = []
+def mounts(store: str | None, recorded: Collection[str] = ()) -> list[MountInfo | Unreachable]:
+    """The volfs mounts visible here that serve the store whose identity is ``store``
+    (None: of every store), in mount order.
+
+    Which store a mount serves is known from its answer; a mount that does not answer is
+    listed (as :class:`Unreachable`) when ``store`` is None or its path is in ``recorded``,
+    the paths the store's own mount records name (a hung daemon of this store must show in
+    ``volfs status``; another store's must not).
+    """
+    out: list[MountInfo | Unreachable] = []
     for point in volfs_mountpoints():
         try:
-            out.append(mount_info(point))
-        except VolfsError:
+            info = _info_at(point)
+        except VolfsError as exc:
+            if store is None or point in recorded:
+                out.append(Unreachable(point, str(exc)))
             continue
+        if store is None or info.store == store:
+            out.append(info)
     return out
+
+
+def all_mounts() -> list[MountInfo]:
+    return [m for m in mounts(None) if isinstance(m, MountInfo)]
 
 
 def call_mount(path: str, op: str, **args: Any) -> dict[str, Any]:

@@ -159,3 +159,25 @@ def open_backends(root: Path, config: RemoteConfig) -> tuple[PgCatalog, S3BlobSt
     blobs = S3BlobStore(LocalBlobStore(root / "blobs", root / "tmp"), bucket, config.cache_size)
     catalog.on_gc.append(blobs.forget_remote)  # gc may have deleted what it remembers uploading
     return catalog, blobs
+
+
+def store_identity(root: Path) -> str:
+    """What makes two store directories the same store, for telling whose a mount is:
+    ``local:<resolved path>`` for an embedded store; for a distributed one
+    ``meta:<metadata URL>|<blobs URL>`` (two hosts' local caches of one store agree on it),
+    with the password dropped and host and scheme lowercased, since it is shown in a mount's
+    control attribute, readable by whoever can read the mount's root."""
+    config = load(root)
+    if config is None:
+        return f"local:{os.path.realpath(root)}"
+    from urllib.parse import urlsplit  # only distributed mode needs it
+
+    try:
+        url = urlsplit(config.meta)
+        host = (url.hostname or "").lower()
+        port = url.port or 5432
+        user = f"{url.username}@" if url.username else ""
+        meta = f"{url.scheme.lower()}://{user}{host}:{port}{url.path or '/'}"
+    except ValueError:  # a URL urlsplit cannot parse: compare it as written
+        meta = config.meta.split("?", 1)[0]
+    return f"meta:{meta}|{config.blobs}"

@@ -155,8 +155,10 @@ def open_store(ctx: click.Context) -> Store:
 
 
 def env_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--env``: the environment (namespace of volume names), also ``VOLFS_ENV``."""
+    """``-e/--env``: the environment (namespace of volume names), also ``VOLFS_ENV``
+    (``modal`` spells it ``-e/--env`` on every command that has one)."""
     return click.option(
+        "-e",
         "--env",
         "environment",
         envvar="VOLFS_ENV",

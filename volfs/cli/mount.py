@@ -16,26 +16,87 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from volfs import control
-from volfs.cli._common import env_option, json_option, open_store, stdin_is_terminal, table
-from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS
+from volfs.cli._common import (
+    CliState,
+    env_option,
+    json_option,
+    open_store,
+    stdin_is_terminal,
+    table,
+)
+from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS, default_store_path
 from volfs.errors import InvalidError, MountError, VolfsError
 from volfs.mount import daemon, launcher
 from volfs.mount import recover as recovery
 from volfs.names import check_volume_name
+from volfs.remote import store_identity
 
 #: How long ``volfs unmount`` waits for the daemon to exit before it only warns.
 UNMOUNT_WAIT = 30.0
 
 
-def _targets(path: str | None) -> list[control.MountInfo]:
+def _recorded_paths(root: Path) -> set[str]:
+    """The mountpoints this store's mount records name (``overlays/*/mount.json``), read
+    without opening the store: they tell which unanswering mounts are this store's."""
+    paths = set()
+    try:
+        overlays = list((root / "overlays").iterdir())
+    except OSError:  # no such store (yet), or not ours to read: it records no mount
+        return set()
+    for overlay in overlays:
+        try:
+            paths.add(json.loads((overlay / "mount.json").read_text())["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return paths
+
+
+def _scope(
+    ctx: click.Context, path: str | None, all_stores: bool
+) -> list[control.MountInfo | control.Unreachable]:
+    """What commit/reload/status act on: the mount holding PATH; else the mounts of the
+    current store (``--store`` / ``VOLFS_STORE`` / the default) visible here; with --all,
+    those of every store."""
     if path is not None:
+        if all_stores:
+            raise click.UsageError("give a PATH or --all, not both")
         return [control.mount_info(path)]
-    return control.all_mounts()
+    if all_stores:
+        return control.mounts(None)
+    root = ctx.ensure_object(CliState).store_path or default_store_path()
+    return control.mounts(store_identity(root), _recorded_paths(root))
+
+
+def _targets(ctx: click.Context, path: str | None, all_stores: bool) -> list[control.MountInfo]:
+    """The mounts to commit or reload; one that does not answer is skipped with a warning
+    (`volfs status` shows it, `volfs recover` handles a dead one)."""
+    out = []
+    for m in _scope(ctx, path, all_stores):
+        if isinstance(m, control.Unreachable):
+            _say(f"warning: skipped {m.path}: {m.error}")
+        else:
+            out.append(m)
+    return out
+
+
+def _none_found(all_stores: bool) -> str:
+    # Plain commands see one store's mounts: say so, or "nothing" reads like a bug.
+    return "no volfs mounts" if all_stores else "no volfs mounts of this store (--all: every store)"
+
+
+def _all_option(f: Any) -> Any:
+    return click.option(
+        "--all",
+        "all_stores",
+        is_flag=True,
+        help="Without PATH: the mounts of every store, not only the current store's.",
+    )(f)
 
 
 def _say(message: str) -> None:
@@ -48,6 +109,11 @@ def _say(message: str) -> None:
 @env_option
 @click.option("--read-only", is_flag=True, help="Every write fails with EROFS.")
 @click.option("--snapshot", metavar="ID", help="Mount this past snapshot (always read-only).")
+@click.option(
+    "--sub-path",
+    metavar="DIR",
+    help="Mount only this directory of the volume (it must exist); commits change only it.",
+)
 @click.option(
     "--autocommit",
     type=float,
@@ -66,6 +132,7 @@ def mount_cmd(
     environment: str,
     read_only: bool,
     snapshot: str | None,
+    sub_path: str | None,
     autocommit: float,
     foreground: bool,
     ready_fd: int | None,
@@ -79,7 +146,7 @@ def mount_cmd(
     store = open_store(ctx)
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log
     options = daemon.MountOptions(
-        str(store.root), name, environment, path, read_only, snapshot, autocommit
+        str(store.root), name, environment, path, read_only, snapshot, autocommit, sub_path
     )
     orphans = [
         o
@@ -148,11 +215,16 @@ def unmount_cmd(path: str, no_commit: bool, yes: bool, force: bool) -> None:
     is_flag=True,
     help="Refuse (conflict) if a path this mount touched was changed by someone else.",
 )
+@_all_option
 @json_option
-def commit_cmd(path: str | None, if_unchanged: bool, as_json: bool) -> None:
-    """Publish a mount's changes (no PATH: every volfs mount visible to you)."""
+@click.pass_context
+def commit_cmd(
+    ctx: click.Context, path: str | None, if_unchanged: bool, all_stores: bool, as_json: bool
+) -> None:
+    """Publish the changes of the mount holding PATH (no PATH: every mount of the current
+    store visible to you; with --all, of every store)."""
     results = []
-    for info in _targets(path):
+    for info in _targets(ctx, path, all_stores):
         result = control.call(info.socket, "commit", if_unchanged=if_unchanged)
         results.append({"path": info.path, **result})
         if not as_json:
@@ -161,16 +233,19 @@ def commit_cmd(path: str | None, if_unchanged: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(results, indent=2))
     elif not results:
-        _say("no volfs mounts")
+        _say(_none_found(all_stores))
 
 
 @click.command("reload")
 @click.argument("path", required=False, type=click.Path())
+@_all_option
 @json_option
-def reload_cmd(path: str | None, as_json: bool) -> None:
-    """Commit, then switch a mount to the volume's newest version (no PATH: every mount)."""
+@click.pass_context
+def reload_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: bool) -> None:
+    """Commit, then switch the mount holding PATH to the volume's newest version (no PATH:
+    every mount of the current store; with --all, of every store)."""
     results = []
-    for info in _targets(path):
+    for info in _targets(ctx, path, all_stores):
         result = control.call(info.socket, "reload", pid=os.getpid())
         results.append({"path": info.path, **result})
         if not as_json:
@@ -178,28 +253,35 @@ def reload_cmd(path: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(results, indent=2))
     elif not results:
-        _say("no volfs mounts")
+        _say(_none_found(all_stores))
 
 
 @click.command("status")
+@click.argument("path", required=False, type=click.Path())
+@_all_option
 @json_option
-def status_cmd(as_json: bool) -> None:
-    """Every volfs mount: volume, path, pid, base snapshot, dirty paths, open files.
+@click.pass_context
+def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: bool) -> None:
+    """The mounts of the current store (or the one holding PATH; --all: of every store):
+    volume, path, pid, base snapshot, dirty paths, open files.
 
     A mount whose volume's head has moved past what its view holds (others committed; a
     `volfs reload` would show it) is marked "behind head sn-…".
     """
     rows: list[dict[str, Any]] = []
-    for point in control.volfs_mountpoints():
+    for m in _scope(ctx, path, all_stores):
+        if isinstance(m, control.Unreachable):
+            rows.append({"path": m.path, "error": m.error})
+            continue
         try:
-            rows.append(control.call_mount(point, "status", timeout=10))
+            rows.append(control.call(m.socket, "status", timeout=10))
         except VolfsError as exc:
-            rows.append({"path": point, "error": str(exc)})
+            rows.append({"path": m.path, "error": str(exc)})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        _say("no volfs mounts")
+        _say(_none_found(all_stores))
         return
     lines = []
     for r in rows:

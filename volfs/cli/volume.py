@@ -18,8 +18,8 @@ import os
 import stat
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -33,9 +33,16 @@ from volfs.cli._common import (
     open_store,
     print_json,
     progress_bar,
+    stdin_is_terminal,
     table,
 )
-from volfs.errors import IsADirectoryPathError, NotADirectoryPathError, PathExistsError
+from volfs.errors import (
+    InvalidError,
+    IsADirectoryPathError,
+    NotADirectoryPathError,
+    NotFoundError,
+    PathExistsError,
+)
 from volfs.names import split_path
 from volfs.snapshots.history import get_retention
 
@@ -49,10 +56,11 @@ def _volume(ctx: click.Context, name: str, environment: str) -> Volume:
     return Volume.from_name(name, environment, store=open_store(ctx)).hydrate()
 
 
+#: ``modal volume ls``'s type names; a device (Modal volumes hold none) is named for itself.
 _TYPE_NAMES = {
     FileEntryType.FILE: "file",
     FileEntryType.DIRECTORY: "dir",
-    FileEntryType.SYMLINK: "symlink",
+    FileEntryType.SYMLINK: "link",
     FileEntryType.FIFO: "fifo",
     FileEntryType.SOCKET: "socket",
     FileEntryType.CHARACTER_DEVICE: "char-device",
@@ -61,29 +69,53 @@ _TYPE_NAMES = {
 _DEVICES = (FileEntryType.CHARACTER_DEVICE, FileEntryType.BLOCK_DEVICE)
 
 
-def _entry_json(e: FileEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "path": e.path,
-        "type": _TYPE_NAMES.get(e.type, "other"),
-        "mtime": e.mtime,
-        "size": e.size,
-        "mode": f"{e.mode:04o}",
+def modal_time(dt: datetime | float, iso: bool) -> str | None:
+    """A time as ``modal`` prints one (``timestamp_to_localized_str``): in local time,
+    ``2026-12-01 13:05 CET`` in tables and ``ls --json``, ``2026-12-01 13:05:09+01:00``
+    with ``iso`` (``list --json``); None for a time at or before the epoch, as modal."""
+    ts = dt.timestamp() if isinstance(dt, datetime) else dt
+    if ts <= 0:
+        return None
+    local = datetime.fromtimestamp(ts, tz=datetime.now().astimezone().tzinfo)
+    return local.isoformat(sep=" ", timespec="seconds") if iso else f"{local:%Y-%m-%d %H:%M %Z}"
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _entry_json(e: FileEntry) -> dict[str, object]:
+    """An entry as ``modal volume ls --json`` prints it: exactly its keys. A device, which a
+    Modal volume cannot hold (so no consumer of modal's output meets one), adds its number."""
+    out: dict[str, object] = {
+        "filename": _listed_name(e),
+        "type": _TYPE_NAMES.get(e.type, "file"),
+        "created_modified": modal_time(e.mtime, iso=False),
+        "size": human_size(e.size),
     }
-    if e.type is FileEntryType.SYMLINK:
-        out["target"] = e.target
     if e.type in _DEVICES:
         out["rdev"] = {"major": os.major(e.rdev), "minor": os.minor(e.rdev)}
-    if e.link:
-        out["nlink"] = e.nlink
     return out
+
+
+def _listed_name(e: FileEntry) -> str:
+    # modal escapes names (``unicode_escape``) so a newline cannot split a row.
+    return e.path.encode("unicode_escape").decode("utf-8")
 
 
 # -- volume commands ----------------------------------------------------------------------
 @volume_group.command("create")
 @click.argument("name")
 @env_option
+@click.option(
+    "--version",
+    type=click.IntRange(1, 2),
+    default=None,
+    help="Modal's VolumeFS version (1 or 2); accepted for compatibility: a volfs volume "
+    "has one format, with what both versions offer.",
+)
 @click.pass_context
-def create_cmd(ctx: click.Context, name: str, environment: str) -> None:
+def create_cmd(ctx: click.Context, name: str, environment: str, version: int | None) -> None:
     """Create an empty volume NAME."""
     Volume.objects.create(name, environment_name=environment, store=open_store(ctx))
     vol = Volume.from_name(name, environment_name=environment, store=open_store(ctx))
@@ -101,18 +133,14 @@ def list_cmd(ctx: click.Context, environment: str, as_json: bool) -> None:
         v.info() for v in Volume.objects.list(environment_name=environment, store=open_store(ctx))
     ]
     if as_json:
+        # Exactly modal's keys and values (its table's columns, snake_cased); the rest of a
+        # volume's record is `volfs volume info NAME --json`.
         print_json(
             [
                 {
                     "name": i.name,
-                    "id": i.object_id,
-                    "environment": i.environment,
-                    "created_at": i.created_at.isoformat(),
+                    "created_at": modal_time(i.created_at, iso=True),
                     "created_by": i.created_by,
-                    "head": i.head,
-                    "size": i.size,
-                    "files": i.files,
-                    "format_version": i.format_version,
                 }
                 for i in infos
             ]
@@ -121,7 +149,13 @@ def list_cmd(ctx: click.Context, environment: str, as_json: bool) -> None:
     table(
         ["Name", "Created at", "Created by", "Size", "Files"],
         [
-            [i.name or "", local_time(i.created_at), i.created_by, human_size(i.size), str(i.files)]
+            [
+                i.name or "",
+                modal_time(i.created_at, iso=False) or "",
+                i.created_by,
+                human_size(i.size),
+                str(i.files),
+            ]
             for i in infos
         ],
         right=frozenset({3, 4}),
@@ -135,22 +169,33 @@ def list_cmd(ctx: click.Context, environment: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def ls_cmd(ctx: click.Context, name: str, path: str, environment: str, as_json: bool) -> None:
-    """List the files in PATH of volume NAME (default: its root)."""
+    """List the files in PATH of volume NAME (default: its root).
+
+    Piped (stdout not a terminal) and without --json it prints bare paths, one a line, as
+    `modal volume ls` does; --json prints modal's keys: filename, type, created_modified,
+    size.
+    """
     entries = _volume(ctx, name, environment).listdir(path)
+    if not as_json and not _stdout_is_terminal():
+        for e in entries:
+            click.echo(e.path)
+        return
     if as_json:
         print_json([_entry_json(e) for e in entries])
         return
     rows = []
     for e in entries:
-        shown = e.path + "/" if e.type is FileEntryType.DIRECTORY else e.path
+        shown = _listed_name(e) + ("/" if e.type is FileEntryType.DIRECTORY else "")
         if e.type is FileEntryType.SYMLINK:
             shown += f" -> {e.target}"
         # A device shows its number where a file shows its size, as `ls -l` does.
         size = (
             f"{os.major(e.rdev)}, {os.minor(e.rdev)}" if e.type in _DEVICES else human_size(e.size)
         )
-        rows.append([shown, _TYPE_NAMES.get(e.type, "other"), local_time(e.mtime), size])
-    table(["Filename", "Type", "Modified", "Size"], rows, right=frozenset({3}))
+        rows.append(
+            [shown, _TYPE_NAMES.get(e.type, "file"), modal_time(e.mtime, False) or "", size]
+        )
+    table(["Filename", "Type", "Created/Modified", "Size"], rows, right=frozenset({3}))
 
 
 def _local_totals(path: Path) -> tuple[int, int]:
@@ -178,25 +223,30 @@ def _local_totals(path: Path) -> tuple[int, int]:
 
 @volume_group.command("put")
 @click.argument("name")
-@click.argument("local_path", type=click.Path(path_type=Path, exists=False))
+@click.argument("local_arg", metavar="LOCAL_PATH")
 @click.argument("remote_path", default="/")
 @click.option("--force", "-f", is_flag=True, help="Overwrite existing files.")
 @env_option
 @click.pass_context
 def put_cmd(
-    ctx: click.Context, name: str, local_path: Path, remote_path: str, force: bool, environment: str
+    ctx: click.Context, name: str, local_arg: str, remote_path: str, force: bool, environment: str
 ) -> None:
     """Upload LOCAL_PATH (a file or a directory, recursively) into volume NAME.
 
-    REMOTE_PATH names the upload (default /); ending it with / means "inside that
-    directory, under the local name". Missing parent directories are created. Existing
-    files are kept unless --force; a directory is never replaced by a file.
+    REMOTE_PATH names the upload (default /). Ending it with / joins it with the local
+    path's last component as written, as `modal volume put` does: `put f.txt /x/` makes
+    /x/f.txt, `put d /x/` makes /x/d, `put d/ /x/` (or `put . /x/`) puts d's content in /x.
+    Missing parent directories are created. Existing files are kept unless --force; a
+    directory is never replaced by a file.
     """
     vol = _volume(ctx, name, environment)
+    local_path = Path(local_arg)
+    if "*" in local_arg and not local_path.is_dir():
+        raise click.UsageError("Glob uploads are currently not supported")
     if not local_path.exists():
-        raise FileNotFoundError(2, "No such file or directory", str(local_path))
+        raise FileNotFoundError(2, "No such file or directory", local_arg)
     if remote_path.endswith("/"):
-        remote_path += local_path.resolve().name
+        remote_path += os.path.basename(local_arg)  # "" for "d/": the remote directory itself
     files, size = _local_totals(local_path)
     with (
         progress_bar(size, "Uploading") as progress,
@@ -258,6 +308,15 @@ def _write_local(
     ``skipped``."""
     if not force and os.path.lexists(dest):
         raise PathExistsError(f"local file {str(dest)!r} already exists; use --force to overwrite")
+    if _is_special(dest):
+        # /dev/null, a FIFO, a device: written into as cp does; replacing the node with a
+        # regular file would break whatever else uses it (found replacing /dev/full).
+        if entry.type is not FileEntryType.FILE or link_to is not None:
+            raise InvalidError(
+                f"local path {str(dest)!r} is a device, FIFO or socket: only a file's "
+                "content can be written into it"
+            )
+        return _write_into(vol, entry, dest, progress)
     written = 0
     # Short enough that the temp name stays under NAME_MAX whatever the UTF-8 length.
     tmp = dest.parent / f".{dest.name[:32]}.{os.urandom(4).hex()}.volfs-part"
@@ -313,6 +372,33 @@ def _write_local(
 
 def _is_real_dir(p: Path) -> bool:
     return p.is_dir() and not p.is_symlink()
+
+
+def _is_special(p: Path) -> bool:
+    """Whether ``p`` is (or, a symlink, names) a node that is not a file, directory or link."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _write_into(
+    vol: Volume, entry: FileEntry, dest: Path, progress: Callable[[int], None] | None
+) -> int:
+    """A file's bytes written into an existing special node, in order, zeros included (a
+    FIFO cannot seek), nothing of the node itself changed (no truncate, chmod or utime)."""
+    written = 0
+    # O_TRUNC as cp opens it: ignored by devices and FIFOs. Opening a FIFO waits for a
+    # reader, as cp's does.
+    fd = os.open(dest, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    with os.fdopen(fd, "wb") as f:
+        for chunk in vol.read_file(entry.path):
+            f.write(chunk)
+            written += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+    return written
 
 
 @volume_group.command("get")
@@ -460,22 +546,47 @@ def cp_cmd(
 @volume_group.command("rename")
 @click.argument("old_name")
 @click.argument("new_name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @env_option
 @click.pass_context
-def rename_cmd(ctx: click.Context, old_name: str, new_name: str, environment: str) -> None:
-    """Rename volume OLD_NAME to NEW_NAME (its content, id and history stay)."""
+def rename_cmd(
+    ctx: click.Context, old_name: str, new_name: str, yes: bool, environment: str
+) -> None:
+    """Rename volume OLD_NAME to NEW_NAME (its content, id and history stay).
+
+    On a terminal it asks first, as `modal volume rename` does, unless --yes; piped it
+    does not ask (a rename loses nothing, and scripts written for volfs did not pass -y).
+    """
+    _volume(ctx, old_name, environment)  # a missing volume is an error before any question
+    if not yes and stdin_is_terminal():
+        click.confirm(
+            f"Are you sure you want to rename volume {old_name!r}? Programs naming it by "
+            "its old name will stop finding it.",
+            default=False,
+            abort=True,
+            err=True,
+        )
     Volume.rename(old_name, new_name, environment, store=open_store(ctx))
     click.echo(f"Renamed volume {old_name!r} to {new_name!r}.")
 
 
 @volume_group.command("delete")
 @click.argument("name")
+@click.option("--allow-missing", is_flag=True, help="Do not fail if the volume does not exist.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @env_option
 @click.pass_context
-def delete_cmd(ctx: click.Context, name: str, yes: bool, environment: str) -> None:
+def delete_cmd(
+    ctx: click.Context, name: str, allow_missing: bool, yes: bool, environment: str
+) -> None:
     """Delete volume NAME (asks first, unless --yes)."""
-    _volume(ctx, name, environment)  # a missing volume is an error before any question
+    try:
+        _volume(ctx, name, environment)  # a missing volume is an error before any question
+    except NotFoundError:
+        if not allow_missing:
+            raise
+        click.echo(f"Volume {name!r} does not exist; nothing to delete.", err=True)
+        return
     if not yes:
         try:
             ok = click.confirm(
@@ -492,7 +603,9 @@ def delete_cmd(ctx: click.Context, name: str, yes: bool, environment: str) -> No
             ) from None
         if not ok:
             raise UserError(f"volume {name!r} was not deleted", 1)
-    Volume.objects.delete(name, environment_name=environment, store=open_store(ctx))
+    Volume.objects.delete(
+        name, environment_name=environment, allow_missing=allow_missing, store=open_store(ctx)
+    )
     click.echo(f"Deleted volume {name!r}.")
 
 

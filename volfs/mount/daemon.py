@@ -34,12 +34,22 @@ import pyfuse3
 import trio
 
 from volfs import control
-from volfs.catalog import MountId, MountRecord, new_id
-from volfs.core.tree import Entry
-from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError, VolfsError
+from volfs.catalog import Catalog, MountId, MountRecord, SnapshotRecord, new_id
+from volfs.core.tree import Entry, Kind
+from volfs.errors import (
+    ConflictError,
+    InvalidError,
+    MountError,
+    NotADirectoryPathError,
+    NotFoundError,
+    OpenFilesError,
+    VolfsError,
+)
 from volfs.mount.fs import VolfsOperations
-from volfs.mount.inodes import Node
+from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
+from volfs.names import split_path
+from volfs.remote import store_identity
 from volfs.store import Store
 
 log = logging.getLogger("volfs.mount.daemon")
@@ -59,7 +69,8 @@ class MountOptions:
     read_only: bool = False
     snapshot: str | None = None
     autocommit: float = 5.0
-    #: Serve only this directory of the volume (``Volume.with_mount_options(sub_path=)``).
+    #: Serve this directory of the volume as the mount's root (Modal's
+    #: ``with_mount_options(sub_path=…)``); it must exist. None: the whole volume.
     sub_path: str | None = None
 
 
@@ -101,6 +112,8 @@ class MountDaemon:
         else:
             base = catalog.head(self.volume.id)
         self.read_only = options.read_only or bool(options.snapshot)
+        # Checked before anything is created: a refused mount leaves no overlay behind.
+        self.sub_path = _check_sub_path(catalog, base.root, options.sub_path, self.volume.name)
         self.mountpoint = os.path.realpath(options.path)
         self.mount_id = MountId(new_id("mo"))
         self.overlay_dir = self.store.overlays_dir / self.mount_id
@@ -128,6 +141,7 @@ class MountDaemon:
         self.overlay = Overlay(
             self.store, self.volume, base, self.overlay_dir, read_only=self.read_only
         )
+        root_ino = self._sub_root()
         control_info = json.dumps(
             {
                 "socket": str(self.socket_path),
@@ -136,10 +150,17 @@ class MountDaemon:
                 "volume_name": self.volume.name,
                 "environment": self.volume.environment,
                 "pid": os.getpid(),
+                # Whose mount this is: a plain `volfs commit` acts on its own store's only.
+                "store": store_identity(self.store.root),
+                "sub_path": self.sub_path,
             }
         ).encode()
         self.ops = VolfsOperations(
-            self.overlay, control_info=control_info, on_open=self._opened, on_release=self._released
+            self.overlay,
+            control_info=control_info,
+            on_open=self._opened,
+            on_release=self._released,
+            root_ino=root_ino,
         )
         self._opens: dict[int, tuple[int, str, bool]] = {}
         self._handles_changed = False
@@ -153,6 +174,16 @@ class MountDaemon:
         #: The newest snapshot whose content the view holds in full: the base, or this
         #: mount's own commit when it landed directly on it. ``status`` compares it with head.
         self._synced: str = base.id
+
+    def _sub_root(self) -> int:
+        """The view inode the mount serves as its root: the volume's root, or the sub-path's
+        directory, pinned (one lookup the kernel never forgets) so the view keeps its node
+        whatever a reload does to it."""
+        if self.sub_path is None:
+            return ROOT_INO
+        node = self.overlay.resolve(self.sub_path)  # _check_sub_path saw it in this base
+        node.lookups += 1
+        return node.ino
 
     # -- open handles ---------------------------------------------------------------------------
     # Kept in memory for reload and status, and mirrored to the catalog's runtime table
@@ -288,18 +319,31 @@ class MountDaemon:
                 if self.overlay.dirty:
                     continue
                 self._check_open_handles_only(requester)
+                if self.sub_path is not None:
+                    self._check_sub_path_kept(head)
                 invalidations = self.overlay.rebase(head)
                 self.store.catalog.set_mount_base(self.mount_id, head.id)  # gc keeps a mount's base
                 self._synced = head.id
                 break
             else:
                 raise ConflictError("reload gave up: the mount keeps changing")
-        await trio.to_thread.run_sync(self._invalidate, invalidations)
+        await trio.to_thread.run_sync(self._invalidate, self._kernel_side(invalidations))
         return {
             "snapshot": head.id,
             "committed": committed.get("snapshot"),
             "invalidated": len(invalidations),
         }
+
+    def _check_sub_path_kept(self, head: SnapshotRecord) -> None:
+        """Refuses a reload onto a head without the sub-path: the mount's root would be left
+        detached, and what is written there would never be committed."""
+        try:
+            _check_sub_path(self.store.catalog, head.root, self.sub_path, self.volume.name)
+        except (NotFoundError, NotADirectoryPathError) as exc:
+            raise ConflictError(
+                f"reload refused: {exc} in its newest version (it was removed or replaced); "
+                "unmount this mount"
+            ) from None
 
     def _check_open_handles_only(self, requester: int | None) -> None:
         if self._opens:
@@ -308,6 +352,16 @@ class MountDaemon:
             raise OpenFilesError(
                 f"there are open files preventing the operation: path {path} is open{suffix}"
             )
+
+    def _kernel_side(self, invalidations: list[Invalidation]) -> list[Invalidation]:
+        """The invalidations in the kernel's inode numbers (a sub-path mount's root is the
+        kernel's root; the view's own root, above it, the kernel never saw)."""
+        out = []
+        for inval in invalidations:
+            if inval.ino == ROOT_INO and self.ops.kernel_ino(ROOT_INO) != ROOT_INO:
+                continue
+            out.append(Invalidation(self.ops.kernel_ino(inval.ino), inval.name, inval.attr_only))
+        return out
 
     @staticmethod
     def _invalidate(invalidations: list[Invalidation]) -> None:
@@ -334,6 +388,7 @@ class MountDaemon:
             "dirty_paths": self.overlay.dirty_paths(),
             "open_files": sorted({p for _, p, _ in self._opens.values()}),
             "autocommit": self.options.autocommit,
+            "sub_path": self.sub_path,
         }
 
     def _head_id(self) -> str | None:
@@ -536,6 +591,32 @@ def _field(request: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     if type(value) is not kind:
         raise InvalidError(f"control request field {name!r} must be {kind.__name__}, not {value!r}")
     return value
+
+
+def _check_sub_path(catalog: Catalog, root: Entry, sub_path: str | None, volume: str) -> str | None:
+    """``sub_path`` normalized (None for the whole volume), refused unless it names a
+    directory of the snapshot ``root``. A missing one is not created: a typo must not mount
+    an empty directory and commit it into the volume."""
+    if sub_path is None:
+        return None
+    parts = split_path(sub_path)
+    entry: Entry | None = root
+    for i, part in enumerate(parts):
+        assert entry is not None
+        if entry.kind is not Kind.DIR:
+            raise NotADirectoryPathError(
+                f"sub-path {sub_path!r} of volume {volume!r}: {'/'.join(parts[:i])!r} is not "
+                "a directory"
+            )
+        entry = catalog.get_tree(entry.tree).get(part) if entry.tree is not None else None
+        if entry is None:
+            raise NotFoundError(f"sub-path {sub_path!r} does not exist in volume {volume!r}")
+    assert entry is not None
+    if entry.kind is not Kind.DIR:
+        raise NotADirectoryPathError(
+            f"sub-path {sub_path!r} of volume {volume!r} is not a directory"
+        )
+    return "/".join(parts) or None
 
 
 def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:

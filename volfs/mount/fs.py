@@ -96,9 +96,14 @@ class VolfsOperations(pyfuse3.Operations):
         control_info: bytes = b"",
         on_open: Callable[[int, Node, int, bool], None] | None = None,
         on_release: Callable[[int], None] | None = None,
+        root_ino: int = pyfuse3.ROOT_INODE,
     ) -> None:
         super().__init__()
         self.overlay = overlay
+        #: The view's inode the kernel sees as the mount's root: the view's root, or the
+        #: directory a sub-path mount serves (``MountOptions.sub_path``). Only the numbers are
+        #: swapped; the view, its commits and reloads stay the whole volume's.
+        self._root = root_ino
         self.control_info = control_info
         self._handles: dict[int, _Handle] = {}
         self._dirs: dict[int, list[tuple[str, int]]] = {}
@@ -110,9 +115,17 @@ class VolfsOperations(pyfuse3.Operations):
         self._verifying: dict[Digest, trio.Event] = {}
 
     # -- helpers -----------------------------------------------------------------------------
+    def _ino(self, inode: int) -> int:
+        """The view's inode for a kernel inode number."""
+        return self._root if inode == pyfuse3.ROOT_INODE else inode
+
+    def kernel_ino(self, ino: int) -> int:
+        """The kernel's inode number for a view inode (the inverse of ``_ino``)."""
+        return pyfuse3.ROOT_INODE if ino == self._root else ino
+
     def attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
-        a.st_ino = node.ino
+        a.st_ino = self.kernel_ino(node.ino)
         a.generation = 0
         a.entry_timeout = CACHE_TIMEOUT
         a.attr_timeout = CACHE_TIMEOUT
@@ -158,7 +171,10 @@ class VolfsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         try:
-            node = self.overlay.lookup(parent_inode, os.fsdecode(name))
+            parent = self._ino(parent_inode)
+            if parent == self._root and name == b"..":
+                return self._entry(self.overlay.node(parent))  # the mount's root has no parent
+            node = self.overlay.lookup(parent, os.fsdecode(name))
         except FileNotFoundError:
             # A negative entry the kernel may cache: the view only changes under the kernel at
             # reload, which invalidates every name it adds.
@@ -171,13 +187,13 @@ class VolfsOperations(pyfuse3.Operations):
     def forget(self, inode_list: list[tuple[int, int]]) -> None:  # type: ignore[override]
         try:
             for ino, count in inode_list:
-                self.overlay.forget(ino, count)
+                self.overlay.forget(self._ino(ino), count)
         except Exception:
             log.exception("forget failed")
 
     @_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self.attrs(self.overlay.node(inode))
+        return self.attrs(self.overlay.node(self._ino(inode)))
 
     @_errors
     async def setattr(
@@ -188,7 +204,7 @@ class VolfsOperations(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        node = self.overlay.node(inode)
+        node = self.overlay.node(self._ino(inode))
         mtime_ns = attr.st_mtime_ns if fields.update_mtime else None
         self.overlay.setattr(
             node,
@@ -203,7 +219,7 @@ class VolfsOperations(pyfuse3.Operations):
 
     @_errors
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        return os.fsencode(self.overlay.readlink(self.overlay.node(inode)))
+        return os.fsencode(self.overlay.readlink(self.overlay.node(self._ino(inode))))
 
     @_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
@@ -225,7 +241,7 @@ class VolfsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         node = self.overlay.mkdir(
-            parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
+            self._ino(parent_inode), os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
         )
         return self._entry(node)
 
@@ -236,11 +252,17 @@ class VolfsOperations(pyfuse3.Operations):
         kind = _SPECIAL_KINDS.get(stat.S_IFMT(mode))
         if kind is not None:
             node = self.overlay.mknod(
-                parent_inode, os.fsdecode(name), kind, mode & ~ctx.umask, rdev, ctx.uid, ctx.gid
+                self._ino(parent_inode),
+                os.fsdecode(name),
+                kind,
+                mode & ~ctx.umask,
+                rdev,
+                ctx.uid,
+                ctx.gid,
             )
         elif stat.S_ISREG(mode):
             node = self.overlay.create(
-                parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
+                self._ino(parent_inode), os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
             )
         else:
             raise pyfuse3.FUSEError(errno.EINVAL)
@@ -248,11 +270,11 @@ class VolfsOperations(pyfuse3.Operations):
 
     @_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.overlay.rmdir(parent_inode, os.fsdecode(name))
+        self.overlay.rmdir(self._ino(parent_inode), os.fsdecode(name))
 
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        node = self.overlay.node(inode)
+        node = self.overlay.node(self._ino(inode))
         listing = list(self.overlay.children(node).items())
         fh = self._next_fh
         self._next_fh += 1
@@ -282,14 +304,14 @@ class VolfsOperations(pyfuse3.Operations):
     # -- names --------------------------------------------------------------------------------------
     @_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.overlay.unlink(parent_inode, os.fsdecode(name))
+        self.overlay.unlink(self._ino(parent_inode), os.fsdecode(name))
 
     @_errors
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         node = self.overlay.symlink(
-            parent_inode, os.fsdecode(name), os.fsdecode(target), ctx.uid, ctx.gid
+            self._ino(parent_inode), os.fsdecode(name), os.fsdecode(target), ctx.uid, ctx.gid
         )
         return self._entry(node)
 
@@ -304,19 +326,26 @@ class VolfsOperations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         self.overlay.rename(
-            parent_inode_old, os.fsdecode(name_old), parent_inode_new, os.fsdecode(name_new), flags
+            self._ino(parent_inode_old),
+            os.fsdecode(name_old),
+            self._ino(parent_inode_new),
+            os.fsdecode(name_new),
+            flags,
         )
 
     @_errors
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(self.overlay.link(inode, new_parent_inode, os.fsdecode(new_name)))
+        node = self.overlay.link(
+            self._ino(inode), self._ino(new_parent_inode), os.fsdecode(new_name)
+        )
+        return self._entry(node)
 
     # -- files ----------------------------------------------------------------------------------------
     @_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        node = self.overlay.node(inode)
+        node = self.overlay.node(self._ino(inode))
         write = (flags & os.O_ACCMODE) != os.O_RDONLY
         self.overlay.open(node, write=write, truncate=bool(flags & os.O_TRUNC))
         return pyfuse3.FileInfo(fh=self._fh(node, write, ctx.pid), keep_cache=True)
@@ -326,7 +355,7 @@ class VolfsOperations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         node = self.overlay.create(
-            parent_inode, os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
+            self._ino(parent_inode), os.fsdecode(name), mode & ~ctx.umask, ctx.uid, ctx.gid
         )
         self.overlay.open(node, write=True, truncate=False)
         fh = self._fh(node, True, ctx.pid)
@@ -393,19 +422,19 @@ class VolfsOperations(pyfuse3.Operations):
         key = os.fsdecode(name)
         if key.startswith("user.volfs."):
             raise pyfuse3.FUSEError(errno.EPERM)
-        self.overlay.setxattr(self.overlay.node(inode), key, value)
+        self.overlay.setxattr(self.overlay.node(self._ino(inode)), key, value)
 
     @_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         key = os.fsdecode(name)
         if key == XATTR_CONTROL and inode == pyfuse3.ROOT_INODE and self.control_info:
             return self.control_info
-        return self.overlay.getxattr(self.overlay.node(inode), key)
+        return self.overlay.getxattr(self.overlay.node(self._ino(inode)), key)
 
     @_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return [os.fsencode(k) for k in self.overlay.listxattr(self.overlay.node(inode))]
+        return [os.fsencode(k) for k in self.overlay.listxattr(self.overlay.node(self._ino(inode)))]
 
     @_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self.overlay.removexattr(self.overlay.node(inode), os.fsdecode(name))
+        self.overlay.removexattr(self.overlay.node(self._ino(inode)), os.fsdecode(name))

@@ -188,7 +188,7 @@ def start(options: MountOptions, log_path: Path) -> Daemon:
         cmd.append("--read-only")
     if options.snapshot:
         cmd += ["--snapshot", options.snapshot]
-    if options.sub_path:
+    if options.sub_path is not None:
         cmd += ["--sub-path", options.sub_path]
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
