@@ -69,7 +69,8 @@ def india(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def kinds(store: Store) -> Volume:
     """Volume "kinds": six (6 bytes), dir/, link -> six, fifo, sock; all with mtime MTIME
     (committed as a mount would: an upload keeps no symlink or socket)."""
-    vol = Volume.objects.create("kinds", store=store)
+    Volume.objects.create("kinds", store=store)
+    vol = Volume.from_name("kinds", store=store)
     ns = MTIME * 10**9
     commit_entries(
         store,
@@ -154,7 +155,8 @@ def test_list_json_has_modals_keys_and_a_local_iso_time(store: Store, india: Non
 def test_put_joins_a_remote_dir_with_the_local_basename_as_written(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vol = Volume.objects.create("puts", store=store)
+    Volume.objects.create("puts", store=store)
+    vol = Volume.from_name("puts", store=store)
     (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / "sub" / "x").write_text("x")
     (tmp_path / "f.txt").write_text("f")
@@ -188,7 +190,8 @@ def test_put_of_a_glob_is_refused_with_modals_message(store: Store, tmp_path: Pa
 # -- get --force onto special files -------------------------------------------------------
 @pytest.fixture
 def content(store: Store) -> Volume:
-    vol = Volume.objects.create("content", store=store)
+    Volume.objects.create("content", store=store)
+    vol = Volume.from_name("content", store=store)
     with vol.batch_upload() as batch:
         batch.put_file(io.BytesIO(b"file content"), "f.txt")
     return vol
@@ -234,7 +237,8 @@ def test_get_force_onto_a_regular_file_still_replaces_it_whole(
 
 
 def test_get_of_a_directory_entry_onto_a_fifo_is_refused(store: Store, tmp_path: Path) -> None:
-    vol = Volume.objects.create("fifos", store=store)
+    Volume.objects.create("fifos", store=store)
+    vol = Volume.from_name("fifos", store=store)
     src = tmp_path / "src"
     src.mkdir()
     os.mkfifo(src / "p")
