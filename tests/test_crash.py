@@ -615,6 +615,22 @@ def test_recover_detaches_a_dead_mount_whose_root_the_kernel_still_caches(tmp_pa
     assert run_volfs(store_path, "volume", "get", "v", "f", "-").stdout == "uncommitted"
 
 
+def test_recover_clears_the_mount_record_it_made_stale(tmp_path: Path) -> None:
+    """After recover committed a dead mount's overlay, nothing of that mount is left:
+    fsck has no stale record to report (it used to, for ever)."""
+    store_path = tmp_path / "store"
+    run_volfs(store_path, "volume", "create", "v")
+    with mounted(store_path, "v", tmp_path / "m") as m:
+        (m.path / "f").write_text("uncommitted")
+        kill9(m.proc.pid)
+        m.proc.wait(timeout=30)
+        assert len(Store.open(store_path).catalog.list_mounts()) == 1
+        run_volfs(store_path, "recover")
+    assert Store.open(store_path).catalog.list_mounts() == []
+    report = run_volfs(store_path, "fsck")
+    assert "stale mount record" not in report.stdout + report.stderr
+
+
 class SimulatedCrash(BaseException):
     pass
 
