@@ -77,6 +77,18 @@ def close_environments(under: Path) -> int:
     return len(keys)
 
 
+def _hint(exc: lmdb.Error) -> str:
+    # LMDB marks each reader process alive with a POSIX lock on the byte at offset <pid>
+    # of lock.mdb. Two processes with one pid number in different PID namespaces (two
+    # containers) collide there, and the second one's first transaction fails EAGAIN.
+    if "Resource temporarily unavailable" not in str(exc):
+        return ""
+    return (
+        " (a process with this pid in another PID namespace has the store open: containers"
+        " sharing a store must share a PID namespace, e.g. docker run --pid=host)"
+    )
+
+
 def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
     key = str(path.resolve())
     with _ENVS_LOCK:
@@ -94,7 +106,7 @@ def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
                     readahead=False,
                 )
             except lmdb.Error as exc:
-                raise VolfsError(f"cannot open the catalog at {key}: {exc}") from exc
+                raise VolfsError(f"cannot open the catalog at {key}: {exc}{_hint(exc)}") from exc
             _ENVS[key] = env
         return env
 

@@ -26,7 +26,7 @@ from typing import NoReturn
 import click
 
 from volfs import __version__
-from volfs.cli import admin, mount, store, volume
+from volfs.cli import admin, entrypoint, mount, store, volume
 from volfs.cli._common import CliState, VolfsGroup, run
 
 
@@ -58,6 +58,7 @@ for _command in (
     mount.reload_cmd,
     mount.status_cmd,
     mount.recover_cmd,
+    entrypoint.run_cmd,
 ):
     cli.add_command(_command)
 for _command in (admin.retention_cmd, admin.rollback_cmd):

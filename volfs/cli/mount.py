@@ -53,8 +53,9 @@ def _say(message: str) -> None:
     type=float,
     default=DEFAULT_AUTOCOMMIT_SECONDS,
     show_default=True,
+    envvar="VOLFS_AUTOCOMMIT",
     metavar="SECONDS",
-    help="Commit in the background this often; 0 turns it off.",
+    help="Commit in the background this often; 0 turns it off (also VOLFS_AUTOCOMMIT).",
 )
 @click.option("--foreground", is_flag=True, help="Serve in this process (systemd, containers).")
 @click.option("--ready-fd", type=int, hidden=True)
