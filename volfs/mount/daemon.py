@@ -202,13 +202,23 @@ class MountDaemon:
 
     # -- commit and reload ---------------------------------------------------------------------------
     async def commit(
-        self, *, if_unchanged: bool = False, origin: str | None = None
+        self,
+        *,
+        if_unchanged: bool = False,
+        origin: str | None = None,
+        skip_writing: bool = False,
     ) -> dict[str, Any]:
         async with self._lock:
-            return await self._commit_locked(if_unchanged=if_unchanged, origin=origin)
+            return await self._commit_locked(
+                if_unchanged=if_unchanged, origin=origin, skip_writing=skip_writing
+            )
 
     async def _commit_locked(
-        self, *, if_unchanged: bool = False, origin: str | None = None
+        self,
+        *,
+        if_unchanged: bool = False,
+        origin: str | None = None,
+        skip_writing: bool = False,
     ) -> dict[str, Any]:
         overlay = self.overlay
         if self._mounted and not self.read_only and self.ops.enable_writeback_cache:
@@ -225,7 +235,7 @@ class MountDaemon:
                 )
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
-        jobs = overlay.prepare_commit()
+        jobs = overlay.prepare_commit(skip_writing=skip_writing)
         catalog = self.store.catalog
         # A lease from the first blob to the head move (and the mount's pin naming the new
         # view): gc keeps what it wrote or reused. Taken in the worker thread: in distributed
@@ -249,7 +259,7 @@ class MountDaemon:
         view = None
         try:
             results = await trio.to_thread.run_sync(hash_files)
-            pending = overlay.build_view(results)
+            pending = overlay.build_view(results, skip_writing=skip_writing)
             origin = origin or f"mount {self.mount_id} pid {os.getpid()} {self.mountpoint}"
             result = await trio.to_thread.run_sync(
                 partial(overlay.publish, pending, if_unchanged=if_unchanged, origin=origin)
@@ -393,7 +403,11 @@ class MountDaemon:
         while True:
             await trio.sleep(self.options.autocommit)
             try:
-                await self.commit(origin=f"autocommit {self.mount_id} {self.mountpoint}")
+                # Files still being written wait for their close (a half-written
+                # checkpoint must not be what a reader reloads); an explicit commit takes them.
+                await self.commit(
+                    origin=f"autocommit {self.mount_id} {self.mountpoint}", skip_writing=True
+                )
             except VolfsError as exc:
                 log.error("background commit failed (will retry): %s", exc)
 
