@@ -405,7 +405,7 @@ def daemon_run(run: int, root: Path, figures: Figures) -> None:
         recovered = run_volfs(store_path, "recover", check=False)
         if recovered.returncode != 0:
             problems.append(f"recover exited {recovered.returncode}: {recovered.stderr}")
-        if "committed" in recovered.stderr.replace("nothing to commit", ""):
+        if "committed" in recovered.stdout.replace("nothing to commit", ""):
             figures.recovered_commits += 1
         assert str(m.path) not in volfs_mountpoints(), (
             f"recover left the stale mount: {recovered.stderr}"
@@ -610,7 +610,7 @@ def test_recover_detaches_a_dead_mount_whose_root_the_kernel_still_caches(tmp_pa
         m.proc.wait(timeout=30)
         os.stat(m.path)  # still answered from the cache: the daemon is gone
         out = run_volfs(store_path, "recover")
-        assert "stale FUSE mount detached" in out.stderr
+        assert "stale FUSE mount detached" in out.stdout
         assert str(m.path) not in volfs_mountpoints()
     assert run_volfs(store_path, "volume", "get", "v", "f", "-").stdout == "uncommitted"
 

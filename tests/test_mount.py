@@ -273,7 +273,7 @@ def test_kill_9_then_recover_commits_the_write(store: Path, tmp_path: Path) -> N
         a.proc.wait(timeout=10)
     assert str(tmp_path / "a") not in volfs_mountpoints()
     out = run_volfs(store, "recover")
-    assert "committed" in out.stderr
+    assert "committed" in out.stdout
     with mounted(store, "vol", tmp_path / "b") as b:
         assert sorted(os.listdir(b.path)) == ["lost-if-not-recovered", "renamed"]
         assert (b.path / "lost-if-not-recovered").read_text() == "uncommitted"
@@ -284,7 +284,7 @@ def test_kill_9_then_recover_commits_the_write(store: Path, tmp_path: Path) -> N
         assert (past.path / "kept").read_text() == "committed"
         with pytest.raises(OSError):
             (past.path / "kept").write_text("no")
-    assert "no orphaned overlays" in run_volfs(store, "recover").stderr
+    assert "no orphaned overlays" in run_volfs(store, "recover").stdout
 
 
 def test_recover_detaches_a_stale_mount(store: Path, tmp_path: Path) -> None:
@@ -295,7 +295,7 @@ def test_recover_detaches_a_stale_mount(store: Path, tmp_path: Path) -> None:
         a.proc.wait(timeout=10)
     try:
         out = run_volfs(store, "recover")
-        assert "stale FUSE mount detached" in out.stderr
+        assert "stale FUSE mount detached" in out.stdout
         assert str(tmp_path / "a") not in volfs_mountpoints()
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(tmp_path / "a")], capture_output=True)

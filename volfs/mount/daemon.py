@@ -36,7 +36,14 @@ import trio
 from volfs import control
 from volfs.catalog import MountId, MountRecord, new_id
 from volfs.core.tree import Entry
-from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError, VolfsError
+from volfs.errors import (
+    ConflictError,
+    InvalidError,
+    MountError,
+    NotFoundError,
+    OpenFilesError,
+    VolfsError,
+)
 from volfs.mount.fs import VolfsOperations
 from volfs.mount.inodes import Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
@@ -59,6 +66,8 @@ class MountOptions:
     read_only: bool = False
     snapshot: str | None = None
     autocommit: float = 5.0
+    #: Mount over a directory that has entries (hiding them while mounted), as asked.
+    nonempty: bool = False
 
 
 def _cmdline(pid: int) -> str:
@@ -281,6 +290,8 @@ class MountDaemon:
             "committed": result.committed,
             "trees_written": result.trees_written,
             "overwrites": result.overwrites,
+            #: The head this commit merged onto: it holds the versions it overwrote.
+            "previous": result.parent,
             "files_hashed": len(jobs),
         }
 
@@ -379,7 +390,12 @@ class MountDaemon:
             self._discard = discard
             first: dict[str, Any] = {}
             if not self._discard:
-                first = await self.commit()
+                try:
+                    first = await self.commit()
+                except NotFoundError:
+                    if not await trio.to_thread.run_sync(self._volume_gone):
+                        raise
+                    self._discard = True  # nothing left to commit to (volume delete --force)
             self._stop.set()
             await self._finished.wait()
             result = dict(self.final_result or {})
@@ -509,9 +525,29 @@ class MountDaemon:
             except Exception as exc:  # never let cleanup hide the final commit
                 log.warning("unmounting %s: %s", self.mountpoint, exc)
 
+    def _volume_gone(self) -> bool:
+        try:
+            self.store.catalog.get_volume_by_id(self.volume.id)
+        except NotFoundError:
+            return True
+        return False
+
     async def _final_commit(self) -> int:
+        if (
+            not self.read_only
+            and not self._discard
+            and await trio.to_thread.run_sync(self._volume_gone)
+        ):
+            log.warning(
+                "volume %r was deleted while mounted at %s: its uncommitted changes are discarded",
+                self.volume.name,
+                self.mountpoint,
+            )
+            self._discard = True
         if self.read_only or self._discard:
             self.final_result = {"snapshot": None, "discarded": self._discard}
+            if self._discard and await trio.to_thread.run_sync(self._volume_gone):
+                self.final_result["volume_deleted"] = True
             self._remove_overlay()
             return 0
         for attempt in range(1, FINAL_COMMIT_ATTEMPTS + 1):
@@ -559,7 +595,7 @@ def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:
     )
     _raise_fd_limit()
     try:
-        check_mountpoint(options.path)
+        check_mountpoint(options.path, nonempty=options.nonempty)
         daemon = MountDaemon(options)
     except VolfsError as exc:
         _report_failure(ready_fd, str(exc))
@@ -591,7 +627,7 @@ def _report_failure(ready_fd: int | None, message: str) -> None:
             pass
 
 
-def check_mountpoint(path: str) -> None:
+def check_mountpoint(path: str, *, nonempty: bool = False) -> None:
     real = os.path.realpath(path)
     if any(real == p or real.startswith(p + "/") for p in PROTECTED_PREFIXES):
         raise InvalidError(f"refusing to mount on {real}")
@@ -600,6 +636,14 @@ def check_mountpoint(path: str) -> None:
     os.makedirs(real, exist_ok=True)
     if not os.path.isdir(real):
         raise InvalidError(f"{real} is not a directory")
+    if not nonempty:
+        with os.scandir(real) as entries:
+            if next(entries, None) is not None:
+                # The files would vanish from sight without a word (they are not lost).
+                raise InvalidError(
+                    f"{real} is not empty: the mount would hide its files "
+                    "(use --nonempty to mount over them anyway)"
+                )
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
