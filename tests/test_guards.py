@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mounting import mounted, run_volfs, volfs_mountpoints
 
 from volfs import Volume
+from volfs.api.upload import VolumeUploadContextManager
+from volfs.cli import main
+from volfs.snapshots import commit as commit_module
+from volfs.store import Store
 
 pytestmark = pytest.mark.mount
 
@@ -112,3 +119,63 @@ def test_commit_names_each_overwrite_and_where_the_other_version_is(tmp_path: Pa
     assert command[:3] == ["volfs", "volume", "get"]
     theirs = run_volfs(store, *command[1:])
     assert theirs.stdout == "b's newer version"
+
+
+def test_ctrl_c_during_put_says_nothing_was_committed_and_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    run_volfs(store, "volume", "create", "v")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_text("x")
+    calls = []
+    real_store_file = VolumeUploadContextManager._store_file
+
+    def store_then_ctrl_c(self: VolumeUploadContextManager, *args: object, **kw: object) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what SIGINT raises in the main thread
+        real_store_file(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(VolumeUploadContextManager, "_store_file", store_then_ctrl_c)
+    monkeypatch.setattr(commit_module, "landed", [])
+    with pytest.raises(SystemExit) as exited:
+        main(["--store", str(store), "volume", "put", "v", str(src), "/up"])
+    assert exited.value.code == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["interrupted: nothing was committed"]
+    assert [e.path for e in Volume.from_name("v", store=store).listdir("/")] == []
+
+
+def test_json_errors_are_a_json_object_on_stdout(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    proc = run_volfs(store, "volume", "info", "missing", "--json", check=False)
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout) == {
+        "error": "volume 'missing' not found in environment 'main'",
+        "exit_code": 3,
+    }
+    assert one_error_line(proc) == "Error: volume 'missing' not found in environment 'main'"
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv(1)")
+def test_a_mount_without_cap_sys_admin_names_the_cause_and_leaves_nothing(tmp_path: Path) -> None:
+    """As in a container started without --cap-add SYS_ADMIN: libfuse says only
+    "fuse_session_mount failed"; the one line must say why and what to do."""
+    store = tmp_path / "store"
+    run_volfs(store, "volume", "create", "v")
+    drop = ["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin", "--"]
+    proc = subprocess.run(
+        [*drop, sys.executable, "-m", "volfs", "mount", "v", str(tmp_path / "m")],
+        env={**os.environ, "VOLFS_STORE": str(store)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 10
+    line = one_error_line(proc)
+    assert "CAP_SYS_ADMIN" in line and "--cap-add SYS_ADMIN" in line
+    assert list((store / "overlays").iterdir()) == []  # nothing for recover to find
+    assert Store.open(store).catalog.list_mounts() == []

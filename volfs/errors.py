@@ -31,6 +31,14 @@ import errno
 class VolfsError(Exception):
     errno: int = errno.EIO
     exit_code: int = 1
+    #: The message in a command line's words, where they differ from the API's
+    #: (``--force``, not ``force=True``): what the CLI prints instead.
+    cli_message: str | None = None
+
+    def for_cli(self, message: str) -> VolfsError:
+        """This error, saying ``message`` to a CLI user."""
+        self.cli_message = message
+        return self
 
 
 class NotFoundError(VolfsError):

@@ -35,8 +35,9 @@ def remove(parts: PathParts, recursive: bool) -> Build:
     def build(view: HeadView) -> Changes:
         entry = view.require(parts)
         if entry.kind is Kind.DIR and not recursive:
-            raise IsADirectoryPathError(
-                f"{shown(parts)} is a directory: remove it with recursive=True (-r)"
+            what = f"{shown(parts)} is a directory"
+            raise IsADirectoryPathError(f"{what}: remove it with recursive=True").for_cli(
+                f"{what}: remove it with -r"
             )
         return {parts: Remove(entry)}
 
@@ -75,8 +76,9 @@ def copy(src_paths: Sequence[str], dst_path: str, recursive: bool) -> Build:
         for parts in srcs:
             src = view.require(parts)
             if src.kind is Kind.DIR and not recursive:
-                raise IsADirectoryPathError(
-                    f"{shown(parts)} is a directory: copy it with recursive=True (-r)"
+                what = f"{shown(parts)} is a directory"
+                raise IsADirectoryPathError(f"{what}: copy it with recursive=True").for_cli(
+                    f"{what}: copy it with -r"
                 )
             target = (*dst, parts[-1]) if into else dst
             if target == parts:

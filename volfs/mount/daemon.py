@@ -44,6 +44,7 @@ from volfs.errors import (
     OpenFilesError,
     VolfsError,
 )
+from volfs.mount.diagnose import why_fuse_cannot_mount
 from volfs.mount.fs import VolfsOperations
 from volfs.mount.inodes import Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
@@ -476,7 +477,13 @@ class MountDaemon:
         try:
             pyfuse3.init(self.ops, self.mountpoint, self._options())
         except RuntimeError as exc:
-            raise MountError(f"cannot mount at {self.mountpoint}: {exc}") from None
+            # Nothing was mounted, so nothing was written: leave no overlay for recover.
+            self._remove_overlay()
+            self.store.catalog.unregister_mount(self.mount_id)
+            hint = why_fuse_cannot_mount()
+            raise MountError(
+                f"cannot mount at {self.mountpoint}: {exc}" + (f" ({hint})" if hint else "")
+            ) from None
         self._mounted = True
         self.store.catalog.register_mount(self.record)
         exit_code = 0
