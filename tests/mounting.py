@@ -63,7 +63,7 @@ class Mount:
         return run_volfs(self.store, *args, check=check)
 
     def commit(self) -> str:
-        return self.volfs("commit", str(self.path)).stderr
+        return self.volfs("commit", str(self.path)).stdout
 
     def reload(self, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.volfs("reload", str(self.path), check=check)

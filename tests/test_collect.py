@@ -11,6 +11,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -285,6 +288,49 @@ def test_a_dead_process_lease_is_ignored_and_pruned(store: Store) -> None:
     report = collect(store)
     assert report.leases == 0 and report.blobs_deleted == 1
     assert store.catalog.list_leases() == []
+
+
+LEASE_HOLDER = """
+import sys, time
+from volfs.store import Store
+with Store.open(sys.argv[1]).catalog.lease("a long upload elsewhere", time.time() - 3 * 3600):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+def test_a_lease_held_in_another_pid_namespace_is_live(store: Store, store_path: Path) -> None:
+    """Containers sharing a store each have their own pids: the holder's pid (1 in its
+    namespace) names init here. gc must still see the lease (and keep what it wrote)."""
+    Volume.objects.create("v", store=store)
+    digest = store.blobs.put(b"written by a commit in another container")
+    age(store, digest)
+    holder = subprocess.Popen(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            sys.executable,
+            "-c",
+            LEASE_HOLDER,
+            str(store_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        (lease,) = store.catalog.list_leases()
+        assert lease.pid == 1  # its own namespace's pid, meaningless here
+        report = collect(store)
+        assert report.leases == 1 and report.blobs_deleted == 0 and store.blobs.has(digest)
+    finally:
+        holder.communicate("", timeout=30)
+    assert store.catalog.list_leases() == []
+    assert collect(store).blobs_deleted == 1
 
 
 def test_retention_keep_last_3_frees_only_what_older_snapshots_used(store: Store) -> None:

@@ -406,7 +406,7 @@ def daemon_run(run: int, root: Path, figures: Figures) -> None:
         recovered = run_volfs(store_path, "recover", check=False)
         if recovered.returncode != 0:
             problems.append(f"recover exited {recovered.returncode}: {recovered.stderr}")
-        if "committed" in recovered.stderr.replace("nothing to commit", ""):
+        if "committed" in recovered.stdout.replace("nothing to commit", ""):
             figures.recovered_commits += 1
         assert str(m.path) not in volfs_mountpoints(), (
             f"recover left the stale mount: {recovered.stderr}"
@@ -612,9 +612,25 @@ def test_recover_detaches_a_dead_mount_whose_root_the_kernel_still_caches(tmp_pa
         m.proc.wait(timeout=30)
         os.stat(m.path)  # still answered from the cache: the daemon is gone
         out = run_volfs(store_path, "recover")
-        assert "stale FUSE mount detached" in out.stderr
+        assert "stale FUSE mount detached" in out.stdout
         assert str(m.path) not in volfs_mountpoints()
     assert run_volfs(store_path, "volume", "get", "v", "f", "-").stdout == "uncommitted"
+
+
+def test_recover_clears_the_mount_record_it_made_stale(tmp_path: Path) -> None:
+    """After recover committed a dead mount's overlay, nothing of that mount is left:
+    fsck has no stale record to report (it used to, for ever)."""
+    store_path = tmp_path / "store"
+    run_volfs(store_path, "volume", "create", "v")
+    with mounted(store_path, "v", tmp_path / "m") as m:
+        (m.path / "f").write_text("uncommitted")
+        kill9(m.proc.pid)
+        m.proc.wait(timeout=30)
+        assert len(Store.open(store_path).catalog.list_mounts()) == 1
+        run_volfs(store_path, "recover")
+    assert Store.open(store_path).catalog.list_mounts() == []
+    report = run_volfs(store_path, "fsck")
+    assert "stale mount record" not in report.stdout + report.stderr
 
 
 class SimulatedCrash(BaseException):

@@ -224,9 +224,9 @@ def test_put_then_get_round_trips_special_files_and_hard_links(
     os.mkfifo(src / "pipe")
     os.mknod(src / "zero", stat.S_IFCHR | 0o600, os.makedev(1, 5))
     Volume.objects.create("vol", store=store)
-    code, _, err = run("volume", "put", "vol", str(src), "/up")
+    code, out, err = run("volume", "put", "vol", str(src), "/up")
     assert code == 0, err
-    assert "Uploaded 4 files (1000 B)" in err  # four names; the linked file's bytes once
+    assert "Uploaded 4 files (1000 B)" in out  # four names; the linked file's bytes once
     code, out, _ = run("volume", "ls", "vol", "up", "--json")
     assert {e["filename"]: e["type"] for e in json.loads(out)} == {
         "up/f": "file",

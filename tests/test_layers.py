@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "volfs"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("volfs.config", "volfs.errors", "volfs.names", "volfs.clock"),
+    ("volfs.config", "volfs.errors", "volfs.names", "volfs.clock", "volfs.locks"),
     ("volfs.blobs",),
     ("volfs.core",),
     ("volfs.catalog",),

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from mounting import mounted, run_volfs, volfs_mountpoints
 
+from volfs import Volume
+
 pytestmark = pytest.mark.mount
 
 
@@ -271,7 +273,7 @@ def test_kill_9_then_recover_commits_the_write(store: Path, tmp_path: Path) -> N
         a.proc.wait(timeout=10)
     assert str(tmp_path / "a") not in volfs_mountpoints()
     out = run_volfs(store, "recover")
-    assert "committed" in out.stderr
+    assert "committed" in out.stdout
     with mounted(store, "vol", tmp_path / "b") as b:
         assert sorted(os.listdir(b.path)) == ["lost-if-not-recovered", "renamed"]
         assert (b.path / "lost-if-not-recovered").read_text() == "uncommitted"
@@ -282,7 +284,7 @@ def test_kill_9_then_recover_commits_the_write(store: Path, tmp_path: Path) -> N
         assert (past.path / "kept").read_text() == "committed"
         with pytest.raises(OSError):
             (past.path / "kept").write_text("no")
-    assert "no orphaned overlays" in run_volfs(store, "recover").stderr
+    assert "no orphaned overlays" in run_volfs(store, "recover").stdout
 
 
 def test_recover_detaches_a_stale_mount(store: Path, tmp_path: Path) -> None:
@@ -293,7 +295,7 @@ def test_recover_detaches_a_stale_mount(store: Path, tmp_path: Path) -> None:
         a.proc.wait(timeout=10)
     try:
         out = run_volfs(store, "recover")
-        assert "stale FUSE mount detached" in out.stderr
+        assert "stale FUSE mount detached" in out.stdout
         assert str(tmp_path / "a") not in volfs_mountpoints()
     finally:
         subprocess.run(["fusermount3", "-u", "-z", str(tmp_path / "a")], capture_output=True)
@@ -373,6 +375,46 @@ def test_autocommit_publishes_in_the_background(store: Path, tmp_path: Path) -> 
         while run_volfs(store, "volume", "get", "vol", "f", "-", check=False).stdout != "auto":
             assert time.monotonic() < deadline, "autocommit never published the file"
             time.sleep(0.1)
+
+
+def _wait_published(store: Path, path: str, content: str) -> None:
+    deadline = time.monotonic() + 30
+    while run_volfs(store, "volume", "get", "vol", path, "-", check=False).stdout != content:
+        assert time.monotonic() < deadline, f"autocommit never published {path}"
+        time.sleep(0.1)
+
+
+def test_background_commits_leave_out_files_open_for_writing(store: Path, tmp_path: Path) -> None:
+    """A checkpoint being written is not published half-way (Modal: files open for writing
+    are left out of background commits); the explicit commit after its close takes it whole."""
+    create(store)
+    with mounted(store, "vol", tmp_path / "a", autocommit="0.2") as a:
+        (a.path / "old.ckpt").write_bytes(b"v1" * 1000)
+        _wait_published(store, "old.ckpt", "v1" * 1000)
+        with open(a.path / "new.ckpt", "wb") as new, open(a.path / "old.ckpt", "r+b") as old:
+            new.write(b"half" * 100_000)
+            old.write(b"V2")  # the start of a rewrite
+            new.flush(), old.flush()
+            (a.path / "marker").write_text("after the writes began")
+            _wait_published(store, "marker", "after the writes began")
+            names = {e.path for e in Volume.from_name("vol", store=store).listdir("/")}
+            assert "new.ckpt" not in names  # never committed: left out
+            got = run_volfs(store, "volume", "get", "vol", "old.ckpt", "-").stdout
+            assert got == "v1" * 1000  # as last committed, not half rewritten
+            new.write(b"rest" * 100_000)
+        run_volfs(store, "commit", str(a.path))
+    vol = Volume.from_name("vol", store=store)
+    assert b"".join(vol.read_file("new.ckpt")) == b"half" * 100_000 + b"rest" * 100_000
+    assert b"".join(vol.read_file("old.ckpt")) == b"V2" + b"v1" * 999
+
+
+def test_an_explicit_commit_includes_files_still_open(store: Path, tmp_path: Path) -> None:
+    create(store)
+    with mounted(store, "vol", tmp_path / "a") as a, open(a.path / "f", "wb") as f:
+        f.write(b"written, not closed")
+        f.flush()
+        run_volfs(store, "commit", str(a.path))
+        assert run_volfs(store, "volume", "get", "vol", "f", "-").stdout == "written, not closed"
 
 
 @pytest.mark.timeout(90)

@@ -148,9 +148,16 @@ async def _read_request(conn: trio.socket.SocketType) -> dict[str, Any]:
 
 
 # -- client ------------------------------------------------------------------------------------
+#: How many requests this process sent to daemons (an interrupted command says so).
+requests_sent = 0
+
+
 def call(socket_path: str, op: str, timeout: float | None = 600.0, **args: Any) -> dict[str, Any]:
     """Sends one request; returns its result or raises the daemon's error, typed."""
+    global requests_sent
     request = {"v": PROTOCOL_VERSION, "op": op, **args}
+    if op != "status":  # asking is no request to finish
+        requests_sent += 1
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         deadline = time.monotonic() + (timeout if timeout is not None else 600.0)

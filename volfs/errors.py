@@ -45,6 +45,14 @@ class Error(Exception):
 
     errno: int = errno.EIO
     exit_code: int = 1
+    #: The message in a command line's words, where they differ from the API's
+    #: (``--force``, not ``force=True``): what the CLI prints instead.
+    cli_message: str | None = None
+
+    def for_cli(self, message: str) -> VolfsError:
+        """This error, saying ``message`` to a CLI user."""
+        self.cli_message = message
+        return self
 
 
 #: volfs's historical name of the base class: the very same class.

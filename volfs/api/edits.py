@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from volfs.api.paths import Build, HeadView, shown
-from volfs.core.changes import ALL_META, Changes, Dir, Put, Remove
-from volfs.core.tree import Entry, Kind
+from volfs.core.changes import ALL_META, Changes, Dir, Put, Remove, SetMeta, diff, meta_diff
+from volfs.core.tree import Entry, Kind, lookup
 from volfs.errors import (
     InvalidError,
     IsADirectoryPathError,
@@ -35,8 +35,9 @@ def remove(parts: PathParts, recursive: bool) -> Build:
     def build(view: HeadView) -> Changes:
         entry = view.require(parts)
         if entry.kind is Kind.DIR and not recursive:
-            raise IsADirectoryPathError(
-                f"{shown(parts)} is a directory: remove it with recursive=True (-r)"
+            what = f"{shown(parts)} is a directory"
+            raise IsADirectoryPathError(f"{what}: remove it with recursive=True").for_cli(
+                f"{what}: remove it with -r"
             )
         return {parts: Remove(entry)}
 
@@ -75,8 +76,9 @@ def copy(src_paths: Sequence[str], dst_path: str, recursive: bool) -> Build:
         for parts in srcs:
             src = view.require(parts)
             if src.kind is Kind.DIR and not recursive:
-                raise IsADirectoryPathError(
-                    f"{shown(parts)} is a directory: copy it with recursive=True (-r)"
+                what = f"{shown(parts)} is a directory"
+                raise IsADirectoryPathError(f"{what}: copy it with recursive=True").for_cli(
+                    f"{what}: copy it with -r"
                 )
             target = (*dst, parts[-1]) if into else dst
             if target == parts:
@@ -123,4 +125,63 @@ def _copy_entry(view: HeadView, src: Entry, target: PathParts, changes: Changes)
         _copy_entry(view, child, (*target, child.name), changes)
 
 
-__all__ = ["copy", "remove"]
+def restore(parts: PathParts, past_root: Entry, snapshot_id: str) -> Build:
+    """The build of bringing ``parts`` back as it was in a past snapshot (root
+    ``past_root``): a file, link or directory becomes exactly that again, and parents
+    deleted since come back as directories holding it (with their old metadata)."""
+    if not parts:
+        raise InvalidError("restore a path inside the volume, not its root (see `rollback`)")
+
+    def build(view: HeadView) -> Changes:
+        past = lookup(view.catalog, past_root, parts)
+        if past is None:
+            raise PathNotFoundError(f"{shown(parts)} is not in snapshot {snapshot_id}")
+        if past.kind is not Kind.DIR:
+            # Its own file again: a hard-link group it was in may have moved on since.
+            past = past.with_(link=0, nlink=1)
+        changes: Changes = {}
+        for i in range(1, len(parts)):
+            parent = parts[:i]
+            here = view.get(parent)
+            if here is None:
+                old = lookup(view.catalog, past_root, parent)
+                assert old is not None and old.kind is Kind.DIR  # a parent of ``past``
+                changes[parent] = Dir(old, None, ALL_META)  # only what is restored goes in
+            elif here.kind is Kind.DIR:
+                changes[parent] = Dir(here, here, frozenset())
+            else:
+                raise NotADirectoryPathError(
+                    f"cannot restore {shown(parts)}: {shown(parent)} is not a directory now"
+                )
+        existing = view.get(parts)
+        if existing is None or existing.kind is not past.kind:
+            _put_whole(view, past, existing, parts, changes)
+        elif past.kind is Kind.DIR:
+            below = diff(view.catalog, existing, past.with_(name=parts[-1]), parts)
+            if not below:
+                return {}
+            changes.update(below)
+        elif not past.same_content(existing):
+            changes[parts] = Put(past, existing)
+        elif fields := meta_diff(existing, past):
+            changes[parts] = SetMeta(past, fields)
+        else:
+            return {}  # already as it was: nothing to commit
+        return changes
+
+    return build
+
+
+def _put_whole(
+    view: HeadView, entry: Entry, seen: Entry | None, path: PathParts, changes: Changes
+) -> None:
+    if entry.kind is not Kind.DIR:
+        changes[path] = Put(entry, seen)
+        return
+    changes[path] = Dir(entry, seen, ALL_META, whole=True)
+    assert entry.tree is not None
+    for child in view.catalog.get_tree(entry.tree).entries:
+        _put_whole(view, child, None, (*path, child.name), changes)
+
+
+__all__ = ["copy", "remove", "restore"]

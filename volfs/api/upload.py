@@ -149,8 +149,9 @@ class VolumeUploadContextManager:
                 f" (end the remote path with / to upload into it)"
             )
         if not self._force:
-            raise PathExistsError(
-                f"{shown(parts)} already exists (uploading {source}); use force to overwrite"
+            what = f"{shown(parts)} already exists (uploading {source})"
+            raise PathExistsError(f"{what}; pass force=True to overwrite").for_cli(
+                f"{what}; pass --force to overwrite"
             )
         return existing
 

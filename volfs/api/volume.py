@@ -661,6 +661,24 @@ class Volume:
         """
         self._commit(edits.copy(src_paths, dst_path, recursive), "api:cp")
 
+    def restore(self, path: str, snapshot_id: str) -> str | None:
+        """Brings ``path`` back as it was in snapshot ``snapshot_id`` (a file, or a
+        directory with everything in it), as a new commit: undelete, or undo an overwrite.
+
+        Returns the new snapshot's id, or None if ``path`` already is as it was then.
+        Beyond Modal (which keeps no history)."""
+        return _restore(self, path, snapshot_id).snapshot
+
+
+def _restore(vol: Volume, path: str, snapshot_id: str) -> CommitResult:
+    """``Volume.restore``'s body (beyond Modal: kept apart from the Modal-shaped methods)."""
+    past = vol._store.catalog.get_snapshot(snapshot_id)
+    if past.volume_id != vol._writable_id():
+        raise InvalidError(f"snapshot {snapshot_id} does not belong to volume {vol.name!r}")
+    return vol._commit(
+        edits.restore(split_path(path), past.root, snapshot_id), f"restore {path} {snapshot_id}"
+    )
+
 
 class _VolumeManager:
     """``Volume.objects``: create, list and delete volumes by name."""

@@ -33,6 +33,7 @@ from typing import Any
 
 import lmdb
 
+from volfs import locks
 from volfs.blobs import Digest, ObjectStore
 from volfs.catalog.records import (
     FORMAT_VERSION,
@@ -76,6 +77,18 @@ def close_environments(under: Path) -> int:
     return len(keys)
 
 
+def _hint(exc: lmdb.Error) -> str:
+    # LMDB marks each reader process alive with a POSIX lock on the byte at offset <pid>
+    # of lock.mdb. Two processes with one pid number in different PID namespaces (two
+    # containers) collide there, and the second one's first transaction fails EAGAIN.
+    if "Resource temporarily unavailable" not in str(exc):
+        return ""
+    return (
+        " (a process with this pid in another PID namespace has the store open: containers"
+        " sharing a store must share a PID namespace, e.g. docker run --pid=host)"
+    )
+
+
 def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
     key = str(path.resolve())
     with _ENVS_LOCK:
@@ -93,7 +106,7 @@ def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
                     readahead=False,
                 )
             except lmdb.Error as exc:
-                raise VolfsError(f"cannot open the catalog at {key}: {exc}") from exc
+                raise VolfsError(f"cannot open the catalog at {key}: {exc}{_hint(exc)}") from exc
             _ENVS[key] = env
         return env
 
@@ -637,21 +650,33 @@ class LmdbCatalog:
         ``volfs gc`` deletes no unreferenced blob written after the oldest live lease's
         ``since`` (a lease of a dead process is ignored and pruned).
         """
+        lease_id = new_id("le")
+        # The lock, not the pid, tells other processes this lease is live: a pid means
+        # nothing in another PID namespace (containers sharing the store; volfs.locks).
+        lock_dir = self._path / "leases"
+        lock_dir.mkdir(exist_ok=True)
+        lock_path = lock_dir / f"{lease_id}.lock"
+        lock_fd = locks.hold(lock_path)
         lease = Lease(
-            new_id("le"),
+            lease_id,
             os.getpid(),
             process_start(os.getpid()),
             time.time() if since is None else since,
             what,
+            str(lock_path),
         )
-        with self._write_runtime() as txn:
-            txn.put(
-                lease.id.encode(), json.dumps(dataclasses.asdict(lease)).encode(), db=self._leases
-            )
         try:
+            with self._write_runtime() as txn:
+                txn.put(
+                    lease.id.encode(),
+                    json.dumps(dataclasses.asdict(lease)).encode(),
+                    db=self._leases,
+                )
             yield lease
         finally:
             self.drop_lease(lease.id)
+            lock_path.unlink(missing_ok=True)
+            os.close(lock_fd)
 
     def list_leases(self) -> list[Lease]:
         with self.runtime.begin() as txn:

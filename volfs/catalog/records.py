@@ -210,6 +210,9 @@ class Lease:
     #: Every blob written since this time may be about to be referenced.
     since: float
     what: str
+    #: A file the holder keeps flock'ed (``volfs.locks``): the lease is live while it is
+    #: held, in whatever PID namespace the holder runs. None in leases of older versions.
+    lock: str | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import NoReturn
 import click
 
 from volfs import __version__
-from volfs.cli import admin, fork, mount, store, volume
+from volfs.cli import admin, entrypoint, fork, mount, store, volume
 from volfs.cli._common import CliState, VolfsGroup, run
 
 
@@ -59,6 +59,7 @@ for _command in (
     mount.reload_cmd,
     mount.status_cmd,
     mount.recover_cmd,
+    entrypoint.run_cmd,
 ):
     cli.add_command(_command)
 for _command in (admin.retention_cmd, admin.rollback_cmd, fork.fork_cmd, fork.diff_cmd):

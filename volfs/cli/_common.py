@@ -32,8 +32,10 @@ from typing import Any, NoReturn
 
 import click
 
+from volfs import control
 from volfs.config import DEFAULT_ENVIRONMENT
 from volfs.errors import VolfsError
+from volfs.snapshots import commit
 from volfs.store import Store
 
 #: Show a progress bar for transfers at least this large (and only on a terminal).
@@ -72,7 +74,8 @@ class VolfsGroup(click.Group):
         except BrokenPipeError:
             raise  # click's main exits quietly when the reader of stdout went away
         except VolfsError as exc:
-            raise UserError(str(exc) or type(exc).__name__, exc.exit_code) from None
+            message = exc.cli_message or str(exc) or type(exc).__name__
+            raise UserError(message, exc.exit_code) from None
         except OSError as exc:
             raise UserError(_os_message(exc), _OS_EXIT_CODES.get(exc.errno or 0, 1)) from None
         except Exception as exc:
@@ -103,36 +106,54 @@ def run(group: click.Group, args: Sequence[str] | None, prog_name: str | None) -
     """Runs ``group`` as a console script and exits with its code.
 
     Errors inside commands are formatted by :class:`VolfsGroup`; this catches what
-    happens outside them, so even those end as one ``Error:`` line.
+    happens outside them, so even those end as one ``Error:`` line — and, when the command
+    line asked for ``--json``, also as a JSON object on stdout, where its reader looks.
     """
     logger = logging.getLogger("volfs")
     if not any(isinstance(h, CliLogHandler) for h in logger.handlers):
         logger.addHandler(CliLogHandler())
+    argv = list(args) if args is not None else sys.argv[1:]
+    as_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+
+    def fail(message: str, code: int) -> NoReturn:
+        message = " ".join(message.split())
+        if as_json:
+            click.echo(json.dumps({"error": message, "exit_code": code}))
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(code)
+
     try:
-        rv = group.main(
-            args=list(args) if args is not None else None,
-            prog_name=prog_name or "volfs",
-            standalone_mode=False,
-        )
+        rv = group.main(args=argv, prog_name=prog_name or "volfs", standalone_mode=False)
     except click.UsageError as exc:  # exit 2; one line, like every other error
         command = exc.ctx.command_path if exc.ctx is not None else (prog_name or "volfs")
-        click.echo(
-            f"Error: {' '.join(exc.format_message().split())} (see '{command} --help')", err=True
-        )
-        sys.exit(exc.exit_code)
+        fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
     except click.ClickException as exc:  # UserError
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
+        fail(exc.format_message(), exc.exit_code)
+    except click.Abort as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            click.echo(f"interrupted: {interrupted_state()}", err=True)
+            sys.exit(130)  # as a shell reports a SIGINT
         click.echo("Aborted!", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:  # outside click's own handling (while it parsed, say)
+        click.echo(f"interrupted: {interrupted_state()}", err=True)
+        sys.exit(130)
     except VolfsError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        fail(exc.cli_message or str(exc), exc.exit_code)
     except OSError as exc:
-        click.echo(f"Error: {_os_message(exc)}", err=True)
-        sys.exit(_OS_EXIT_CODES.get(exc.errno or 0, 1))
+        fail(_os_message(exc), _OS_EXIT_CODES.get(exc.errno or 0, 1))
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def interrupted_state() -> str:
+    """What an interrupted command leaves: every write of this process is one atomic
+    commit, so either it landed (and is named) or nothing did; a request already sent to a
+    mount's daemon is that daemon's to finish."""
+    if control.requests_sent:
+        return "a mount's daemon finishes the request it was sent (see `volfs status`)"
+    if commit.landed:
+        return f"committed {commit.landed[-1]} before that"
+    return "nothing was committed"
 
 
 # -- the store and shared options ---------------------------------------------------------

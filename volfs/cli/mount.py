@@ -79,7 +79,7 @@ def _targets(ctx: click.Context, path: str | None, all_stores: bool) -> list[con
     out = []
     for m in _scope(ctx, path, all_stores):
         if isinstance(m, control.Unreachable):
-            _say(f"warning: skipped {m.path}: {m.error}")
+            _warn(f"warning: skipped {m.path}: {m.error}")
         else:
             out.append(m)
     return out
@@ -100,6 +100,12 @@ def _all_option(f: Any) -> Any:
 
 
 def _say(message: str) -> None:
+    """A result: stdout (what a script captures)."""
+    click.echo(message)
+
+
+def _warn(message: str) -> None:
+    """A diagnostic: stderr."""
     click.echo(message, err=True)
 
 
@@ -119,8 +125,12 @@ def _say(message: str) -> None:
     type=float,
     default=DEFAULT_AUTOCOMMIT_SECONDS,
     show_default=True,
+    envvar="VOLFS_AUTOCOMMIT",
     metavar="SECONDS",
-    help="Commit in the background this often; 0 turns it off.",
+    help="Commit in the background this often; 0 turns it off (also VOLFS_AUTOCOMMIT).",
+)
+@click.option(
+    "--nonempty", is_flag=True, help="Mount over a directory that has files (hiding them)."
 )
 @click.option("--foreground", is_flag=True, help="Serve in this process (systemd, containers).")
 @click.option("--ready-fd", type=int, hidden=True)
@@ -134,6 +144,7 @@ def mount_cmd(
     snapshot: str | None,
     sub_path: str | None,
     autocommit: float,
+    nonempty: bool,
     foreground: bool,
     ready_fd: int | None,
 ) -> None:
@@ -146,7 +157,15 @@ def mount_cmd(
     store = open_store(ctx)
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log
     options = daemon.MountOptions(
-        str(store.root), name, environment, path, read_only, snapshot, autocommit, sub_path
+        str(store.root),
+        name,
+        environment,
+        path,
+        read_only,
+        snapshot,
+        autocommit,
+        sub_path=sub_path,
+        nonempty=nonempty,
     )
     orphans = [
         o
@@ -157,7 +176,7 @@ def mount_cmd(
         and not o.record.read_only
     ]
     if orphans and ready_fd is None:
-        _say(
+        _warn(
             f"warning: {len(orphans)} crashed mount(s) of {name!r} left uncommitted changes; "
             "run `volfs recover` to commit them (or `volfs recover --discard`)"
         )
@@ -198,13 +217,16 @@ def unmount_cmd(path: str, no_commit: bool, yes: bool, force: bool) -> None:
         click.confirm(f"Discard the uncommitted changes of {real}?", abort=True)
     result = control.call(info.socket, "unmount", discard=no_commit, force=force, pid=os.getpid())
     if not launcher.Daemon(real, info.pid).wait_gone(UNMOUNT_WAIT):
-        _say(
+        _warn(
             f"warning: the daemon of {real} (pid {info.pid}) has not exited after "
             f"{UNMOUNT_WAIT:.0f} s"
         )
     if result.get("error"):
         raise MountError(result["error"])
     snapshot = result.get("snapshot")
+    if result.get("volume_deleted"):
+        _say(f"unmounted {real}: its volume was deleted, so its uncommitted changes were discarded")
+        return
     _say(f"unmounted {real}" + (f" (committed {snapshot})" if snapshot else ""))
 
 
@@ -230,6 +252,13 @@ def commit_cmd(
         if not as_json:
             snapshot = result.get("snapshot")
             _say(f"{info.path}: " + (f"committed {snapshot}" if snapshot else "nothing to commit"))
+            for overwritten in result.get("overwrites", []):
+                # Someone else's newer version was replaced: say where it still is.
+                _say(
+                    f"  overwrote {overwritten}, changed by another writer; their version: "
+                    f"volfs volume get {info.volume_name} {overwritten} - --snapshot "
+                    f"{result.get('previous')}"
+                )
     if as_json:
         click.echo(json.dumps(results, indent=2))
     elif not results:

@@ -37,12 +37,14 @@ from volfs.cli._common import (
     table,
 )
 from volfs.errors import (
+    ConflictError,
     InvalidError,
     IsADirectoryPathError,
     NotADirectoryPathError,
     NotFoundError,
     PathExistsError,
 )
+from volfs.maintenance.mounts import live_mounts
 from volfs.names import split_path
 from volfs.snapshots.history import get_retention
 
@@ -162,20 +164,33 @@ def list_cmd(ctx: click.Context, environment: str, as_json: bool) -> None:
     )
 
 
+_snapshot_option = click.option(
+    "--snapshot", metavar="ID", help="As it was in this past snapshot (see `volume log`)."
+)
+
+
 @volume_group.command("ls")
 @click.argument("name")
 @click.argument("path", default="/")
 @env_option
 @json_option
+@_snapshot_option
 @click.pass_context
-def ls_cmd(ctx: click.Context, name: str, path: str, environment: str, as_json: bool) -> None:
+def ls_cmd(
+    ctx: click.Context,
+    name: str,
+    path: str,
+    environment: str,
+    as_json: bool,
+    snapshot: str | None,
+) -> None:
     """List the files in PATH of volume NAME (default: its root).
 
     Piped (stdout not a terminal) and without --json it prints bare paths, one a line, as
     `modal volume ls` does; --json prints modal's keys: filename, type, created_modified,
     size.
     """
-    entries = _volume(ctx, name, environment).listdir(path)
+    entries = _volume(ctx, name, environment).snapshot(snapshot).listdir(path)
     if not as_json and not _stdout_is_terminal():
         for e in entries:
             click.echo(e.path)
@@ -258,8 +273,7 @@ def put_cmd(
             batch.put_file(local_path, remote_path)
     shown = "/" + "/".join(split_path(remote_path))
     click.echo(
-        f"Uploaded {files} file{'s' if files != 1 else ''} ({human_size(size)}) to {name}:{shown}",
-        err=True,
+        f"Uploaded {files} file{'s' if files != 1 else ''} ({human_size(size)}) to {name}:{shown}"
     )
 
 
@@ -407,9 +421,16 @@ def _write_into(
 @click.argument("local_dest", default=".")
 @click.option("--force", "-f", is_flag=True, help="Overwrite existing local files.")
 @env_option
+@_snapshot_option
 @click.pass_context
 def get_cmd(
-    ctx: click.Context, name: str, remote_path: str, local_dest: str, force: bool, environment: str
+    ctx: click.Context,
+    name: str,
+    remote_path: str,
+    local_dest: str,
+    force: bool,
+    environment: str,
+    snapshot: str | None,
 ) -> None:
     """Download REMOTE_PATH of volume NAME (a file, or a directory recursively).
 
@@ -421,7 +442,7 @@ def get_cmd(
     devices without the privilege, are skipped with a warning.
     """
     # One snapshot for the whole download: commits landing meanwhile do not mix in.
-    vol = _volume(ctx, name, environment).snapshot()
+    vol = _volume(ctx, name, environment).snapshot(snapshot)
     top = vol.stat(remote_path)
     if local_dest == "-":
         out = sys.stdout.buffer
@@ -446,7 +467,7 @@ def get_cmd(
             written = _write_local(vol, top, dest, force, progress, skipped=skipped)
         skipped.warn()
         if written is not None:
-            click.echo(f"Wrote {written} bytes to {str(dest)!r}", err=True)
+            click.echo(f"Wrote {written} bytes to {str(dest)!r}")
         return
     _get_tree(vol, parts, dest, force)
 
@@ -505,10 +526,27 @@ def _get_tree(vol: Volume, parts: tuple[str, ...], dest: Path, force: bool) -> N
                 files += 1
     skipped.warn()
     click.echo(
-        f"Downloaded {files} file{'s' if files != 1 else ''} ({human_size(total)}) "
-        f"to {str(dest)!r}",
-        err=True,
+        f"Downloaded {files} file{'s' if files != 1 else ''} ({human_size(total)}) to {str(dest)!r}"
     )
+
+
+@volume_group.command("restore")
+@click.argument("name")
+@click.argument("path")
+@click.option("--snapshot", metavar="ID", required=True, help="The past snapshot to take it from.")
+@env_option
+@click.pass_context
+def restore_cmd(ctx: click.Context, name: str, path: str, snapshot: str, environment: str) -> None:
+    """Bring PATH of volume NAME back as it was in snapshot ID, as a new commit.
+
+    A file, link or directory (with everything in it) becomes exactly what it was then:
+    undelete, or undo an overwrite. Parents deleted since come back too. Find the
+    snapshot with `volfs volume log NAME`."""
+    new = _volume(ctx, name, environment).restore(path, snapshot)
+    if new is None:
+        click.echo(f"{path} already is as it was in {snapshot}: nothing to commit")
+    else:
+        click.echo(f"restored {path} from {snapshot}: committed {new}")
 
 
 @volume_group.command("rm")
@@ -574,19 +612,35 @@ def rename_cmd(
 @click.argument("name")
 @click.option("--allow-missing", is_flag=True, help="Do not fail if the volume does not exist.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete even while mounted (those mounts lose what they did not commit).",
+)
 @env_option
 @click.pass_context
 def delete_cmd(
-    ctx: click.Context, name: str, allow_missing: bool, yes: bool, environment: str
+    ctx: click.Context,
+    name: str,
+    allow_missing: bool,
+    yes: bool,
+    force: bool,
+    environment: str,
 ) -> None:
-    """Delete volume NAME (asks first, unless --yes)."""
+    """Delete volume NAME (asks first, unless --yes; refuses while mounted, unless --force)."""
     try:
-        _volume(ctx, name, environment)  # a missing volume is an error before any question
+        volume = _volume(ctx, name, environment)  # missing: an error before any question
     except NotFoundError:
         if not allow_missing:
             raise
         click.echo(f"Volume {name!r} does not exist; nothing to delete.", err=True)
         return
+    mounts = live_mounts(open_store(ctx), volume.object_id)
+    if mounts and not force:
+        raise ConflictError(
+            f"volume {name!r} is mounted ({', '.join(mounts)}): unmount it first, or pass "
+            "--force (its mounts then lose what they did not commit)"
+        )
     if not yes:
         try:
             ok = click.confirm(

@@ -53,7 +53,7 @@ from typing import Any
 import xxhash
 
 from volfs.blobs import Digest, ObjectStore
-from volfs.catalog import SnapshotRecord, VolumeRecord, process_alive
+from volfs.catalog import SnapshotRecord, VolumeRecord
 from volfs.config import CHUNK_SIZE
 from volfs.core.tree import Entry, Kind, Tree, chunk_span, decode_verified
 from volfs.errors import CorruptionError, VolfsError
@@ -684,11 +684,13 @@ def _orphans(
     stale = [
         m
         for m in store.catalog.list_mounts()
-        if not process_alive(m.pid, None) and not os.path.exists(m.overlay)
+        # A live daemon holds its overlay (and a dead one's waits for recover): the pid is
+        # no witness, it may be another PID namespace's.
+        if not os.path.exists(m.overlay)
     ]
     for m in stale:
         report.notes.append(
-            f"stale mount record {m.id} ({m.volume_name} at {m.path}, pid {m.pid} gone)"
+            f"stale mount record {m.id} ({m.volume_name} at {m.path}, its overlay is gone)"
         )
     if checker.tree_problems:
         orphans["skipped"] = "trees are missing or damaged: what they referenced is unknown"

@@ -26,8 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from volfs import locks
 from volfs.blobs import Digest, ObjectStore
-from volfs.catalog import Catalog, SnapshotRecord, VolumeRecord, entry_from_json, process_alive
+from volfs.catalog import (
+    Catalog,
+    Lease,
+    SnapshotRecord,
+    VolumeRecord,
+    entry_from_json,
+    process_alive,
+)
 from volfs.core.tree import EMPTY_TREE, Kind, Tree, tree_digest
 from volfs.errors import CorruptionError, InvalidError
 from volfs.snapshots.history import kept_by_gc
@@ -109,7 +117,9 @@ def live_pins(
                 pins.roots.setdefault(pin.view_tree, who)
     recorded = set()
     for record in catalog.list_mounts():
-        if process_alive(record.pid, None) or Path(record.overlay).exists():
+        # Not the pid: it may be another PID namespace's. A live daemon holds its overlay's
+        # lock, and a dead one's overlay waits on disk for recover: both keep their base.
+        if Path(record.overlay).exists():
             recorded.add(record.id)
             pins.snapshots.setdefault(
                 record.base, f"mount {record.id} of {record.volume_name} at {record.path}"
@@ -119,12 +129,18 @@ def live_pins(
             if overlay.is_dir():
                 _overlay_pins(overlay, overlay.name in recorded, pins)
     for lease in catalog.list_leases():
-        if process_alive(lease.pid, lease.start):
+        if _lease_alive(lease):
             pins.leases += 1
             pins.since = lease.since if pins.since is None else min(pins.since, lease.since)
         elif prune:
             catalog.drop_lease(lease.id)
     return pins
+
+
+def _lease_alive(lease: Lease) -> bool:
+    if lease.lock is not None:
+        return locks.held(lease.lock)
+    return process_alive(lease.pid, lease.start)  # a lease of an older version
 
 
 def _overlay_pins(overlay: Path, recorded: bool, pins: Pins) -> None:

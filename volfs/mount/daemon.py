@@ -45,6 +45,7 @@ from volfs.errors import (
     OpenFilesError,
     VolfsError,
 )
+from volfs.mount.diagnose import why_fuse_cannot_mount
 from volfs.mount.fs import VolfsOperations
 from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
@@ -72,6 +73,8 @@ class MountOptions:
     #: Serve this directory of the volume as the mount's root (Modal's
     #: ``with_mount_options(sub_path=…)``); it must exist. None: the whole volume.
     sub_path: str | None = None
+    #: Mount over a directory that has entries (hiding them while mounted), as asked.
+    nonempty: bool = False
 
 
 def _cmdline(pid: int) -> str:
@@ -235,13 +238,23 @@ class MountDaemon:
 
     # -- commit and reload ---------------------------------------------------------------------------
     async def commit(
-        self, *, if_unchanged: bool = False, origin: str | None = None
+        self,
+        *,
+        if_unchanged: bool = False,
+        origin: str | None = None,
+        skip_writing: bool = False,
     ) -> dict[str, Any]:
         async with self._lock:
-            return await self._commit_locked(if_unchanged=if_unchanged, origin=origin)
+            return await self._commit_locked(
+                if_unchanged=if_unchanged, origin=origin, skip_writing=skip_writing
+            )
 
     async def _commit_locked(
-        self, *, if_unchanged: bool = False, origin: str | None = None
+        self,
+        *,
+        if_unchanged: bool = False,
+        origin: str | None = None,
+        skip_writing: bool = False,
     ) -> dict[str, Any]:
         overlay = self.overlay
         if self._mounted and not self.read_only and self.ops.enable_writeback_cache:
@@ -258,7 +271,7 @@ class MountDaemon:
                 )
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
-        jobs = overlay.prepare_commit()
+        jobs = overlay.prepare_commit(skip_writing=skip_writing)
         catalog = self.store.catalog
         # A lease from the first blob to the head move (and the mount's pin naming the new
         # view): gc keeps what it wrote or reused. Taken in the worker thread: in distributed
@@ -282,7 +295,7 @@ class MountDaemon:
         view = None
         try:
             results = await trio.to_thread.run_sync(hash_files)
-            pending = overlay.build_view(results)
+            pending = overlay.build_view(results, skip_writing=skip_writing)
             origin = origin or f"mount {self.mount_id} pid {os.getpid()} {self.mountpoint}"
             result = await trio.to_thread.run_sync(
                 partial(overlay.publish, pending, if_unchanged=if_unchanged, origin=origin)
@@ -304,6 +317,8 @@ class MountDaemon:
             "committed": result.committed,
             "trees_written": result.trees_written,
             "overwrites": result.overwrites,
+            #: The head this commit merged onto: it holds the versions it overwrote.
+            "previous": result.parent,
             "files_hashed": len(jobs),
         }
 
@@ -426,7 +441,12 @@ class MountDaemon:
             self._discard = discard
             first: dict[str, Any] = {}
             if not self._discard:
-                first = await self.commit()
+                try:
+                    first = await self.commit()
+                except NotFoundError:
+                    if not await trio.to_thread.run_sync(self._volume_gone):
+                        raise
+                    self._discard = True  # nothing left to commit to (volume delete --force)
             self._stop.set()
             await self._finished.wait()
             result = dict(self.final_result or {})
@@ -450,7 +470,11 @@ class MountDaemon:
         while True:
             await trio.sleep(self.options.autocommit)
             try:
-                await self.commit(origin=f"autocommit {self.mount_id} {self.mountpoint}")
+                # Files still being written wait for their close (a half-written
+                # checkpoint must not be what a reader reloads); an explicit commit takes them.
+                await self.commit(
+                    origin=f"autocommit {self.mount_id} {self.mountpoint}", skip_writing=True
+                )
             except VolfsError as exc:
                 log.error("background commit failed (will retry): %s", exc)
 
@@ -503,7 +527,13 @@ class MountDaemon:
         try:
             pyfuse3.init(self.ops, self.mountpoint, self._options())
         except RuntimeError as exc:
-            raise MountError(f"cannot mount at {self.mountpoint}: {exc}") from None
+            # Nothing was mounted, so nothing was written: leave no overlay for recover.
+            self._remove_overlay()
+            self.store.catalog.unregister_mount(self.mount_id)
+            hint = why_fuse_cannot_mount()
+            raise MountError(
+                f"cannot mount at {self.mountpoint}: {exc}" + (f" ({hint})" if hint else "")
+            ) from None
         self._mounted = True
         self.store.catalog.register_mount(self.record)
         exit_code = 0
@@ -552,9 +582,29 @@ class MountDaemon:
             except Exception as exc:  # never let cleanup hide the final commit
                 log.warning("unmounting %s: %s", self.mountpoint, exc)
 
+    def _volume_gone(self) -> bool:
+        try:
+            self.store.catalog.get_volume_by_id(self.volume.id)
+        except NotFoundError:
+            return True
+        return False
+
     async def _final_commit(self) -> int:
+        if (
+            not self.read_only
+            and not self._discard
+            and await trio.to_thread.run_sync(self._volume_gone)
+        ):
+            log.warning(
+                "volume %r was deleted while mounted at %s: its uncommitted changes are discarded",
+                self.volume.name,
+                self.mountpoint,
+            )
+            self._discard = True
         if self.read_only or self._discard:
             self.final_result = {"snapshot": None, "discarded": self._discard}
+            if self._discard and await trio.to_thread.run_sync(self._volume_gone):
+                self.final_result["volume_deleted"] = True
             self._remove_overlay()
             return 0
         for attempt in range(1, FINAL_COMMIT_ATTEMPTS + 1):
@@ -628,7 +678,7 @@ def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:
     )
     _raise_fd_limit()
     try:
-        check_mountpoint(options.path)
+        check_mountpoint(options.path, nonempty=options.nonempty)
         daemon = MountDaemon(options)
     except VolfsError as exc:
         _report_failure(ready_fd, str(exc))
@@ -660,7 +710,7 @@ def _report_failure(ready_fd: int | None, message: str) -> None:
             pass
 
 
-def check_mountpoint(path: str) -> None:
+def check_mountpoint(path: str, *, nonempty: bool = False) -> None:
     real = os.path.realpath(path)
     if any(real == p or real.startswith(p + "/") for p in PROTECTED_PREFIXES):
         raise InvalidError(f"refusing to mount on {real}")
@@ -669,6 +719,14 @@ def check_mountpoint(path: str) -> None:
     os.makedirs(real, exist_ok=True)
     if not os.path.isdir(real):
         raise InvalidError(f"{real} is not a directory")
+    if not nonempty:
+        with os.scandir(real) as entries:
+            if next(entries, None) is not None:
+                # The files would vanish from sight without a word (they are not lost).
+                raise InvalidError(
+                    f"{real} is not empty: the mount would hide its files "
+                    "(use --nonempty to mount over them anyway)"
+                )
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

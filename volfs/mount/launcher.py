@@ -167,7 +167,8 @@ def start(options: MountOptions, log_path: Path) -> Daemon:
     A mount point the daemon would refuse is refused here first, with the same error
     (InvalidError), before any process is spawned.
     """
-    daemon.check_mountpoint(options.path)  # the daemon's own rule: one place decides it
+    # the daemon's own rule: one place decides it
+    daemon.check_mountpoint(options.path, nonempty=options.nonempty)
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "volfs"]
     if options.store:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from volfs.blobs import BlobBatch, Digest
 from volfs.core.changes import Dir, diff
-from volfs.core.tree import Chunks, Entry, Kind, Tree, TreeWriter, chunk_span
+from volfs.core.tree import Chunks, Entry, Kind, Tree, TreeWriter, chunk_span, lookup
 from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.namespace import Namespace
 from volfs.mount.scratch import ScratchFile, has_data
@@ -71,16 +71,19 @@ def freeze_budget() -> int:
 class Publishing(Namespace):
     """The commit phases of :class:`~volfs.mount.overlay.Overlay`."""
 
-    def prepare_commit(self) -> list[HashJob]:
+    def prepare_commit(self, *, skip_writing: bool = False) -> list[HashJob]:
         """Phase 1 (loop): which scratch files need hashing, their segments frozen for it.
 
         Each frozen segment holds an fd until it is hashed: past ``freeze_budget()`` of them,
         the remaining files are hashed on the loop when the view is built (slower, same
-        result)."""
+        result). ``skip_writing``: files open for writing are left for a later commit (see
+        :meth:`build_view`)."""
         jobs = []
         budget = freeze_budget()
         for ino in list(self._scratch_nodes):
             node = self.table.get(ino)
+            if skip_writing and node is not None and node.writers:
+                continue
             if node is not None and node.content_dirty and node.links and node.scratch:
                 budget -= node.scratch.open_segments()
                 if budget < 0:
@@ -136,11 +139,19 @@ class Publishing(Namespace):
             frozenset(adopted),
         )
 
-    def build_view(self, results: dict[int, HashResult]) -> PendingCommit:
-        """Phase 3 (loop, no await): the view's Merkle tree, rebuilt where it changed."""
+    def build_view(
+        self, results: dict[int, HashResult], *, skip_writing: bool = False
+    ) -> PendingCommit:
+        """Phase 3 (loop, no await): the view's Merkle tree, rebuilt where it changed.
+
+        ``skip_writing`` (background commits): a file open for writing goes into the tree as
+        it was last committed, or not at all if it never was, so a reader never gets half a
+        checkpoint; it stays dirty and goes out with the first commit after it is closed (or
+        an explicit one). Modal leaves such files out of its background commits too."""
         writer = TreeWriter(self.catalog)
         root = self.table[ROOT_INO]
-        entry, _ = self._entry(root, "", writer, results)
+        held = _Held(self, writer) if skip_writing else None
+        entry, _ = self._entry(root, "", writer, results, held=held)
         return PendingCommit(entry, writer, results)
 
     def dirty_paths(self) -> list[str]:
@@ -165,10 +176,13 @@ class Publishing(Namespace):
         writer: TreeWriter,
         results: dict[int, HashResult],
         dry: bool = False,
+        held: _Held | None = None,
+        path: tuple[str, ...] = (),
     ) -> tuple[Entry, bool]:
         """This node as a tree entry, and whether it is clean (cacheable).
 
         ``dry``: stands in a placeholder digest for unhashed content and caches nothing.
+        ``held``: files open for writing stand as last committed (see :meth:`build_view`).
         """
         cached = node.cached
         if cached is not None:
@@ -190,8 +204,16 @@ class Publishing(Namespace):
             else:
                 entries = []
                 for child_name, child_ino in node.children.items():
+                    child = self.table[child_ino]
+                    child_path = (*path, child_name)
+                    if held is not None and child.writers and child.kind is Kind.FILE:
+                        clean = False  # this directory is not what the mount holds
+                        last = held.committed(child_path)
+                        if last is not None:
+                            entries.append(last.with_(name=child_name))
+                        continue
                     child_entry, child_clean = self._entry(
-                        self.table[child_ino], child_name, writer, results, dry
+                        child, child_name, writer, results, dry, held, child_path
                     )
                     entries.append(child_entry)
                     clean = clean and child_clean
@@ -319,6 +341,18 @@ class Publishing(Namespace):
             result = self.publish(pending, if_unchanged=if_unchanged, origin=origin)
             self.finish_commit(pending)
         return result
+
+
+class _Held:
+    """Where a background commit finds what a file open for writing last committed."""
+
+    def __init__(self, overlay: Publishing, writer: TreeWriter) -> None:
+        self._root = overlay.committed_view
+        self._writer = writer
+
+    def committed(self, path: tuple[str, ...]) -> Entry | None:
+        entry = lookup(self._writer, self._root, path)
+        return entry if entry is not None and entry.kind is Kind.FILE else None
 
 
 def _close_all(segments: list[tuple[int, int, str]]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from volfs import locks
 from volfs.catalog import MountRecord
 from volfs.errors import NotFoundError, VolfsError
 from volfs.mount.journal import Journal
@@ -48,17 +49,7 @@ class Recovered:
 
 
 def _locked_by_live_daemon(overlay_dir: Path) -> bool:
-    try:
-        fd = os.open(overlay_dir / "lock", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops the lock we may have taken
-    return False
+    return locks.held(overlay_dir / "lock")
 
 
 def find_orphans(store: Store) -> list[Orphan]:
@@ -132,6 +123,7 @@ def _recover_one(store: Store, orphan: Orphan, discard: bool) -> Recovered:
     stale = bool(orphan.record and clean_stale_mount(orphan.record.path))
     if discard:
         shutil.rmtree(orphan.dir, ignore_errors=True)
+        store.catalog.unregister_mount(orphan.mount_id)
         return Recovered(orphan, "discarded", stale_mount_cleaned=stale)
     try:
         result = _commit_orphan(store, orphan)
@@ -139,6 +131,8 @@ def _recover_one(store: Store, orphan: Orphan, discard: bool) -> Recovered:
         log.error("recovering %s failed: %s", orphan.dir, exc)
         return Recovered(orphan, "failed", detail=str(exc), stale_mount_cleaned=stale)
     shutil.rmtree(orphan.dir, ignore_errors=True)
+    # The record is what made it stale: fsck would report it for ever otherwise.
+    store.catalog.unregister_mount(orphan.mount_id)
     result.stale_mount_cleaned = stale
     return result
 

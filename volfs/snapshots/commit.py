@@ -39,6 +39,10 @@ from volfs.names import join_path
 ChangeBuilder = Callable[[Entry], Changes]
 MAX_ATTEMPTS = 200
 
+#: The snapshots this process committed, in order: an interrupted CLI command says
+#: whether anything landed before the interrupt (volfs.cli._common.interrupted_state).
+landed: list[SnapshotId] = []
+
 
 @dataclass
 class CommitResult:
@@ -163,6 +167,7 @@ def commit_changes(
             time.sleep(random.uniform(0, 0.002 * min(attempt, 20)))
             continue
         catalog.remember_trees(result.writer.decoded)
+        landed.append(snapshot.id)
         return CommitResult(
             snapshot.id,
             len(result.writer.pending),
