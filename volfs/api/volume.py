@@ -28,7 +28,6 @@ from __future__ import annotations
 import getpass
 import os
 import secrets
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -321,8 +320,7 @@ class Volume:
             snapshot=self._snapshot,
             autocommit=autocommit,
         )
-        log_name = f"daemon-{int(time.time())}-{os.getpid()}-{secrets.token_hex(3)}.log"
-        served = launcher.start(options, self._store.run_dir / log_name)
+        served = launcher.start(options)  # logs to <store>/run/<mount id>.log
         try:
             yield Path(served.path)
         except BaseException as exc:

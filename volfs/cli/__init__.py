@@ -5,6 +5,7 @@ One module per command group, each defining its commands without knowing where t
 - :mod:`~volfs.cli.volume`: ``volfs volume …`` (mirrors ``modal volume``)
 - :mod:`~volfs.cli.mount`: ``mount``, ``unmount``, ``commit``, ``reload``, ``status``, ``recover``
 - :mod:`~volfs.cli.admin`: ``fsck``, ``gc``, ``volume retention``, ``volume rollback``
+- :mod:`~volfs.cli.stats`: ``volfs stats`` (and the observability options of ``mount``)
 - :mod:`~volfs.cli.store`: ``volfs store init`` / ``info`` (distributed mode)
 - :mod:`~volfs.cli._common`: what they share — the error boundary that makes every error
   one ``Error: …`` line and an exit code, the store, options, tables and JSON
@@ -26,7 +27,7 @@ from typing import NoReturn
 import click
 
 from volfs import __version__
-from volfs.cli import admin, mount, store, volume
+from volfs.cli import admin, mount, stats, store, volume
 from volfs.cli._common import CliState, VolfsGroup, run
 
 
@@ -58,6 +59,7 @@ for _command in (
     mount.reload_cmd,
     mount.status_cmd,
     mount.recover_cmd,
+    stats.stats_cmd,
 ):
     cli.add_command(_command)
 for _command in (admin.retention_cmd, admin.rollback_cmd):

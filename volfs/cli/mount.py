@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import click
 
 from volfs import control
+from volfs.cli import stats
 from volfs.cli._common import env_option, json_option, open_store, stdin_is_terminal, table
 from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS
 from volfs.errors import InvalidError, MountError, VolfsError
@@ -56,8 +56,13 @@ def _say(message: str) -> None:
     metavar="SECONDS",
     help="Commit in the background this often; 0 turns it off.",
 )
-@click.option("--foreground", is_flag=True, help="Serve in this process (systemd, containers).")
+@click.option(
+    "--foreground", is_flag=True, help="Serve in this process, logging to stderr (systemd)."
+)
+@stats.metrics_options
 @click.option("--ready-fd", type=int, hidden=True)
+@click.option("--mount-id", hidden=True)
+@click.option("--log-file", hidden=True)
 @click.pass_context
 def mount_cmd(
     ctx: click.Context,
@@ -68,7 +73,12 @@ def mount_cmd(
     snapshot: str | None,
     autocommit: float,
     foreground: bool,
+    metrics: str | None,
+    metrics_public: bool,
+    log_level: str,
     ready_fd: int | None,
+    mount_id: str | None,
+    log_file: str | None,
 ) -> None:
     """Mount volume NAME at PATH; returns once the mount is ready."""
     check_volume_name(name)
@@ -81,6 +91,7 @@ def mount_cmd(
     options = daemon.MountOptions(
         str(store.root), name, environment, path, read_only, snapshot, autocommit
     )
+    stats.apply_options(options, metrics, metrics_public, log_level, mount_id, log_file)
     orphans = [
         o
         for o in recovery.find_orphans(store)
@@ -97,11 +108,10 @@ def mount_cmd(
     if foreground:
         code = daemon.run_daemon(options, ready_fd)
         ctx.exit(code)
-    log_path = store.run_dir / f"daemon-{int(time.time())}-{os.getpid()}.log"
-    served = launcher.start(options, log_path)
+    served = launcher.start(options)
     _say(
         f"mounted {name} at {os.path.realpath(path)} (daemon pid {served.pid}, {served.mount_id}, "
-        f"log {log_path})"
+        f"log {served.log_path})"
     )
 
 
@@ -182,15 +192,20 @@ def reload_cmd(path: str | None, as_json: bool) -> None:
 
 
 @click.command("status")
+@click.argument("path", required=False, type=click.Path())
 @json_option
-def status_cmd(as_json: bool) -> None:
-    """Every volfs mount: volume, path, pid, base snapshot, dirty paths, open files.
+def status_cmd(path: str | None, as_json: bool) -> None:
+    """Every volfs mount (or the one at PATH): volume, path, pid, base snapshot, dirty paths,
+    open files, store, last commit and reload, and its counters (see `volfs stats`).
 
     A mount whose volume's head has moved past what its view holds (others committed; a
     `volfs reload` would show it) is marked "behind head sn-…".
     """
     rows: list[dict[str, Any]] = []
-    for point in control.volfs_mountpoints():
+    points = control.volfs_mountpoints()
+    if path is not None:
+        points = [control.mount_info(path).path]
+    for point in points:
         try:
             rows.append(control.call_mount(point, "status", timeout=10))
         except VolfsError as exc:
@@ -204,7 +219,7 @@ def status_cmd(as_json: bool) -> None:
     lines = []
     for r in rows:
         if "error" in r:
-            lines.append([r["path"], "?", "?", "?", "?", "?", r["error"]])
+            lines.append([r["path"], "?", "?", "?", "?", "?", r["error"], *stats.NO_COLUMNS])
             continue
         base = r["base_snapshot"] + (f" (behind head {r['head']})" if r.get("behind") else "")
         lines.append(
@@ -216,9 +231,13 @@ def status_cmd(as_json: bool) -> None:
                 "ro" if r["read_only"] else "rw",
                 str(len(r["dirty_paths"])),
                 ", ".join(r["open_files"][:3]) + (" …" if len(r["open_files"]) > 3 else ""),
+                *stats.status_columns(r),
             ]
         )
-    table(["path", "volume", "pid", "base", "mode", "dirty", "open files"], lines)
+    table(
+        ["path", "volume", "pid", "base", "mode", "dirty", "open files", *stats.STATUS_HEADERS],
+        lines,
+    )
 
 
 @click.command("recover")
