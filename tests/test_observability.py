@@ -118,19 +118,27 @@ def value_after(address: str, name: str, labels: tuple[tuple[str, str], ...]) ->
 
 def test_metrics_address_must_be_loopback_unless_public(store: Path, tmp_path: Path) -> None:
     run_volfs(store, "volume", "create", "obs-public")
+    path = tmp_path / "m"
     for bad, message in (
         ("0.0.0.0:9567", "--metrics-public"),
         ("192.0.2.1:9567", "--metrics-public"),
         ("127.0.0.1", "HOST:PORT"),
         ("127.0.0.1:99999", "HOST:PORT"),
     ):
-        proc = run_volfs(
-            store, "mount", "obs-public", str(tmp_path / "m"), "--metrics", bad, check=False
-        )
+        try:
+            proc = run_volfs(store, "mount", "obs-public", str(path), "--metrics", bad, check=False)
+        finally:
+            _unmount_if_mounted(store, path)  # had it been accepted: never left mounted
         assert proc.returncode != 0, bad
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert str(tmp_path / "m") not in volfs_mountpoints()
+
+
+def _unmount_if_mounted(store: Path, path: Path) -> None:
+    if str(path) in volfs_mountpoints():
+        run_volfs(store, "unmount", "--force", str(path), check=False)
+    if str(path) in volfs_mountpoints():
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30)
 
 
 def test_stats_count_prints_refreshes_with_rates_while_a_writer_runs(
@@ -219,10 +227,7 @@ def background_mount(store: Path, name: str, path: Path) -> Iterator[dict]:
         pid = status["pid"]
         yield status
     finally:
-        if str(path) in volfs_mountpoints():
-            run_volfs(store, "unmount", "--force", str(path), check=False)
-        if str(path) in volfs_mountpoints():
-            subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30)
+        _unmount_if_mounted(store, path)
         if pid is not None:
             deadline = time.monotonic() + 20
             while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:

@@ -21,7 +21,7 @@ import click
 
 from volfs import control
 from volfs.cli._common import human_size
-from volfs.errors import InvalidError
+from volfs.errors import InvalidError, VolfsError
 from volfs.mount import logs
 from volfs.mount.daemon import MountOptions
 from volfs.mount.metrics import parse_address
@@ -161,6 +161,15 @@ def _line(before: dict[str, float], after: dict[str, float]) -> str:
     )
 
 
+def _answers(mount: control.MountInfo) -> bool:
+    try:
+        control.call(mount.socket, "stats", timeout=5)
+        return True
+    except VolfsError as exc:
+        click.echo(f"warning: leaving out {mount.path}: {exc}", err=True)
+        return False
+
+
 @click.command("stats")
 @click.argument("path", required=False, type=click.Path())
 @click.option(
@@ -187,6 +196,11 @@ def stats_cmd(path: str | None, count: int | None, interval: float) -> None:
         mounts = control.all_mounts()
         if not mounts:
             raise InvalidError("no volfs mounts")
+    if path is None:  # every mount: those whose daemon answers now (another user's, an old
+        # volfs without the request, a hung one are left out, with a word)
+        mounts = [m for m in mounts if _answers(m)]
+        if not mounts:
+            raise InvalidError("no volfs mount answers")
     sockets = [m.socket for m in mounts]
     what = mounts[0].path if len(mounts) == 1 else f"{len(mounts)} mounts"
     try:
