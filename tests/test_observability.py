@@ -20,7 +20,8 @@ import pytest
 from mounting import mounted, run_volfs, volfs_mountpoints
 from prometheus_client.parser import text_string_to_metric_families
 
-from volfs.mount import logs
+from volfs.errors import InvalidError
+from volfs.mount import logs, metrics
 
 pytestmark = pytest.mark.mount
 
@@ -105,6 +106,11 @@ def test_counters_in_status_and_metrics_match_what_the_mount_did(
         assert value("volfs_overlay_dirty_files") == 0
         assert value("volfs_mount_info") == 1
 
+        # A reload refused (a file open) is counted as such.
+        with open(path / "a.bin", "rb"):
+            assert m.reload(check=False).returncode != 0
+        assert _status(store, path)["stats"]["reloads"] == {"ok": 1, "refused": 1, "failed": 0}
+
         # Uncommitted changes show as the overlay's dirty files and bytes.
         (path / "c.bin").write_bytes(os.urandom(5000))
         os.sync()
@@ -132,6 +138,43 @@ def test_metrics_address_must_be_loopback_unless_public(store: Path, tmp_path: P
         assert proc.returncode != 0, bad
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_metrics_addresses() -> None:
+    assert metrics.parse_address("127.0.0.1:9567") == metrics.Address("127.0.0.1", 9567)
+    assert metrics.parse_address("[::1]:0") == metrics.Address("::1", 0)
+    assert str(metrics.parse_address("[::1]:0")) == "[::1]:0"
+    assert metrics.parse_address("localhost:80").host == "localhost"
+    assert metrics.parse_address("0.0.0.0:9567", public=True).host == "0.0.0.0"
+    for bad in ("[::]:9567", "example.com:9567", ":9567", "9567", "127.0.0.1:x"):
+        with pytest.raises(InvalidError):
+            metrics.parse_address(bad)
+
+
+def test_store_default_metrics_address_and_off(store: Path, tmp_path: Path) -> None:
+    run_volfs(store, "volume", "create", "obs-default")
+    (store / "config.json").write_text(json.dumps({"metrics": "127.0.0.1:0"}))
+    with mounted(store, "obs-default", tmp_path / "a"):
+        address = _status(store, tmp_path / "a")["metrics"]
+        assert address is not None and address.startswith("127.0.0.1:")
+        assert (
+            _scrape(address)[
+                (
+                    "volfs_mount_info",
+                    tuple(
+                        sorted(
+                            {
+                                "volume": "obs-default",
+                                "mount": _status(store, tmp_path / "a")["mount_id"],
+                            }.items()
+                        )
+                    ),
+                )
+            ]
+            == 1
+        )
+    with mounted(store, "obs-default", tmp_path / "b", "--metrics", "off"):
+        assert _status(store, tmp_path / "b")["metrics"] is None
 
 
 def _unmount_if_mounted(store: Path, path: Path) -> None:

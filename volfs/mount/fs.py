@@ -34,7 +34,7 @@ from volfs.core.tree import Kind, stored_bytes
 from volfs.errors import CorruptionError, VolfsError
 from volfs.mount.inodes import Node
 from volfs.mount.overlay import Overlay
-from volfs.mount.stats import BUCKETS, OP_INDEX, MountStats
+from volfs.mount.stats import BUCKETS, MountStats, op_index
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,11 @@ _KIND_BITS = {
 _SPECIAL_KINDS = {bits: kind for kind, bits in _KIND_BITS.items() if kind.is_special}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-_FORGET = OP_INDEX["forget"]
+_FORGET = op_index("forget")
 
 
 def _errors(handler: F) -> F:
-    index = OP_INDEX[handler.__name__]
+    index = op_index(handler.__name__)
     last = BUCKETS - 1
 
     @functools.wraps(handler)

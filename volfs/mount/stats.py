@@ -27,8 +27,9 @@ from typing import Any
 BUCKETS = 26
 BUCKET_BOUNDS_SECONDS = tuple((1 << (k + 10)) / 1e9 for k in range(BUCKETS - 1))
 
-#: The FUSE requests counted, by the name of the pyfuse3 handler that serves them.
-OPS = (
+#: The FUSE requests counted, by the name of the pyfuse3 handler that serves them (a
+#: handler not named here gets its place when it is decorated: see :func:`op_index`).
+OPS = [
     "lookup",
     "forget",
     "getattr",
@@ -56,8 +57,17 @@ OPS = (
     "getxattr",
     "listxattr",
     "removexattr",
-)
+]
 OP_INDEX = {name: i for i, name in enumerate(OPS)}
+
+
+def op_index(name: str) -> int:
+    """The index of an opcode's counters; a new one is added (at import time, when fs.py's
+    handlers are decorated: before any MountStats exists)."""
+    if name not in OP_INDEX:
+        OP_INDEX[name] = len(OPS)
+        OPS.append(name)
+    return OP_INDEX[name]
 
 
 class OpStats:
