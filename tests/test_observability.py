@@ -320,3 +320,18 @@ def test_a_new_mount_removes_logs_of_mounts_that_ended_long_ago(
     os.utime(run_dir / f"{first}.ended", (old, old))  # it ended long ago
     with background_mount(store, "obs-expire", tmp_path / "m"):
         assert not (run_dir / f"{first}.log").exists()
+
+
+def test_recover_notes_what_it_did_in_the_crashed_mounts_log(store: Path, tmp_path: Path) -> None:
+    run_volfs(store, "volume", "create", "obs-recover")
+    path = tmp_path / "m"
+    with mounted(store, "obs-recover", path) as m:
+        mount_id = _status(store, path)["mount_id"]
+        (path / "f").write_bytes(b"kept")
+        os.sync()
+        m.proc.kill()  # our child, by pid: a crash leaves its overlay for `volfs recover`
+        m.proc.wait(timeout=30)
+        run_volfs(store, "recover")
+    log = store / "run" / f"{mount_id}.log"
+    assert re.search(rf"INFO recover {mount_id}: committed sn-\w+", log.read_text())
+    assert (store / "run" / f"{mount_id}.ended").exists()  # its changes are safe: it may age
