@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -335,3 +336,31 @@ def test_recover_notes_what_it_did_in_the_crashed_mounts_log(store: Path, tmp_pa
     log = store / "run" / f"{mount_id}.log"
     assert re.search(rf"INFO recover {mount_id}: committed sn-\w+", log.read_text())
     assert (store / "run" / f"{mount_id}.ended").exists()  # its changes are safe: it may age
+
+
+def test_stats_ends_cleanly_on_ctrl_c(store: Path, tmp_path: Path) -> None:
+    run_volfs(store, "volume", "create", "obs-ctrl-c")
+    path = tmp_path / "m"
+    with mounted(store, "obs-ctrl-c", path):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "volfs", "stats", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "VOLFS_STORE": str(store)},
+            # A terminal's Ctrl-C: SIGINT as Python handles it by default (a shell may have
+            # made this process ignore it).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().startswith("volfs stats of")
+            assert "ops/s" in proc.stdout.readline()  # the first refresh is being printed
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Aborted" not in err, err
