@@ -208,7 +208,7 @@ def test_get_force_onto_a_null_device_writes_into_it(content: Volume, tmp_path: 
     after = os.lstat(null)
     assert stat.S_ISCHR(after.st_mode) and after.st_rdev == os.makedev(1, 3)
     assert (after.st_ino, stat.S_IMODE(after.st_mode)) == (before.st_ino, 0o666)
-    assert "Wrote 12 bytes" in out.stderr
+    assert "Wrote 12 bytes" in out.stdout
     assert not list(tmp_path.glob("*volfs-part*"))
 
 
