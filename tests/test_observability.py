@@ -230,7 +230,7 @@ def test_stats_count_prints_refreshes_with_rates_while_a_writer_runs(
 def test_stats_of_a_path_that_is_not_a_mount_is_one_error_line(store: Path, tmp_path: Path) -> None:
     proc = run_volfs(store, "stats", str(tmp_path), "--count", "1", check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == [f"Error: {tmp_path} is not a volfs mount"]
+    assert proc.stderr.strip().splitlines() == [f"Error: {tmp_path} is not in a volfs mount"]
 
 
 def test_log_rotation_keeps_a_bounded_number_of_files(tmp_path: Path) -> None:

@@ -77,16 +77,18 @@ def close_environments(under: Path) -> int:
     return len(keys)
 
 
-def _hint(exc: lmdb.Error) -> str:
-    # LMDB marks each reader process alive with a POSIX lock on the byte at offset <pid>
-    # of lock.mdb. Two processes with one pid number in different PID namespaces (two
-    # containers) collide there, and the second one's first transaction fails EAGAIN.
-    if "Resource temporarily unavailable" not in str(exc):
-        return ""
-    return (
-        " (a process with this pid in another PID namespace has the store open: containers"
-        " sharing a store must share a PID namespace, e.g. docker run --pid=host)"
-    )
+class PidCollisionError(VolfsError):
+    """This process's pid is taken, in LMDB's reader table, by a process of another PID
+    namespace (another container) that has the store open.
+
+    LMDB marks each process that reads an environment alive with a POSIX lock on the byte
+    at offset <pid> of its lock file; two processes with one pid number in different
+    namespaces collide there, and the newcomer's first transaction fails (EAGAIN). The
+    same program with another pid succeeds: the CLI starts itself again, which gives it
+    one (:func:`volfs.cli._common.run`); the Python API raises this.
+    """
+
+    exit_code = 10
 
 
 def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
@@ -105,8 +107,14 @@ def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
                     metasync=durable,
                     readahead=False,
                 )
+            except lmdb.LockError as exc:
+                raise PidCollisionError(
+                    f"cannot open the catalog at {key}: pid {os.getpid()} is in use by a "
+                    "process of another PID namespace that has the store open (LMDB's "
+                    "reader lock); retry from a process with another pid"
+                ) from exc
             except lmdb.Error as exc:
-                raise VolfsError(f"cannot open the catalog at {key}: {exc}{_hint(exc)}") from exc
+                raise VolfsError(f"cannot open the catalog at {key}: {exc}") from exc
             _ENVS[key] = env
         return env
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ from typing import Any, NoReturn
 import click
 
 from volfs import control
+from volfs.catalog.lmdb import PidCollisionError
 from volfs.config import DEFAULT_ENVIRONMENT
 from volfs.errors import VolfsError
 from volfs.snapshots import commit
@@ -73,6 +76,8 @@ class VolfsGroup(click.Group):
             raise
         except BrokenPipeError:
             raise  # click's main exits quietly when the reader of stdout went away
+        except PidCollisionError:
+            raise  # run() starts the command again, with another pid
         except VolfsError as exc:
             message = exc.cli_message or str(exc) or type(exc).__name__
             raise UserError(message, exc.exit_code) from None
@@ -122,8 +127,13 @@ def run(group: click.Group, args: Sequence[str] | None, prog_name: str | None) -
         click.echo(f"Error: {message}", err=True)
         sys.exit(code)
 
+    respawns = int(os.environ.pop(_RESPAWN_ENV, "0") or 0)
     try:
         rv = group.main(args=argv, prog_name=prog_name or "volfs", standalone_mode=False)
+    except PidCollisionError as exc:
+        if respawns >= MAX_RESPAWNS:
+            fail(str(exc), exc.exit_code)
+        sys.exit(_respawn(argv, respawns + 1))
     except click.UsageError as exc:  # exit 2; one line, like every other error
         command = exc.ctx.command_path if exc.ctx is not None else (prog_name or "volfs")
         fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
@@ -143,6 +153,27 @@ def run(group: click.Group, args: Sequence[str] | None, prog_name: str | None) -
     except OSError as exc:
         fail(_os_message(exc), _OS_EXIT_CODES.get(exc.errno or 0, 1))
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+#: How often a command starts itself again to get a pid no other PID namespace's process
+#: holds in the store's LMDB reader table (PidCollisionError): each try is a new pid.
+MAX_RESPAWNS = 8
+_RESPAWN_ENV = "VOLFS_PID_RESPAWN"
+
+
+def _respawn(argv: list[str], attempt: int) -> int:
+    """Runs this command again in a child (a new pid), as this process: the same fds (a
+    daemon's --ready-fd among them), its signals forwarded; returns its exit code."""
+    env = {**os.environ, _RESPAWN_ENV: str(attempt)}
+    child = subprocess.Popen([sys.executable, "-m", "volfs", *argv], env=env, close_fds=False)
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    code = child.wait()
+    return 128 - code if code < 0 else code
 
 
 def interrupted_state() -> str:

@@ -676,7 +676,10 @@ class MountDaemon:
                     inner.start_soon(self._autocommit)
                     inner.start_soon(self._sync_handles)
                     if ready_fd is not None:
-                        os.write(ready_fd, f"ready {self.mount_id}\n".encode())
+                        # The pid too: a daemon that had to start itself again to get a pid
+                        # of its own (PidCollisionError) is not the process its launcher
+                        # started.
+                        os.write(ready_fd, f"ready {self.mount_id} {os.getpid()}\n".encode())
                         os.close(ready_fd)
                         ready_fd = None
                     log.info(

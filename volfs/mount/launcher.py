@@ -73,6 +73,8 @@ class Daemon:
         #: Its exit status once it has exited, if it was our child (else unknown: None).
         self.exit_code: int | None = None
         self._exited = False
+        #: Our child that started the daemon again to get another pid, and waits for it.
+        self.waiter: subprocess.Popen[Any] | None = None
 
     def __repr__(self) -> str:
         return f"<volfs daemon pid {self.pid} at {self.path!r}>"
@@ -82,12 +84,14 @@ class Daemon:
         if self._exited:
             return True
         proc = _CHILDREN.get(self.pid)
+        if proc is None and self.waiter is not None:
+            proc = _CHILDREN.get(self.waiter.pid)  # exits (and reports) as the daemon does
         if proc is not None:
             # poll() reaps it; it also copes with a child reaped elsewhere (ECHILD: status 0).
             code = proc.poll()
             if code is None:
                 return False
-            del _CHILDREN[self.pid]
+            _CHILDREN.pop(proc.pid, None)
             self.exit_code = code
         elif os.path.exists(f"/proc/{self.pid}"):
             return False
@@ -228,13 +232,18 @@ def start(options: MountOptions, log_path: Path | None = None) -> Daemon:
     finally:
         os.close(read_fd)
     if line.startswith("ready "):
-        _CHILDREN[proc.pid] = proc
-        return Daemon(
+        _, served_id, *pid = line.split()
+        served = Daemon(
             os.path.realpath(options.path),
-            proc.pid,
-            mount_id=line.split(" ", 1)[1].strip(),
+            int(pid[0]) if pid else proc.pid,
+            mount_id=served_id,
             log_path=log_path,
         )
+        # Ours to reap: the daemon, or the process that started it again with another pid
+        # and waits for it (volfs.cli._common.run).
+        _CHILDREN[proc.pid] = proc
+        served.waiter = proc if served.pid != proc.pid else None
+        return served
     if proc.poll() is None:
         proc.kill()
         try:
