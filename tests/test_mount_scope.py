@@ -72,6 +72,22 @@ def test_plain_commit_commits_only_the_current_stores_mounts(two: tuple[Mount, M
     assert [(r["path"], r["dirty_paths"]) for r in rows] == [(str(b.path), ["fb"])]
 
 
+def test_python_commit_without_a_path_commits_only_the_current_stores_mounts(
+    two: tuple[Mount, Mount], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``volfs.commit()`` is plain ``volfs commit`` for Python code."""
+    import volfs
+
+    a, b = two
+    (a.path / "fa").write_text("a")
+    (b.path / "fb").write_text("b")
+    before_a, before_b = snapshots(a.store, "scope-a"), snapshots(b.store, "scope-b")
+    monkeypatch.setenv("VOLFS_STORE", str(a.store))
+    volfs.commit()
+    assert snapshots(a.store, "scope-a") == before_a + 1
+    assert snapshots(b.store, "scope-b") == before_b
+
+
 def test_commit_all_commits_every_stores_mounts(
     two: tuple[Mount, Mount], monkeypatch: pytest.MonkeyPatch
 ) -> None:
