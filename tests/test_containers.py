@@ -81,6 +81,20 @@ def start(store: Path, argv: list[str], hostname: str) -> subprocess.Popen[str]:
     )
 
 
+def kill_container(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL to the PID namespace's init (``unshare --fork``'s child): the kernel then
+    kills every process in the namespace, as ``docker kill`` ends a container."""
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            os.kill(int(child), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
     try:
         _, err = proc.communicate(timeout=timeout)
@@ -155,29 +169,32 @@ def test_gc_recover_and_status_see_each_container_right(tmp_path: Path) -> None:
         finally:
             for k in env_extra:
                 os.environ.pop(k)
-    deadline = time.monotonic() + 60
-    while not all((out / f"ready-{n}").exists() for n in procs):
-        for n, p in procs.items():
-            assert p.poll() is None, f"container {n} ended early: {finish(p)[1]}"
-        assert time.monotonic() < deadline, "the containers did not come up"
-        time.sleep(0.1)
-    daemons = {}
-    for name in procs:  # each sees its own mount only, at the shared path
-        (row,) = ours(json.loads((out / f"status-{name}.json").read_text()), tmp_path)
-        assert row["volume"] == name and row["path"] == str(mnt), row
-        daemons[name] = row["pid"]
-    # From the host: both mounts are alive (their pids mean nothing here), so recover
-    # takes nothing and gc keeps what their views hold.
-    assert json.loads(run_volfs(store, "recover", "--json").stdout) == []
-    run_volfs(store, "gc", "--grace", "0s")
-    assert len(Store.open(store).catalog.list_mounts()) == 2
-    # "a" ends cleanly (its late file committed at unmount), "b" is killed outright.
-    # (docker kill ends every process of the container; the daemon has its own session)
-    os.kill(daemons["b"], signal.SIGKILL)
-    os.killpg(procs["b"].pid, signal.SIGKILL)
-    finish(procs["b"])
-    (out / "go").touch()
-    code, err = finish(procs["a"])
+    try:
+        deadline = time.monotonic() + 60
+        while not all((out / f"ready-{n}").exists() for n in procs):
+            for n, p in procs.items():
+                assert p.poll() is None, f"container {n} ended early: {finish(p)[1]}"
+            assert time.monotonic() < deadline, "the containers did not come up"
+            time.sleep(0.1)
+        for name in procs:  # each sees its own mount only, at the shared path
+            (row,) = ours(json.loads((out / f"status-{name}.json").read_text()), tmp_path)
+            assert row["volume"] == name and row["path"] == str(mnt), row
+        # From the host: both mounts are alive (their pids mean nothing here), so recover
+        # takes nothing and gc keeps what their views hold.
+        assert json.loads(run_volfs(store, "recover", "--json").stdout) == []
+        run_volfs(store, "gc", "--grace", "0s")
+        assert len(Store.open(store).catalog.list_mounts()) == 2
+        # "a" ends cleanly (its late file committed at unmount), "b" is killed outright,
+        # every process of it, as docker kill does (its daemon has a session of its own).
+        kill_container(procs["b"])
+        finish(procs["b"])
+        (out / "go").touch()
+        code, err = finish(procs["a"])
+    finally:
+        for proc in procs.values():  # a failed test leaves no container behind
+            if proc.poll() is None:
+                kill_container(proc)
+                finish(proc)
     assert code == 0, err
     recovered = json.loads(run_volfs(store, "recover", "--json").stdout)
     assert [(r["volume"], r["action"]) for r in recovered] == [("b", "committed")]
