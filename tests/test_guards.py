@@ -186,3 +186,51 @@ def test_a_mount_without_cap_sys_admin_names_the_cause_and_leaves_nothing(tmp_pa
     assert "CAP_SYS_ADMIN" in line and "--cap-add SYS_ADMIN" in line
     assert list((store / "overlays").iterdir()) == []  # nothing for recover to find
     assert Store.open(store).catalog.list_mounts() == []
+
+
+def test_cli_messages_name_options_not_python_arguments(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run_volfs(store, "volume", "create", "v")
+    local = tmp_path / "f"
+    local.write_text("x")
+    run_volfs(store, "volume", "put", "v", str(local), "/d/f")
+    rm = run_volfs(store, "volume", "rm", "v", "d", check=False)
+    assert rm.returncode == 2
+    assert one_error_line(rm) == "Error: /d is a directory: remove it with -r"
+    cp = run_volfs(store, "volume", "cp", "v", "d", "e", check=False)
+    assert one_error_line(cp) == "Error: /d is a directory: copy it with -r"
+    put = run_volfs(store, "volume", "put", "v", str(local), "/d/f", check=False)
+    assert put.returncode == 4
+    line = one_error_line(put)
+    assert line.endswith("pass --force to overwrite") and "force=True" not in line
+    # The API keeps its own words.
+    with pytest.raises(IsADirectoryError, match=r"recursive=True"):
+        Volume.from_name("v", store=store).remove_file("d")
+
+
+def test_a_non_root_mount_failure_names_the_fuse_helper_or_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What a non-root user is told (the suite runs as root, so the checks are fed the
+    non-root facts): no setuid fusermount3, or a /dev/fuse they cannot open."""
+    from volfs.mount import diagnose
+
+    helper = tmp_path / "fusermount3"
+    helper.write_text("")
+    helper.chmod(0o755)  # not setuid
+    monkeypatch.setattr(diagnose.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(diagnose.shutil, "which", lambda name: str(helper))
+    assert diagnose.why_fuse_cannot_mount() == (
+        f"{helper} is not setuid root (chmod u+s {helper}), or mount as root"
+    )
+    monkeypatch.setattr(diagnose.shutil, "which", lambda name: None)
+    assert "fusermount3 is not installed" in (diagnose.why_fuse_cannot_mount() or "")
+
+
+def test_setup_prints_nothing_when_all_is_installed() -> None:
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [str(root / "scripts" / "setup")], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout + proc.stderr == ""
