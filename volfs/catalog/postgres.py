@@ -259,18 +259,7 @@ class PgCatalog:
         def insert(conn: Any) -> None:
             with conn.transaction():
                 _insert_snapshot(conn, snapshot)
-                conn.execute(
-                    f"INSERT INTO volfs_volumes ({_VOLUME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                    (
-                        volume.id,
-                        name,
-                        environment,
-                        volume.created_at,
-                        created_by,
-                        snapshot.id,
-                        FORMAT_VERSION,
-                    ),
-                )
+                _insert_volume(conn, volume)
 
         try:
             self._session.run("creating a volume", insert)
@@ -309,19 +298,7 @@ class PgCatalog:
             def insert(conn: Any) -> None:
                 with conn.transaction():
                     _insert_snapshot(conn, snapshot)
-                    conn.execute(
-                        f"INSERT INTO volfs_volumes ({_VOLUME_COLUMNS}) "
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                        (
-                            volume.id,
-                            name,
-                            environment,
-                            volume.created_at,
-                            created_by,
-                            snapshot.id,
-                            FORMAT_VERSION,
-                        ),
-                    )
+                    _insert_volume(conn, volume)
 
             try:
                 self._session.run("forking a volume", insert)
@@ -873,6 +850,21 @@ class PgCatalog:
 
     def drop_lease(self, lease_id: str) -> None:
         self.cache.drop_lease(lease_id)
+
+
+def _insert_volume(conn: Any, volume: VolumeRecord) -> None:
+    conn.execute(
+        f"INSERT INTO volfs_volumes ({_VOLUME_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s)",
+        (
+            volume.id,
+            volume.name,
+            volume.environment,
+            volume.created_at,
+            volume.created_by,
+            volume.head,
+            FORMAT_VERSION,
+        ),
+    )
 
 
 def _insert_snapshot(conn: Any, snapshot: SnapshotRecord) -> None:
