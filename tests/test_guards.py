@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mounting import mounted, run_volfs, volfs_mountpoints
 
-from volfs import Volume
+from volfs import Volume, control
 from volfs.api.upload import VolumeUploadContextManager
 from volfs.cli import main
 from volfs.snapshots import commit as commit_module
@@ -148,6 +148,7 @@ def test_ctrl_c_during_put_says_nothing_was_committed_and_exits_130(
 
     monkeypatch.setattr(VolumeUploadContextManager, "_store_file", store_then_ctrl_c)
     monkeypatch.setattr(commit_module, "landed", [])
+    monkeypatch.setattr(control, "requests_sent", 0)  # earlier tests ran commands here
     with pytest.raises(SystemExit) as exited:
         main(["--store", str(store), "volume", "put", "v", str(src), "/up"])
     assert exited.value.code == 130

@@ -498,7 +498,7 @@ def test_with_mount_options_examples(store: Store, monkeypatch: pytest.MonkeyPat
 
     started: list[launcher.MountOptions] = []
 
-    def start(options: launcher.MountOptions, log_path: Path) -> launcher.Daemon:
+    def start(options: launcher.MountOptions, log_path: Path | None = None) -> launcher.Daemon:
         started.append(options)
         raise modal.MountError("not started: the test only looks at the options")
 

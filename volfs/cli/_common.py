@@ -119,10 +119,12 @@ def run(group: click.Group, args: Sequence[str] | None, prog_name: str | None) -
         logger.addHandler(CliLogHandler())
     argv = list(args) if args is not None else sys.argv[1:]
     as_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+    stdout = sys.stdout = _Watched(sys.stdout)
 
     def fail(message: str, code: int) -> NoReturn:
         message = " ".join(message.split())
-        if as_json:
+        # Unless the command printed its own JSON already (fsck's report, then exit 8).
+        if as_json and not stdout.written:
             click.echo(json.dumps({"error": message, "exit_code": code}))
         click.echo(f"Error: {message}", err=True)
         sys.exit(code)
@@ -153,6 +155,21 @@ def run(group: click.Group, args: Sequence[str] | None, prog_name: str | None) -
     except OSError as exc:
         fail(_os_message(exc), _OS_EXIT_CODES.get(exc.errno or 0, 1))
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class _Watched:
+    """A text stream that remembers whether anything was written to it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.written = False
+
+    def write(self, text: str) -> int:
+        self.written = self.written or bool(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 #: How often a command starts itself again to get a pid no other PID namespace's process
