@@ -58,15 +58,17 @@ def commit(path: str | os.PathLike[str] | None = None) -> None:
         control.commit(mount_path)
 
 
-def reload(path: str | os.PathLike[str] | None = None) -> None:
+def reload(path: str | os.PathLike[str] | None = None, *, keep_open: bool | None = None) -> None:
     """Commits, then switches the mount at ``path`` (every visible mount if None) to head.
 
-    Raises RuntimeError (:class:`OpenFilesError`) while files of that mount are open.
+    Raises RuntimeError (:class:`OpenFilesError`) while files of that mount are open,
+    unless ``keep_open`` (None: the mount's ``--keep-open``): open files then keep what
+    they opened.
     """
     from volfs import control
 
     for mount_path in _mount_paths(path):
-        control.reload(mount_path)
+        control.reload(mount_path, keep_open=keep_open)
 
 
 __all__ = [

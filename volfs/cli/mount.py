@@ -56,6 +56,17 @@ def _say(message: str) -> None:
     metavar="SECONDS",
     help="Commit in the background this often; 0 turns it off.",
 )
+@click.option(
+    "--keep-open",
+    is_flag=True,
+    help="Reloads keep open files (each reads what it opened) instead of refusing.",
+)
+@click.option(
+    "--follow",
+    type=float,
+    metavar="SECONDS",
+    help="Reload (keeping open files) whenever the volume's head moves, checked this often.",
+)
 @click.option("--foreground", is_flag=True, help="Serve in this process (systemd, containers).")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.pass_context
@@ -67,6 +78,8 @@ def mount_cmd(
     read_only: bool,
     snapshot: str | None,
     autocommit: float,
+    keep_open: bool,
+    follow: float | None,
     foreground: bool,
     ready_fd: int | None,
 ) -> None:
@@ -78,9 +91,12 @@ def mount_cmd(
         raise InvalidError("--autocommit must be 0 (off) or a positive number of seconds")
     store = open_store(ctx)
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log
+    if follow is not None and not (0 < follow < float("inf")):
+        raise InvalidError("--follow must be a positive number of seconds")
     options = daemon.MountOptions(
         str(store.root), name, environment, path, read_only, snapshot, autocommit
     )
+    options.keep_open, options.follow = keep_open, follow
     orphans = [
         o
         for o in recovery.find_orphans(store)
@@ -166,12 +182,18 @@ def commit_cmd(path: str | None, if_unchanged: bool, as_json: bool) -> None:
 
 @click.command("reload")
 @click.argument("path", required=False, type=click.Path())
+@click.option(
+    "--keep-open/--no-keep-open",
+    default=None,
+    help="Reload with files open: each keeps what it opened (default: the mount's option).",
+)
 @json_option
-def reload_cmd(path: str | None, as_json: bool) -> None:
+def reload_cmd(path: str | None, keep_open: bool | None, as_json: bool) -> None:
     """Commit, then switch a mount to the volume's newest version (no PATH: every mount)."""
     results = []
     for info in _targets(path):
-        result = control.call(info.socket, "reload", pid=os.getpid())
+        flags = {} if keep_open is None else {"keep_open": keep_open}
+        result = control.call(info.socket, "reload", pid=os.getpid(), **flags)
         results.append({"path": info.path, **result})
         if not as_json:
             _say(f"{info.path}: reloaded to {result['snapshot']}")

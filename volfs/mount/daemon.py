@@ -59,6 +59,10 @@ class MountOptions:
     read_only: bool = False
     snapshot: str | None = None
     autocommit: float = 5.0
+    #: ``reload`` keeps open files by default (``volfs mount --keep-open``; orphans.py).
+    keep_open: bool = False
+    #: Reload (keeping open files) when the head moves, checked this often (``follow.py``).
+    follow: float | None = None
 
 
 def _cmdline(pid: int) -> str:
@@ -223,6 +227,9 @@ class MountDaemon:
                 log.warning(
                     "flushing cached writes of %s before a commit: %s", self.mountpoint, exc
                 )
+        # Files written through descriptors a keep-open reload left open go back to their
+        # paths first (orphans.py); the kernel forgets those names after the commit.
+        adopted = [Invalidation(p, n) for p, n in overlay.adopt_orphans()]
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
         jobs = overlay.prepare_commit()
@@ -262,6 +269,8 @@ class MountDaemon:
             if held:
                 with trio.CancelScope(shield=True):  # a lease must never be left held
                     await trio.to_thread.run_sync(release, view)
+            if adopted and self._mounted:
+                await trio.to_thread.run_sync(self._invalidate, adopted)
         if result.overwrites:
             log.info(
                 "commit %s overwrote changes made by others: %s", result.snapshot, result.overwrites
@@ -274,9 +283,17 @@ class MountDaemon:
             "files_hashed": len(jobs),
         }
 
-    async def reload(self, requester: int | None = None) -> dict[str, Any]:
+    async def reload(
+        self, requester: int | None = None, keep_open: bool | None = None
+    ) -> dict[str, Any]:
+        """Commits, then switches to the head. Refused while a file is open or a cwd is
+        inside (Modal's "volume busy"), unless ``keep_open`` (None: the mount's option):
+        then open files keep what they opened (orphans.py)."""
+        if keep_open is None:
+            keep_open = self.options.keep_open
         async with self._lock:
-            await trio.to_thread.run_sync(self._check_nothing_open, requester)
+            if not keep_open:
+                await trio.to_thread.run_sync(self._check_nothing_open, requester)
             committed: dict[str, Any] = {"snapshot": None}
             for _ in range(10):
                 if self.overlay.dirty:
@@ -285,8 +302,9 @@ class MountDaemon:
                 # No await from here to the rebase: the view is checked and switched at once.
                 if self.overlay.dirty:
                     continue
-                self._check_open_handles_only(requester)
-                invalidations = self.overlay.rebase(head)
+                if not keep_open:
+                    self._check_open_handles_only(requester)
+                invalidations = self.overlay.rebase(head, keep_open=keep_open)
                 self.store.catalog.set_mount_base(self.mount_id, head.id)  # gc keeps a mount's base
                 self._synced = head.id
                 break
@@ -356,7 +374,11 @@ class MountDaemon:
         if op == "commit":
             return await self.commit(if_unchanged=_field(request, "if_unchanged", bool, False))
         if op == "reload":
-            return await self.reload(_field(request, "pid", int, peer.pid))
+            keep_open = request.get("keep_open")
+            return await self.reload(
+                _field(request, "pid", int, peer.pid),
+                None if keep_open is None else _field(request, "keep_open", bool, False),
+            )
         if op == "unmount":
             # Every field checked before anything happens: "discard": "false" must not discard.
             force, pid = (

@@ -188,6 +188,10 @@ def start(options: MountOptions, log_path: Path) -> Daemon:
         cmd.append("--read-only")
     if options.snapshot:
         cmd += ["--snapshot", options.snapshot]
+    if options.keep_open:
+        cmd.append("--keep-open")
+    if options.follow is not None:
+        cmd += ["--follow", str(options.follow)]
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         # A session of its own: the terminal's Ctrl-C aimed at the caller does not reach it.

@@ -21,7 +21,7 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volfs.catalog import SnapshotRecord, VolumeRecord, entry_to_json
 from volfs.clock import now_ns
@@ -31,6 +31,9 @@ from volfs.mount.journal import Journal
 from volfs.mount.scratch import ScratchFile, ScratchStats, check_size
 from volfs.mount.view import ViewReader, check_name, os_error
 from volfs.store import Store
+
+if TYPE_CHECKING:
+    from volfs.mount.orphans import Orphan
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -83,6 +86,10 @@ class Namespace(ViewReader):
         #: Set while recovery replays the journal: what it re-applies is logged already.
         self._replaying = False
         self.stats = OverlayStats()
+        #: Open files a keep-open reload detached from the view, by ino (``orphans.py``).
+        self.orphans: dict[int, Orphan] = {}
+        #: Paths an adopted orphan's commit overwrites: the entry its descriptor opened.
+        self.overwrite_seen: dict[tuple[str, ...], Entry | None] = {}
         self.journal: Journal | None = None
         if not read_only:
             self.journal = Journal(overlay_dir / "journal")
@@ -115,7 +122,15 @@ class Namespace(ViewReader):
             paths = sorted(self.path_of_link(self.table[p], n) for p, n in node.links)
             records.append(["copyup", paths[0], node.scratch.name])
             records.extend(["link", paths[0], other] for other in paths[1:])
+        records.extend(self._orphan_records())
         self.journal.rewrite(records)
+
+    def _orphan_records(self) -> list[list[Any]]:
+        """The journal records of orphans written since a reload (``orphans.py``)."""
+        return []
+
+    def _orphan_written(self, node: Node) -> None:
+        """An orphan (``orphans.py``) was written to."""
 
     # -- names --------------------------------------------------------------------------------
     def _writable(self) -> None:
@@ -128,6 +143,7 @@ class Namespace(ViewReader):
 
     def _check_new_name(self, parent: Node, name: str) -> dict[str, int]:
         self._writable()
+        _not_deleted(parent)
         children = self.children(parent)
         check_name(name)
         if name in children:
@@ -251,6 +267,7 @@ class Namespace(ViewReader):
         ):
             raise os_error(errno.EINVAL)
         check_name(new_name)
+        _not_deleted(new_parent)
         if node.kind is Kind.DIR:
             self._not_into_itself(node, new_parent)
         target_ino = self.children(new_parent).get(new_name)
@@ -433,6 +450,8 @@ class Namespace(ViewReader):
         node.content_dirty = True
         if node.cached is not None:
             self.table.invalidate(node)
+        if self.orphans and not node.links:
+            self._orphan_written(node)
 
     def _new_scratch(
         self, *, base: Chunks = (), size: int = 0, times: tuple[int, int] | None = None
@@ -468,6 +487,12 @@ class Namespace(ViewReader):
 
     # -- lifetimes ----------------------------------------------------------------------------
     def _maybe_drop(self, node: Node) -> None:
+        orphan = self.orphans.get(node.ino) if self.orphans else None
+        if orphan is not None and not node.links:
+            if orphan.written:
+                return  # its writes wait for the next commit, which puts it back
+            if node.opens == 0 and node.lookups <= 0:
+                del self.orphans[node.ino]
         if not node.links and node.opens == 0 and node.lookups <= 0:
             self._scratch_nodes.discard(node.ino)
         self.table.maybe_drop(node)
@@ -487,3 +512,10 @@ class Namespace(ViewReader):
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+
+
+def _not_deleted(directory: Node) -> None:
+    """A directory removed while a process has it as its cwd takes no new names (ENOENT,
+    as on ext4)."""
+    if directory.kind is Kind.DIR and not directory.links and directory.ino != ROOT_INO:
+        raise os_error(errno.ENOENT)

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from volfs.blobs import BlobBatch, Digest
-from volfs.core.changes import Dir, diff
+from volfs.core.changes import Dir, Put, diff
 from volfs.core.tree import Chunks, Entry, Kind, Tree, TreeWriter, chunk_span
 from volfs.mount.inodes import ROOT_INO, Node
-from volfs.mount.namespace import Namespace
+from volfs.mount.orphans import Orphans
 from volfs.mount.scratch import ScratchFile, has_data
 from volfs.snapshots.commit import CommitResult, commit_changes
 
@@ -68,7 +68,7 @@ def freeze_budget() -> int:
     return max(256, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-class Publishing(Namespace):
+class Publishing(Orphans):
     """The commit phases of :class:`~volfs.mount.overlay.Overlay`."""
 
     def prepare_commit(self) -> list[HashJob]:
@@ -266,6 +266,18 @@ class Publishing(Namespace):
     ) -> CommitResult:
         """Phase 4 (any thread): merge the diff since the last commit onto the head."""
         changes = diff(pending.writer, self.committed_view, pending.view)
+        for path, seen in self.overwrite_seen.items():
+            # An adopted orphan overwrites the version the reload brought, which its
+            # descriptor never saw: the merge records that overwrite (it must walk down to
+            # it, not take the directories above as whole).
+            change = changes.get(path)
+            if not isinstance(change, Put):
+                continue
+            changes[path] = Put(change.entry, seen)
+            for depth in range(len(path)):
+                above = changes.get(path[:depth])
+                if isinstance(above, Dir) and above.whole:
+                    changes[path[:depth]] = replace(above, whole=False)
         try:
             result = commit_changes(
                 self.catalog,
@@ -287,6 +299,7 @@ class Publishing(Namespace):
     def finish_commit(self, pending: PendingCommit) -> None:
         """Phase 5 (loop): the committed view moves; closed scratch files become blobs."""
         self.committed_view = pending.view
+        self.overwrite_seen.clear()
         self.stats.commits += 1
         for (
             ino,
