@@ -93,6 +93,8 @@ def mount_cmd(
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log
     if follow is not None and not (0 < follow < float("inf")):
         raise InvalidError("--follow must be a positive number of seconds")
+    if follow is not None and snapshot is not None:
+        raise InvalidError("--follow follows the head: it cannot be used with --snapshot")
     options = daemon.MountOptions(
         str(store.root), name, environment, path, read_only, snapshot, autocommit
     )

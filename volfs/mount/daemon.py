@@ -37,6 +37,7 @@ from volfs import control
 from volfs.catalog import MountId, MountRecord, new_id
 from volfs.core.tree import Entry
 from volfs.errors import ConflictError, InvalidError, MountError, OpenFilesError, VolfsError
+from volfs.mount.follow import Follower
 from volfs.mount.fs import VolfsOperations
 from volfs.mount.inodes import Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
@@ -155,6 +156,15 @@ class MountDaemon:
         #: The newest snapshot whose content the view holds in full: the base, or this
         #: mount's own commit when it landed directly on it. ``status`` compares it with head.
         self._synced: str = base.id
+        self.follower: Follower | None = None
+        if options.follow is not None:
+            self.follower = Follower(
+                catalog,
+                self.volume.id,
+                options.follow,
+                lambda: self._synced,
+                lambda: self.reload(None, keep_open=True),
+            )
 
     # -- open handles ---------------------------------------------------------------------------
     # Kept in memory for reload and status, and mirrored to the catalog's runtime table
@@ -350,6 +360,7 @@ class MountDaemon:
             "dirty_paths": self.overlay.dirty_paths(),
             "open_files": sorted({p for _, p, _ in self._opens.values()}),
             "autocommit": self.options.autocommit,
+            **({"follow": self.follower.stats} if self.follower is not None else {}),
         }
 
     def _head_id(self) -> str | None:
@@ -484,6 +495,8 @@ class MountDaemon:
                     inner.start_soon(trio.to_thread.run_sync, self._tune_bdi)
                     inner.start_soon(self._autocommit)
                     inner.start_soon(self._sync_handles)
+                    if self.follower is not None:
+                        inner.start_soon(self.follower.run)
                     if ready_fd is not None:
                         os.write(ready_fd, f"ready {self.mount_id}\n".encode())
                         os.close(ready_fd)
