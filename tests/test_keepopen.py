@@ -264,3 +264,20 @@ def test_old_descriptor_writes_survive_a_crash(
         assert (c.path / "x").read_text() == "x"
     assert [o["path"] for o in head_record(store, name)["overwrites"]] == ["w"]
     assert run_volfs(store, "fsck").returncode == 0
+
+
+def test_a_cwd_the_mount_itself_removed_reads_as_deleted(
+    store: Path, name: str, tmp_path: Path, holders: list[Holder]
+) -> None:
+    """ext4: in a removed cwd ``ls`` is empty, st_nlink is 0, creating a file is ENOENT."""
+    with mounted(store, name, tmp_path / "a") as a:
+        (a.path / "d").mkdir()
+        holder = Holder(a.path / "d")
+        holders.append(holder)
+        assert holder.ask("stat")[1] == 1  # not counted, as on btrfs
+        (a.path / "d").rmdir()
+        assert holder.ask("ls") == []
+        assert holder.ask("stat")[1] == 0
+        assert holder.ask("create", "new") == ["errno", errno.ENOENT]
+        a.commit()
+        assert sorted(os.listdir(a.path)) == []
