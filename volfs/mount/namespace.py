@@ -21,7 +21,7 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from volfs.catalog import SnapshotRecord, VolumeRecord, entry_to_json
 from volfs.clock import now_ns
@@ -31,9 +31,6 @@ from volfs.mount.journal import Journal
 from volfs.mount.scratch import ScratchFile, ScratchStats, check_size
 from volfs.mount.view import ViewReader, check_name, os_error
 from volfs.store import Store
-
-if TYPE_CHECKING:
-    from volfs.mount.orphans import Orphan
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -52,6 +49,18 @@ class OverlayStats:
     commits: int = 0
     reloads: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Orphan:
+    """An open file a keep-open reload took out of the view (``orphans.py``)."""
+
+    #: The volume path the descriptors opened.
+    path: str
+    #: The committed entry they opened there: what their writes overwrite.
+    seen: Entry | None
+    #: Written since the reload: the next commit puts it back at ``path``.
+    written: bool = False
 
 
 class Namespace(ViewReader):

@@ -28,29 +28,18 @@ from __future__ import annotations
 
 import errno
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from volfs.catalog import entry_from_json, entry_to_json
 from volfs.core.tree import Entry, Kind
 from volfs.mount.inodes import ROOT_INO, Node
-from volfs.mount.namespace import Namespace
+from volfs.mount.namespace import Namespace, Orphan
 from volfs.mount.view import check_name, os_error
 
 log = logging.getLogger(__name__)
 
 #: The mode of a parent directory an orphan's adoption has to make again.
 PARENT_MODE = 0o755
-
-
-@dataclass
-class Orphan:
-    #: The volume path the descriptors opened.
-    path: str
-    #: The committed entry they opened there: what their writes overwrite.
-    seen: Entry | None
-    #: Written since the reload: the next commit puts it back at ``path``.
-    written: bool = False
 
 
 class Orphans(Namespace):
