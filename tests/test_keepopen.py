@@ -281,3 +281,56 @@ def test_a_cwd_the_mount_itself_removed_reads_as_deleted(
         assert holder.ask("create", "new") == ["errno", errno.ENOENT]
         a.commit()
         assert sorted(os.listdir(a.path)) == []
+
+
+# Appends a line and fsyncs it every millisecond, as a log handler that flushes each record.
+LOGGER = r"""
+import os, sys, time
+f = open(sys.argv[1], "a")
+print("go", flush=True)
+n = 0
+while True:
+    f.write(f"line {n}\n")
+    f.flush()
+    os.fsync(f.fileno())
+    n += 1
+    time.sleep(0.001)
+"""
+
+
+def test_keep_open_reload_goes_through_while_a_logger_keeps_writing(
+    store: Path, name: str, tmp_path: Path
+) -> None:
+    """Each commit is followed by new lines: a reload that needs a clean view never lands."""
+    with mounted(store, name, tmp_path / "a") as a, mounted(store, name, tmp_path / "b") as b:
+        (a.path / "app.log").write_text("")
+        (a.path / "status").write_text("old")
+        a.commit()
+        b.reload()
+        logger = subprocess.Popen(
+            [sys.executable, "-c", LOGGER, str(a.path / "app.log")], stdout=subprocess.PIPE
+        )
+        try:
+            assert logger.stdout is not None and logger.stdout.readline() == b"go\n"
+            for round in range(3):
+                (b.path / "status").write_text(f"round {round}")
+                b.commit()
+                reload_keep_open(a)
+                assert (a.path / "status").read_text() == f"round {round}"
+            # b rewrites the log: the lines a received meanwhile land over it (the commit
+            # before the switch), and the logger's later lines after them.
+            (b.path / "app.log").write_text("b's version\n")
+            b.commit()
+            reload_keep_open(a)
+        finally:
+            logger.kill()
+            logger.communicate(timeout=10)
+        a.commit()
+        b.reload()
+        lines = (b.path / "app.log").read_text().splitlines()
+        assert lines[0] == "line 0" and "b's version" not in lines
+        assert lines == [f"line {n}" for n in range(len(lines))]
+        log = json.loads(run_volfs(store, "volume", "log", name, "--json").stdout)
+        overwrote = [s["origin"] for s in log if "app.log" in [o["path"] for o in s["overwrites"]]]
+        assert any(str(a.path) in origin for origin in overwrote)  # recorded, as any overwrite
+    assert run_volfs(store, "fsck").returncode == 0

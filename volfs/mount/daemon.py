@@ -310,7 +310,7 @@ class MountDaemon:
                     committed = await self._commit_locked()
                 head = await trio.to_thread.run_sync(self.store.catalog.head, self.volume.id)
                 # No await from here to the rebase: the view is checked and switched at once.
-                if self.overlay.dirty:
+                if self.overlay.dirty and not (keep_open and self.overlay.content_only_dirty()):
                     continue
                 if not keep_open:
                     self._check_open_handles_only(requester)

@@ -99,6 +99,9 @@ class Namespace(ViewReader):
         self.orphans: dict[int, Orphan] = {}
         #: Paths an adopted orphan's commit overwrites: the entry its descriptor opened.
         self.overwrite_seen: dict[tuple[str, ...], Entry | None] = {}
+        #: Changes other than file content, and their count the committed view holds.
+        self.shape_changes = 0
+        self.shape_changes_committed = 0
         self.journal: Journal | None = None
         if not read_only:
             self.journal = Journal(overlay_dir / "journal")
@@ -112,6 +115,9 @@ class Namespace(ViewReader):
 
     # -- the journal ------------------------------------------------------------------------
     def _log(self, *record: Any) -> None:
+        # Every change but file content is logged: a count that did not move since the last
+        # commit means only content changed (rebase.py may then switch a dirty view).
+        self.shape_changes += 1
         # A path of None: a file open but unlinked (fchmod, fsetxattr…) has nothing to
         # recover, and the record would make the journal unreplayable.
         if self.journal is not None and not self._replaying and record[1] is not None:

@@ -60,6 +60,8 @@ class PendingCommit:
     writer: TreeWriter
     results: dict[int, HashResult]
     result: CommitResult | None = None
+    #: ``Namespace.shape_changes`` when the view was built.
+    shape_changes: int = 0
 
 
 def freeze_budget() -> int:
@@ -141,7 +143,7 @@ class Publishing(Orphans):
         writer = TreeWriter(self.catalog)
         root = self.table[ROOT_INO]
         entry, _ = self._entry(root, "", writer, results)
-        return PendingCommit(entry, writer, results)
+        return PendingCommit(entry, writer, results, shape_changes=self.shape_changes)
 
     def dirty_paths(self) -> list[str]:
         """What the next commit would publish, without hashing or changing anything."""
@@ -299,6 +301,7 @@ class Publishing(Orphans):
     def finish_commit(self, pending: PendingCommit) -> None:
         """Phase 5 (loop): the committed view moves; closed scratch files become blobs."""
         self.committed_view = pending.view
+        self.shape_changes_committed = pending.shape_changes
         self.overwrite_seen.clear()
         self.stats.commits += 1
         for (
