@@ -258,7 +258,7 @@ def test_old_descriptor_writes_survive_a_crash(
         holders.remove(holder)
     assert str(tmp_path / "a") not in volfs_mountpoints()
     assert run_volfs(store, "fsck").returncode == 0
-    assert "committed" in run_volfs(store, "recover").stdout
+    assert "committed" in run_volfs(store, "recover").stderr
     with mounted(store, name, tmp_path / "c") as c:
         assert (c.path / "w").read_text() == "written after the reload"
         assert (c.path / "x").read_text() == "x"
