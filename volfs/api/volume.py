@@ -478,21 +478,17 @@ class Volume:
         control.commit_volume(self.object_id)
 
     @method
-    def reload(self, keep_open: bool | None = None) -> None:
+    def reload(self) -> None:
         """Commits, then switches every mount of this volume to the current head.
 
         All of them commit before any of them switches, so that they all end up on one
         head holding every mount's changes (one after the other, the first to reload would
         miss what the later ones had not committed yet).
-
-        Beyond Modal: ``keep_open=True`` reloads with files open (each keeps what it
-        opened; ``volfs reload --keep-open``). None: as each mount was told at mount, which
-        is Modal's refusal unless it was mounted with ``keep_open``.
         """
         from volfs import control
 
         control.commit_volume(self.object_id)
-        control.reload_volume(self.object_id, keep_open=keep_open)
+        control.reload_volume(self.object_id)
 
     @managing_method
     @contextmanager

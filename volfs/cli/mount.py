@@ -133,17 +133,6 @@ def _warn(message: str) -> None:
     "--nonempty", is_flag=True, help="Mount over a directory that has files (hiding them)."
 )
 @click.option(
-    "--keep-open",
-    is_flag=True,
-    help="Reloads keep open files (each reads what it opened) instead of refusing.",
-)
-@click.option(
-    "--follow",
-    type=float,
-    metavar="SECONDS",
-    help="Reload (keeping open files) whenever the volume's head moves, checked this often.",
-)
-@click.option(
     "--foreground", is_flag=True, help="Serve in this process, logging to stderr (systemd)."
 )
 @stats.metrics_options
@@ -161,8 +150,6 @@ def mount_cmd(
     sub_path: str | None,
     autocommit: float,
     nonempty: bool,
-    keep_open: bool,
-    follow: float | None,
     foreground: bool,
     metrics: str | None,
     metrics_public: bool,
@@ -179,10 +166,6 @@ def mount_cmd(
         raise InvalidError("--autocommit must be 0 (off) or a positive number of seconds")
     store = open_store(ctx)
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log
-    if follow is not None and not (0 < follow < float("inf")):
-        raise InvalidError("--follow must be a positive number of seconds")
-    if follow is not None and snapshot is not None:
-        raise InvalidError("--follow follows the head: it cannot be used with --snapshot")
     options = daemon.MountOptions(
         str(store.root),
         name,
@@ -195,7 +178,6 @@ def mount_cmd(
         nonempty=nonempty,
     )
     stats.apply_options(options, metrics, metrics_public, log_level, mount_id, log_file)
-    options.keep_open, options.follow = keep_open, follow
     orphans = [
         o
         for o in recovery.find_orphans(store)
@@ -296,22 +278,14 @@ def commit_cmd(
 @click.command("reload")
 @click.argument("path", required=False, type=click.Path())
 @_all_option
-@click.option(
-    "--keep-open/--no-keep-open",
-    default=None,
-    help="Reload with files open: each keeps what it opened (default: the mount's option).",
-)
 @json_option
 @click.pass_context
-def reload_cmd(
-    ctx: click.Context, path: str | None, all_stores: bool, keep_open: bool | None, as_json: bool
-) -> None:
+def reload_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: bool) -> None:
     """Commit, then switch the mount holding PATH to the volume's newest version (no PATH:
     every mount of the current store; with --all, of every store)."""
     results = []
     for info in _targets(ctx, path, all_stores):
-        flags = {} if keep_open is None else {"keep_open": keep_open}
-        result = control.call(info.socket, "reload", pid=os.getpid(), **flags)
+        result = control.call(info.socket, "reload", pid=os.getpid())
         results.append({"path": info.path, **result})
         if not as_json:
             _say(f"{info.path}: reloaded to {result['snapshot']}")

@@ -47,7 +47,6 @@ from volfs.errors import (
 from volfs.mount import logs
 from volfs.mount import metrics as prometheus
 from volfs.mount.diagnose import why_fuse_cannot_mount
-from volfs.mount.follow import Follower
 from volfs.mount.fs import VolfsOperations
 from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
@@ -87,10 +86,6 @@ class MountOptions:
     mount_id: str | None = None
     #: Log to this file, rotated (logs.py); None: to stderr (--foreground).
     log_file: str | None = None
-    #: ``reload`` keeps open files by default (``volfs mount --keep-open``; orphans.py).
-    keep_open: bool = False
-    #: Reload (keeping open files) when the head moves, checked this often (``follow.py``).
-    follow: float | None = None
 
 
 def _cmdline(pid: int) -> str:
@@ -197,15 +192,6 @@ class MountDaemon:
         #: The newest snapshot whose content the view holds in full: the base, or this
         #: mount's own commit when it landed directly on it. ``status`` compares it with head.
         self._synced: str = base.id
-        self.follower: Follower | None = None
-        if options.follow is not None:
-            self.follower = Follower(
-                catalog,
-                self.volume.id,
-                options.follow,
-                lambda: self._synced,
-                lambda: self.reload(None, keep_open=True),
-            )
 
     def _sub_root(self) -> int:
         """The view inode the mount serves as its root: the volume's root, or the sub-path's
@@ -331,9 +317,6 @@ class MountDaemon:
                 log.warning(
                     "flushing cached writes of %s before a commit: %s", self.mountpoint, exc
                 )
-        # Files written through descriptors a keep-open reload left open go back to their
-        # paths first (orphans.py); the kernel forgets those names after the commit.
-        adopted = [Invalidation(p, n) for p, n in overlay.adopt_orphans()]
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
         jobs = overlay.prepare_commit(skip_writing=skip_writing)
@@ -374,8 +357,6 @@ class MountDaemon:
             if held:
                 with trio.CancelScope(shield=True):  # a lease must never be left held
                     await trio.to_thread.run_sync(release, view)
-            if adopted and self._mounted:
-                await trio.to_thread.run_sync(self._invalidate, adopted)
         if result.overwrites:
             log.info(
                 "commit %s overwrote changes made by others: %s", result.snapshot, result.overwrites
@@ -391,12 +372,10 @@ class MountDaemon:
             "bytes_hashed": written,
         }
 
-    async def reload(
-        self, requester: int | None = None, keep_open: bool | None = None
-    ) -> dict[str, Any]:
+    async def reload(self, requester: int | None = None) -> dict[str, Any]:
         """One reload, counted (stats.py) and logged."""
         try:
-            result = await self._reload_once(requester, keep_open)
+            result = await self._reload_once(requester)
         except (OpenFilesError, ConflictError) as exc:
             self.stats.reload_finished("refused")
             log.info("reload refused: %s", exc)
@@ -410,30 +389,21 @@ class MountDaemon:
         )
         return result
 
-    async def _reload_once(
-        self, requester: int | None = None, keep_open: bool | None = None
-    ) -> dict[str, Any]:
-        """Commits, then switches to the head. Refused while a file is open or a cwd is
-        inside (Modal's "volume busy"), unless ``keep_open`` (None: the mount's option):
-        then open files keep what they opened (orphans.py)."""
-        if keep_open is None:
-            keep_open = self.options.keep_open
+    async def _reload_once(self, requester: int | None = None) -> dict[str, Any]:
         async with self._lock:
-            if not keep_open:
-                await trio.to_thread.run_sync(self._check_nothing_open, requester)
+            await trio.to_thread.run_sync(self._check_nothing_open, requester)
             committed: dict[str, Any] = {"snapshot": None}
             for _ in range(10):
                 if self.overlay.dirty:
                     committed = await self._commit_locked()
                 head = await trio.to_thread.run_sync(self.store.catalog.head, self.volume.id)
                 # No await from here to the rebase: the view is checked and switched at once.
-                if self.overlay.dirty and not (keep_open and self.overlay.content_only_dirty()):
+                if self.overlay.dirty:
                     continue
-                if not keep_open:
-                    self._check_open_handles_only(requester)
+                self._check_open_handles_only(requester)
                 if self.sub_path is not None:
                     self._check_sub_path_kept(head)
-                invalidations = self.overlay.rebase(head, keep_open=keep_open)
+                invalidations = self.overlay.rebase(head)
                 self.store.catalog.set_mount_base(self.mount_id, head.id)  # gc keeps a mount's base
                 self._synced = head.id
                 break
@@ -505,7 +475,6 @@ class MountDaemon:
             "metrics": str(self._metrics.address) if self._metrics is not None else None,
             "log": self.options.log_file,
             "stats": self.stats_now(),
-            **({"follow": self.follower.stats} if self.follower is not None else {}),
         }
 
     # -- statistics -----------------------------------------------------------------------------
@@ -583,11 +552,7 @@ class MountDaemon:
         if op == "commit":
             return await self.commit(if_unchanged=_field(request, "if_unchanged", bool, False))
         if op == "reload":
-            keep_open = request.get("keep_open")
-            return await self.reload(
-                _field(request, "pid", int, peer.pid),
-                None if keep_open is None else _field(request, "keep_open", bool, False),
-            )
+            return await self.reload(_field(request, "pid", int, peer.pid))
         if op == "unmount":
             # Every field checked before anything happens: "discard": "false" must not discard.
             force, pid = (
@@ -710,8 +675,6 @@ class MountDaemon:
                     inner.start_soon(trio.to_thread.run_sync, self._tune_bdi)
                     inner.start_soon(self._autocommit)
                     inner.start_soon(self._sync_handles)
-                    if self.follower is not None:
-                        inner.start_soon(self.follower.run)
                     if ready_fd is not None:
                         # The pid too: a daemon that had to start itself again to get a pid
                         # of its own (PidCollisionError) is not the process its launcher

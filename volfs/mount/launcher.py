@@ -214,10 +214,6 @@ def start(options: MountOptions, log_path: Path | None = None) -> Daemon:
         cmd += ["--sub-path", options.sub_path]
     if options.nonempty:
         cmd.append("--nonempty")
-    if options.keep_open:
-        cmd.append("--keep-open")
-    if options.follow is not None:
-        cmd += ["--follow", str(options.follow)]
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         # A session of its own: the terminal's Ctrl-C aimed at the caller does not reach it.

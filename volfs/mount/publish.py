@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from volfs.blobs import BlobBatch, Digest
-from volfs.core.changes import Dir, Put, diff
+from volfs.core.changes import Dir, diff
 from volfs.core.tree import Chunks, Entry, Kind, Tree, TreeWriter, chunk_span, lookup
 from volfs.mount.inodes import ROOT_INO, Node
-from volfs.mount.orphans import Orphans
+from volfs.mount.namespace import Namespace
 from volfs.mount.scratch import ScratchFile, has_data
 from volfs.snapshots.commit import CommitResult, commit_changes
 
@@ -60,8 +60,6 @@ class PendingCommit:
     writer: TreeWriter
     results: dict[int, HashResult]
     result: CommitResult | None = None
-    #: ``Namespace.shape_changes`` when the view was built.
-    shape_changes: int = 0
 
 
 def freeze_budget() -> int:
@@ -70,7 +68,7 @@ def freeze_budget() -> int:
     return max(256, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-class Publishing(Orphans):
+class Publishing(Namespace):
     """The commit phases of :class:`~volfs.mount.overlay.Overlay`."""
 
     def prepare_commit(self, *, skip_writing: bool = False) -> list[HashJob]:
@@ -154,7 +152,7 @@ class Publishing(Orphans):
         root = self.table[ROOT_INO]
         held = _Held(self, writer) if skip_writing else None
         entry, _ = self._entry(root, "", writer, results, held=held)
-        return PendingCommit(entry, writer, results, shape_changes=self.shape_changes)
+        return PendingCommit(entry, writer, results)
 
     def dirty_paths(self) -> list[str]:
         """What the next commit would publish, without hashing or changing anything."""
@@ -290,18 +288,6 @@ class Publishing(Orphans):
     ) -> CommitResult:
         """Phase 4 (any thread): merge the diff since the last commit onto the head."""
         changes = diff(pending.writer, self.committed_view, pending.view)
-        for path, seen in self.overwrite_seen.items():
-            # An adopted orphan overwrites the version the reload brought, which its
-            # descriptor never saw: the merge records that overwrite (it must walk down to
-            # it, not take the directories above as whole).
-            change = changes.get(path)
-            if not isinstance(change, Put):
-                continue
-            changes[path] = Put(change.entry, seen)
-            for depth in range(len(path)):
-                above = changes.get(path[:depth])
-                if isinstance(above, Dir) and above.whole:
-                    changes[path[:depth]] = replace(above, whole=False)
         try:
             result = commit_changes(
                 self.catalog,
@@ -323,8 +309,6 @@ class Publishing(Orphans):
     def finish_commit(self, pending: PendingCommit) -> None:
         """Phase 5 (loop): the committed view moves; closed scratch files become blobs."""
         self.committed_view = pending.view
-        self.shape_changes_committed = pending.shape_changes
-        self.overwrite_seen.clear()
         self.stats.commits += 1
         for (
             ino,
