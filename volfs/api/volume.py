@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import getpass
 import os
+import secrets
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -533,7 +535,8 @@ class Volume:
             autocommit=autocommit,
             sub_path=mount_options.sub_path,
         )
-        served = launcher.start(options)  # logs to <store>/run/<mount id>.log
+        log_name = f"daemon-{int(time.time())}-{os.getpid()}-{secrets.token_hex(3)}.log"
+        served = launcher.start(options, self._store.run_dir / log_name)
         try:
             yield Path(served.path)
         except BaseException as exc:

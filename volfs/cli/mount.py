@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from volfs import control
-from volfs.cli import stats
 from volfs.cli._common import (
     CliState,
     env_option,
@@ -132,13 +132,8 @@ def _warn(message: str) -> None:
 @click.option(
     "--nonempty", is_flag=True, help="Mount over a directory that has files (hiding them)."
 )
-@click.option(
-    "--foreground", is_flag=True, help="Serve in this process, logging to stderr (systemd)."
-)
-@stats.metrics_options
+@click.option("--foreground", is_flag=True, help="Serve in this process (systemd, containers).")
 @click.option("--ready-fd", type=int, hidden=True)
-@click.option("--mount-id", hidden=True)
-@click.option("--log-file", hidden=True)
 @click.pass_context
 def mount_cmd(
     ctx: click.Context,
@@ -151,12 +146,7 @@ def mount_cmd(
     autocommit: float,
     nonempty: bool,
     foreground: bool,
-    metrics: str | None,
-    metrics_public: bool,
-    log_level: str,
     ready_fd: int | None,
-    mount_id: str | None,
-    log_file: str | None,
 ) -> None:
     """Mount volume NAME at PATH; returns once the mount is ready."""
     check_volume_name(name)
@@ -177,7 +167,6 @@ def mount_cmd(
         sub_path=sub_path,
         nonempty=nonempty,
     )
-    stats.apply_options(options, metrics, metrics_public, log_level, mount_id, log_file)
     orphans = [
         o
         for o in recovery.find_orphans(store)
@@ -194,10 +183,11 @@ def mount_cmd(
     if foreground:
         code = daemon.run_daemon(options, ready_fd)
         ctx.exit(code)
-    served = launcher.start(options)
+    log_path = store.run_dir / f"daemon-{int(time.time())}-{os.getpid()}.log"
+    served = launcher.start(options, log_path)
     _say(
         f"mounted {name} at {os.path.realpath(path)} (daemon pid {served.pid}, {served.mount_id}, "
-        f"log {served.log_path})"
+        f"log {log_path})"
     )
 
 
@@ -302,8 +292,7 @@ def reload_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
 @click.pass_context
 def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: bool) -> None:
     """The mounts of the current store (or the one holding PATH; --all: of every store):
-    volume, path, pid, base snapshot, dirty paths, open files, store, last commit and
-    reload, and its counters (see `volfs stats`).
+    volume, path, pid, base snapshot, dirty paths, open files.
 
     A mount whose volume's head has moved past what its view holds (others committed; a
     `volfs reload` would show it) is marked "behind head sn-…".
@@ -326,7 +315,7 @@ def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
     lines = []
     for r in rows:
         if "error" in r:
-            lines.append([r["path"], "?", "?", "?", "?", "?", r["error"], *stats.NO_COLUMNS])
+            lines.append([r["path"], "?", "?", "?", "?", "?", r["error"]])
             continue
         base = r["base_snapshot"] + (f" (behind head {r['head']})" if r.get("behind") else "")
         lines.append(
@@ -338,13 +327,9 @@ def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
                 "ro" if r["read_only"] else "rw",
                 str(len(r["dirty_paths"])),
                 ", ".join(r["open_files"][:3]) + (" …" if len(r["open_files"]) > 3 else ""),
-                *stats.status_columns(r),
             ]
         )
-    table(
-        ["path", "volume", "pid", "base", "mode", "dirty", "open files", *stats.STATUS_HEADERS],
-        lines,
-    )
+    table(["path", "volume", "pid", "base", "mode", "dirty", "open files"], lines)
 
 
 @click.command("recover")

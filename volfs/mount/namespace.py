@@ -28,7 +28,7 @@ from volfs.clock import now_ns
 from volfs.core.tree import Chunks, Entry, Kind
 from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.journal import Journal
-from volfs.mount.scratch import ScratchFile, ScratchStats, check_size, chunk_span
+from volfs.mount.scratch import ScratchFile, ScratchStats, check_size
 from volfs.mount.view import ViewReader, check_name, os_error
 from volfs.store import Store
 
@@ -93,25 +93,6 @@ class Namespace(ViewReader):
     def dirty(self) -> bool:
         """Anything changed since the last tree build (a change clears the root's cache)."""
         return self.table[ROOT_INO].cached is None
-
-    def dirty_content(self) -> tuple[int, int]:
-        """Files whose content changed since the last commit, and the bytes of the chunks
-        they changed (the scratch area a commit would hash). For statistics: callable from
-        another thread (the metrics server), where it may be a moment out of date."""
-        files = size = 0
-        for ino in tuple(self._scratch_nodes):  # a copy taken at once, under the GIL
-            node = self.table.get(ino)
-            if node is None or not node.content_dirty:
-                continue
-            scratch = node.scratch  # once: another thread may see it become None
-            if scratch is None:
-                continue
-            files += 1
-            shared = scratch.shared
-            size += sum(
-                chunk_span(scratch.size, i) for i in tuple(scratch.segments) if i not in shared
-            )
-        return files, size
 
     # -- the journal ------------------------------------------------------------------------
     def _log(self, *record: Any) -> None:
