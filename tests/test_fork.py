@@ -12,18 +12,16 @@ import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_checks import files, ok, refused
 from mounting import mounted
 
 from volfs import Volume
 from volfs.api import records
 from volfs.blobs import digest_of
 from volfs.catalog import LmdbCatalog
-from volfs.cli import cli
 from volfs.errors import AlreadyExistsError, InvalidError, NotFoundError
 from volfs.maintenance.fsck import fsck
 from volfs.maintenance.gc import collect
@@ -35,36 +33,6 @@ def put(vol: Volume, files: dict[str, bytes]) -> None:
     with vol.batch_upload(force=True) as batch:
         for path, data in files.items():
             batch.put_file(io.BytesIO(data), path)
-
-
-def files(vol: Volume) -> dict[str, bytes]:
-    return {
-        e.path: b"".join(vol.read_file(e.path))
-        for e in vol.listdir("/", recursive=True)
-        if e.type.name == "FILE"
-    }
-
-
-def ok(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-def refused(*args: str) -> subprocess.CompletedProcess[str]:
-    """A real process: one ``Error:`` line, a non-zero exit, never a traceback."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "volfs", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr
-    return proc
 
 
 def catalog_entries(store: Store) -> dict[str, int]:

@@ -251,10 +251,14 @@ class PgCatalog:
 
     # -- volumes ---------------------------------------------------------------------------
     def create_volume(self, environment: str, name: str, created_by: str) -> VolumeRecord:
-        import psycopg
-
         volume, snapshot = new_volume_records(environment, name, created_by)
         self._publish_trees({tree_digest(EMPTY_TREE): encode(EMPTY_TREE)}, None)
+        self._insert_new_volume("creating a volume", volume, snapshot)
+        return volume
+
+    def _insert_new_volume(self, what: str, volume: VolumeRecord, snapshot: SnapshotRecord) -> None:
+        """A new volume's row and its first snapshot's, in one transaction."""
+        import psycopg
 
         def insert(conn: Any) -> None:
             with conn.transaction():
@@ -262,12 +266,11 @@ class PgCatalog:
                 _insert_volume(conn, volume)
 
         try:
-            self._session.run("creating a volume", insert)
+            self._session.run(what, insert)
         except psycopg.errors.UniqueViolation:
             raise AlreadyExistsError(
-                f"volume {name!r} already exists in environment {environment!r}"
+                f"volume {volume.name!r} already exists in environment {volume.environment!r}"
             ) from None
-        return volume
 
     def fork_volume(
         self, environment: str, name: str, created_by: str, source: SnapshotId, origin: str
@@ -278,8 +281,6 @@ class PgCatalog:
         check that ``source`` is still kept (its row, not a cached copy) and its root tree
         is in the bucket, and the insert that makes that tree the new volume's head.
         """
-        import psycopg
-
         with self.lease(f"fork of {source}"):
             rows = self._session.rows(
                 "reading a snapshot", "SELECT record FROM volfs_snapshots WHERE id=%s", (source,)
@@ -294,18 +295,7 @@ class PgCatalog:
                 environment, name, created_by, root=root, origin=origin
             )
             self._check_lease()
-
-            def insert(conn: Any) -> None:
-                with conn.transaction():
-                    _insert_snapshot(conn, snapshot)
-                    _insert_volume(conn, volume)
-
-            try:
-                self._session.run("forking a volume", insert)
-            except psycopg.errors.UniqueViolation:
-                raise AlreadyExistsError(
-                    f"volume {name!r} already exists in environment {environment!r}"
-                ) from None
+            self._insert_new_volume("forking a volume", volume, snapshot)
         self._remember(snapshot)
         return volume
 
