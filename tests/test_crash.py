@@ -702,7 +702,7 @@ def test_a_crash_as_a_commit_finishes_keeps_the_files_it_committed(
     store, overlay = _mount_without_fuse(tmp_path)
     overlay.write(overlay.create(ROOT_INO, "f", 0o644, 0, 0), 0, b"committed content")
 
-    def crash() -> None:
+    def crash(*args: object) -> None:
         raise SimulatedCrash
 
     monkeypatch.setattr(overlay, "_rewrite_journal", crash)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import errno
 import io
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -373,3 +375,156 @@ def test_a_commit_past_its_fd_budget_hashes_the_rest_on_the_loop(
             os.close(fd)
     overlay.commit_now()
     assert {name: _committed(store, name) for name in files} == files
+
+
+# -- a crash at any step ------------------------------------------------------------------
+#: What a scratch file's changes do to the disk: the crash test dies before (or, for writes
+#: and copies, half-way through) each of these calls in turn.
+_CHANGES = ("open", "write", "pwrite", "rename", "replace", "unlink", "truncate", "ftruncate")
+_CHANGES += ("copy_file_range", "utime")
+_CREATING = os.O_CREAT | os.O_TRUNC
+
+
+def _die_at(step: int, action: Callable[[], None]) -> bool:
+    """Runs ``action`` in a forked child killed (``os._exit``, no cleanup runs) at its
+    ``step``-th change to the disk; True if it finished first."""
+    pid = os.fork()
+    if pid == 0:  # the child: every change to the disk counts, the step-th is its last
+        count = 0
+
+        def counting(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                nonlocal count
+                if name == "open" and not args[1] & _CREATING:
+                    return real(*args, **kwargs)
+                count += 1
+                if count == step:
+                    if name in ("write", "pwrite"):  # torn: half the bytes
+                        real(args[0], bytes(args[1])[: len(args[1]) // 2], *args[2:])
+                    elif name == "copy_file_range" and args[2] > 1:
+                        real(args[0], args[1], args[2] // 2, *args[3:])
+                    os._exit(0)
+                return real(*args, **kwargs)
+
+            return call
+
+        try:
+            for name in _CHANGES:
+                setattr(os, name, counting(name, getattr(os, name)))
+            action()
+        except BaseException:
+            os._exit(2)
+        os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, 3), f"the change failed in the child (exit {code})"
+    return code == 3
+
+
+def _could_be(got: bytes, before: bytes, after: bytes, torn: bool) -> bool:
+    """``got`` is the file before or after the change; a write (``torn``) may also have
+    landed in part: each byte is the old one (or a hole's zero past the old end) or the new."""
+    if got in (before, after) or not torn:
+        return got in (before, after)
+    if not len(before) <= len(got) <= max(len(before), len(after)):
+        return False
+    return all(
+        g == after[i] or g == (before[i] if i < len(before) else 0) for i, g in enumerate(got)
+    )
+
+
+_SETUPS: dict[str, list[tuple[str, int, bytes]]] = {
+    "committed": [],  # every chunk a base chunk
+    "written": [("write", 20, b"w" * 30)],  # chunks 1-3 are segments, chunk 0 a base chunk
+    "linked": [("write", 20, b"w" * 30), ("freeze", 0, b"")],  # ...and blobs' inodes too
+}
+_CHANGES_TRIED: dict[str, tuple[str, int, bytes]] = {
+    "copy-up write": ("write", 17, b"abcd"),
+    "write across chunks": ("write", 10, b"z" * 30),
+    "append": ("write", 48, b"tail"),
+    "shrink inside a chunk": ("truncate", 20, b""),
+    "shrink to a chunk's end": ("truncate", 16, b""),
+    "shrink to nothing": ("truncate", 0, b""),
+    "extend": ("truncate", 90, b""),
+    "write past a shrink": ("shrink-then-write", 5, b"later"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(_CHANGES_TRIED))
+@pytest.mark.parametrize("setup", sorted(_SETUPS))
+def test_a_crash_at_any_step_of_a_change_leaves_the_file_before_or_after_it(
+    tmp_path: Path, setup: str, change: str
+) -> None:
+    """What ext4 promises a process killed in write(2) or truncate(2), and what recovery
+    needs of a mount killed in one: the file is as before the call or as after it (a write
+    may land in part), never with bytes it did not hold, and no committed blob changes."""
+    blobs = _Blobs(tmp_path / "blobs")
+    blobs.directory.mkdir()
+    committed = os.urandom(3 * SMALL)
+    original = volfs.mount.scratch.CHUNK_SIZE
+    volfs.mount.scratch.CHUNK_SIZE = SMALL
+    try:
+        prepared = tmp_path / "prepared"
+        prepared.mkdir()
+        scratch = ScratchFile.create(
+            str(prepared),
+            "f1",
+            blobs.open,
+            ScratchStats(),
+            base=blobs.chunks(committed, SMALL),
+            size=len(committed),
+        )
+        for op, number, data in _SETUPS[setup]:
+            if op == "write":
+                scratch.pwrite(data, number)
+            else:  # frozen and linked, as a commit adopting the segments leaves them
+                segments, _, _ = scratch.freeze()
+                for index, fd, path in segments:
+                    os.link(path, blobs.directory / f"linked-{index}")
+                    os.close(fd)
+        if change == "write past a shrink":
+            scratch.truncate(_CHANGES_TRIED[change][1])
+        scratch.close()
+        op, number, data = _CHANGES_TRIED[change]
+        linked = {p: p.read_bytes() for p in blobs.directory.iterdir()}
+
+        def apply(directory: Path) -> None:
+            found = ScratchFile.existing(str(directory), "f1", blobs.open, ScratchStats())
+            if op == "truncate":
+                found.truncate(number)
+            else:
+                found.pwrite(data, number if op == "write" else 40)
+            found.close()
+
+        def content(directory: Path) -> bytes:
+            found = ScratchFile.existing(str(directory), "f1", blobs.open, ScratchStats())
+            try:
+                return found.pread(1 << 20, 0)
+            finally:
+                found.close()
+
+        before = content(prepared)
+        done = tmp_path / "done"
+        shutil.copytree(prepared, done)
+        apply(done)
+        after = content(done)
+        assert after != before
+        step = 1
+        while True:
+            crashed = tmp_path / f"crash{step}"
+            shutil.copytree(prepared, crashed)
+            finished = _die_at(step, lambda: apply(crashed))
+            got = content(crashed)
+            assert _could_be(got, before, after, torn=op != "truncate"), (
+                f"a crash at step {step} of {change} left {got!r}\n"
+                f"before: {before!r}\nafter:  {after!r}"
+            )
+            for path, held in linked.items():
+                assert path.read_bytes() == held, f"a crash at step {step} changed a blob"
+            if finished:
+                break
+            step += 1
+        assert step > 1
+    finally:
+        volfs.mount.scratch.CHUNK_SIZE = original
+        blobs.close()

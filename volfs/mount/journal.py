@@ -36,9 +36,23 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._captured: list[list[Any]] | None = None
 
     def append(self, *record: Any) -> None:
         os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        if self._captured is not None:
+            self._captured.append(list(record))
+
+    def capture(self) -> None:
+        """Keeps the records appended from now on, for :meth:`captured` (a commit's view is
+        built before it is published; the changes made meanwhile must outlive the rewrite
+        that follows the publish)."""
+        self._captured = []
+
+    def captured(self) -> list[list[Any]]:
+        """The records appended since :meth:`capture`; capturing stops."""
+        records, self._captured = self._captured or [], None
+        return records
 
     def rewrite(self, records: list[list[Any]]) -> None:
         tmp = self.path.with_suffix(".tmp")

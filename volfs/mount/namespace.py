@@ -101,21 +101,41 @@ class Namespace(ViewReader):
         if self.journal is not None and not self._replaying and record[1] is not None:
             self.journal.append(*record)
 
-    def _rewrite_journal(self) -> None:
-        """The journal afresh: the committed view, then each scratch file still to commit."""
+    def _rewrite_journal(
+        self,
+        start: list[tuple[str | None, list[list[Any]]]] | None = None,
+        gone: frozenset[str] = frozenset(),
+    ) -> None:
+        """The journal afresh: ``start`` (by default the committed view, then each scratch
+        file still to commit) less the records of the scratch files ``gone``, then the
+        changes captured since ``start`` was taken (a commit's, while it was published)."""
         if self.journal is None:
             return
-        records: list[list[Any]] = [
-            ["view", entry_to_json(self.committed_view), self.base_snapshot]
+        if start is None:
+            start = self._journal_start(self.committed_view)
+        captured = self.journal.captured()
+        self.journal.rewrite(
+            [
+                *(r for name, records in start if name not in gone for r in records),
+                *(r for r in captured if not (r[0] == "copyup" and r[2] in gone)),
+            ]
+        )
+
+    def _journal_start(self, view: Entry) -> list[tuple[str | None, list[list[Any]]]]:
+        """What a journal starting at ``view`` holds before any later change: the view, then
+        each scratch file's records (copied up, and its other names), with its name."""
+        start: list[tuple[str | None, list[list[Any]]]] = [
+            (None, [["view", entry_to_json(view), self.base_snapshot]])
         ]
         for ino in sorted(self._scratch_nodes):
             node = self.table.get(ino)
             if node is None or not node.links or node.scratch is None:
                 continue
             paths = sorted(self.path_of_link(self.table[p], n) for p, n in node.links)
-            records.append(["copyup", paths[0], node.scratch.name])
+            records = [["copyup", paths[0], node.scratch.name]]
             records.extend(["link", paths[0], other] for other in paths[1:])
-        self.journal.rewrite(records)
+            start.append((node.scratch.name, records))
+        return start
 
     # -- names --------------------------------------------------------------------------------
     def _writable(self) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import resource
 from dataclasses import dataclass
+from typing import Any
 
 from volfs.blobs import BlobBatch, Digest
 from volfs.core.changes import Dir, diff
@@ -60,6 +61,9 @@ class PendingCommit:
     writer: TreeWriter
     results: dict[int, HashResult]
     result: CommitResult | None = None
+    #: The journal as it will start once this view is committed: records by scratch file
+    #: (see Namespace._journal_start); the changes made while it is published follow them.
+    journal: list[tuple[str | None, list[list[Any]]]] | None = None
 
 
 def freeze_budget() -> int:
@@ -152,7 +156,13 @@ class Publishing(Namespace):
         root = self.table[ROOT_INO]
         held = _Held(self, writer) if skip_writing else None
         entry, _ = self._entry(root, "", writer, results, held=held)
-        return PendingCommit(entry, writer, results)
+        pending = PendingCommit(entry, writer, results)
+        if self.journal is not None:
+            # Here, on the loop, with no await since the view was built: the journal's next
+            # start and the view agree, and every later change is captured for after it.
+            pending.journal = self._journal_start(entry)
+            self.journal.capture()
+        return pending
 
     def dirty_paths(self) -> list[str]:
         """What the next commit would publish, without hashing or changing anything."""
@@ -301,6 +311,8 @@ class Publishing(Namespace):
             # Not published (a backend unreachable, a conflict): build_view cached the view's
             # root, which would make the mount look clean; the next commit must try again.
             self.table[ROOT_INO].cached = None
+            if self.journal is not None:
+                self.journal.captured()  # the journal goes on from the view it had
             raise
         self.catalog.remember_trees(pending.writer.decoded)
         pending.result = result
@@ -316,7 +328,7 @@ class Publishing(Namespace):
         ) in pending.results.items():  # segments not adopted may change in place again
             node = self.table.get(ino)
             if node is not None and node.scratch is not None:
-                node.scratch.shared -= hashed.frozen - hashed.adopted
+                node.scratch.unfreeze(hashed.frozen - hashed.adopted)
         done: list[ScratchFile] = []
         for ino in list(self._scratch_nodes):
             node = self.table.get(ino)
@@ -328,7 +340,9 @@ class Publishing(Namespace):
                 self._scratch_nodes.discard(ino)
         # The journal first: until it names the view just committed, its records name these
         # scratch files, and a crash in between would have recover replay them as empty files.
-        self._rewrite_journal()
+        # It starts at the view published, then the changes made while it was published
+        # (the view does not hold them), less the records of the scratch files let go.
+        self._rewrite_journal(pending.journal, frozenset(scratch.name for scratch in done))
         for scratch in done:
             scratch.unlink()
 

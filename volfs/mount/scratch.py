@@ -18,6 +18,17 @@ file, rename) when the file is copied up or truncated, never on a write: the fil
 is ``max(floor, end of the last segment)``, which writes keep true by themselves. So a
 crash loses nothing the daemon received (``volfs recover`` reads the anchor back).
 
+Every change is one rename away from done, so a crash (``kill -9``) at any instant leaves
+the file as it was before the request or after it, never a mix:
+
+- a copy-up copies the base chunk to a temp name and renames it to the segment's: a
+  segment beats a base chunk, so it must never exist half-copied;
+- a truncate that shrinks the file takes several steps (segments past the new end to
+  remove, one to cut), so the anchor it writes first also says *cut*: recovery finishes
+  whatever steps the crash left undone. Once a write reaches past the new end, the mark
+  would cut that write too, so that write clears it first (one more anchor write, only
+  for the first write past the end of a file shrunk since it was last copied up).
+
 A segment that may be linked into the blob store is *shared*: its bytes are a blob's and
 must never change again. Every change to a shared segment first copies it to a new inode
 and renames that over the segment's name; the blob keeps the old inode. :meth:`freeze`
@@ -45,9 +56,14 @@ _SYNC_THREADS = 16
 #: Segments a file keeps open at once: a 10 GiB file has 1,280 of them.
 MAX_OPEN_SEGMENTS = 8
 
-ANCHOR_MAGIC = b"VS2\n"
-_ANCHOR_HEAD = struct.Struct("<QI")  # floor, number of base chunks
+ANCHOR_MAGIC = b"VS3\n"
+_ANCHOR_HEAD = struct.Struct("<QIB")  # floor, number of base chunks, flags
 _ANCHOR_CHUNK = struct.Struct("<Q16s")
+#: The file was shrunk to ``floor``: segments past it, and past it in the last one, are gone.
+ANCHOR_CUT = 1
+#: Format 2 anchors (no flags) are still read: a crashed overlay of an older daemon.
+_ANCHOR_MAGIC_2 = b"VS2\n"
+_ANCHOR_HEAD_2 = struct.Struct("<QI")
 
 BlobOpener = Callable[[Digest], int]
 """Returns an fd of a committed blob, verified, that the caller must not close."""
@@ -101,6 +117,7 @@ def check_size(size: int) -> None:
 
 class ScratchFile:
     __slots__ = (
+        "_cut",
         "_fds",
         "_open_blob",
         "_seg_end",
@@ -137,6 +154,7 @@ class ScratchFile:
         self._unsynced: set[int] = set()
         self._seg_end = 0  # end of the last segment's bytes within the file
         self._times: tuple[int, int] | None = None  # (atime, mtime) the anchor carries
+        self._cut = False  # the anchor says ANCHOR_CUT
 
     @classmethod
     def create(
@@ -188,29 +206,45 @@ class ScratchFile:
             scratch._times = (st.st_atime_ns, st.st_mtime_ns)
         except FileNotFoundError:
             raw = b""
+        pos = 0
         if raw.startswith(ANCHOR_MAGIC):
-            floor, count = _ANCHOR_HEAD.unpack_from(raw, len(ANCHOR_MAGIC))
+            floor, count, flags = _ANCHOR_HEAD.unpack_from(raw, len(ANCHOR_MAGIC))
             pos = len(ANCHOR_MAGIC) + _ANCHOR_HEAD.size
+            scratch._cut = bool(flags & ANCHOR_CUT)
+        elif raw.startswith(_ANCHOR_MAGIC_2):
+            floor, count = _ANCHOR_HEAD_2.unpack_from(raw, len(_ANCHOR_MAGIC_2))
+            pos = len(_ANCHOR_MAGIC_2) + _ANCHOR_HEAD_2.size
+        if pos:
             scratch.floor = floor
             for index, digest in _ANCHOR_CHUNK.iter_unpack(
                 raw[pos : pos + count * _ANCHOR_CHUNK.size]
             ):
                 scratch.base[index] = Digest(digest.hex())
-        prefix = name + "."
-        for entry in listing if listing is not None else os.listdir(directory):
-            if entry.startswith(prefix) and entry[len(prefix) :].isdigit():
-                index = int(entry[len(prefix) :])
-                st = os.stat(scratch.path(index))
-                scratch.segments.add(index)
-                scratch.base.pop(index, None)
-                if st.st_nlink > 1:  # adopted by a commit before the crash: a blob's inode too
-                    scratch.shared.add(index)
-                if st.st_size:
-                    scratch._seg_end = max(scratch._seg_end, index * CHUNK_SIZE + st.st_size)
+        names = listing if listing is not None else os.listdir(directory)
+        for index in scratch._indexes(names):
+            scratch.segments.add(index)
+            scratch.base.pop(index, None)
+            if os.stat(scratch.path(index)).st_nlink > 1:  # adopted by a commit: a blob's too
+                scratch.shared.add(index)
+        if scratch._cut:  # a shrink the crash may have interrupted: finish it (idempotent)
+            scratch._finish_cut(set(scratch.segments))
+            scratch.close()
+        for index in scratch.segments:
+            if size := os.stat(scratch.path(index)).st_size:
+                scratch._seg_end = max(scratch._seg_end, index * CHUNK_SIZE + size)
         scratch.size = max(scratch.floor, scratch._seg_end)
         if upgraded or not os.path.exists(scratch.path()):
             scratch._write_anchor()
         return scratch
+
+    def _indexes(self, names: list[str]) -> set[int]:
+        """The chunk indexes of this file's segments among a directory's ``names``."""
+        prefix = self.name + "."
+        return {
+            int(entry[len(prefix) :])
+            for entry in names
+            if entry.startswith(prefix) and entry[len(prefix) :].isdigit()
+        }
 
     def _upgrade_old_layout(self) -> bool:
         """Overlays of earlier versions kept chunk 0 in ``f12`` itself (and, before that,
@@ -278,7 +312,7 @@ class ScratchFile:
         data = b"".join(
             [
                 ANCHOR_MAGIC,
-                _ANCHOR_HEAD.pack(self.floor, len(base)),
+                _ANCHOR_HEAD.pack(self.floor, len(base), ANCHOR_CUT if self._cut else 0),
                 *(_ANCHOR_CHUNK.pack(i, bytes.fromhex(d)) for i, d in base),
             ]
         )
@@ -357,22 +391,38 @@ class ScratchFile:
         if fd is None:
             if index in self.segments:
                 fd = os.open(self.path(index), os.O_RDWR | os.O_CLOEXEC)
-            else:
+            elif index in self.base:
+                fd = self._copy_up(index, chunk_span(self.size, index))
+            else:  # a hole: an empty segment reads as the same zeros
                 fd = os.open(
                     self.path(index), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
                 )
                 self.segments.add(index)
-                digest = self.base.pop(index, None)
-                if digest is not None:
-                    self._copy_up(digest, fd, chunk_span(self.size, index))
             self._keep(index, fd)
         self._unsynced.add(index)
         return fd
 
-    def _copy_up(self, digest: Digest, fd: int, length: int) -> None:
-        copied = _copy(self._open_blob(digest), fd, length)
+    def _copy_up(self, index: int, length: int, *, name: str | None = None) -> int:
+        """Copies ``length`` bytes of base chunk ``index`` to a new segment and returns its
+        fd. The copy is made under a temp name and renamed into place (to ``name`` if
+        given, else the segment's own): a half-copied segment would hide the base chunk."""
+        digest = self.base[index]
+        target = name or self.path(index)
+        tmp = self.path(index) + ".up"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            copied = _copy(self._open_blob(digest), fd, length)
+            os.rename(tmp, target)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        if name is None:
+            del self.base[index]
+            self.segments.add(index)
         self._stats.chunks_copied += 1
         self._stats.bytes_copied += copied
+        return fd
 
     def _unshare(self, index: int) -> None:
         """Copy on write: the segment's name gets a private copy; the blob keeps the inode."""
@@ -394,6 +444,9 @@ class ScratchFile:
         if not data:
             return 0
         check_size(offset + len(data))
+        if self._cut and offset + len(data) > self.floor:
+            self._cut = False  # else a crash would cut what this writes past the floor
+            self._write_anchor()
         view = memoryview(data)
         written = 0
         grew_in_holes = False
@@ -424,37 +477,64 @@ class ScratchFile:
         check_size(size)
         if size < self.size:
             keep = -(-size // CHUNK_SIZE)  # chunks [0, keep) hold bytes below ``size``
-            cut = size - (keep - 1) * CHUNK_SIZE if keep else 0
-            partial = keep - 1 if keep and cut < CHUNK_SIZE else None
+            partial = keep - 1 if keep and size % CHUNK_SIZE else None
             if partial is not None and partial in self.base:
-                # The cut chunk keeps its head only: copy just that (the blob stays intact).
-                fd = os.open(
-                    self.path(partial), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
+                # The cut chunk keeps its head only: copy just that (the blob stays intact),
+                # aside, until the anchor below says the file is cut.
+                os.close(
+                    self._copy_up(partial, size - partial * CHUNK_SIZE, name=self._head(partial))
                 )
-                self._keep(partial, fd)
-                self._unsynced.add(partial)
-                self.segments.add(partial)
-                self._copy_up(self.base.pop(partial), fd, cut)
+                del self.base[partial]
             self.base = {i: d for i, d in self.base.items() if i < keep}
             self.floor = size
-            self._write_anchor()  # first: a crash part-way never brings back base chunks
-            for index in sorted((i for i in self.segments if i >= keep), reverse=True):
-                open_fd = self._fds.pop(index, None)
-                if open_fd is not None:
-                    os.close(open_fd)
-                os.unlink(self.path(index))
-                self.segments.discard(index)
-                self.shared.discard(index)
-                self._unsynced.discard(index)
-            if partial is not None and partial in self.segments:
-                fd = self._for_change(partial)
-                if os.fstat(fd).st_size > cut:
-                    os.ftruncate(fd, cut)
+            self._cut = True
+            self._write_anchor()  # the truncate's commit point: recovery finishes the rest
+            self._finish_cut(set(self.segments))
             self._seg_end = min(self._seg_end, size)
         elif size > self.size:
             self.floor = size
+            self._cut = False
             self._write_anchor()
         self.size = size
+
+    def _head(self, index: int) -> str:
+        """Where a truncate copies the head of the base chunk it cuts, until it is cut."""
+        return self.path(index) + ".head"
+
+    def _finish_cut(self, indexes: set[int]) -> None:
+        """The steps of a shrink to ``floor`` after its anchor: the copied head of a cut
+        base chunk put in place, segments past the end removed, the last one cut. Each
+        step can be done again, so recovery calls this for a crash part-way.
+
+        ``indexes``: the segments there are."""
+        keep = -(-self.floor // CHUNK_SIZE)
+        partial = keep - 1 if keep and self.floor % CHUNK_SIZE else None
+        if partial is not None:
+            head = self._head(partial)
+            if os.path.exists(head):
+                os.rename(head, self.path(partial))
+                indexes.add(partial)
+                self.segments.add(partial)
+                self._unsynced.add(partial)
+        for index in sorted((i for i in indexes if i >= keep), reverse=True):
+            open_fd = self._fds.pop(index, None)
+            if open_fd is not None:
+                os.close(open_fd)
+            try:
+                os.unlink(self.path(index))
+            except FileNotFoundError:
+                pass
+            self.segments.discard(index)
+            self.shared.discard(index)
+            self._unsynced.discard(index)
+        if partial is not None and partial in indexes:
+            cut = self.floor - partial * CHUNK_SIZE
+            path = self.path(partial)
+            if os.stat(path).st_size > cut:
+                if partial in self.shared:
+                    self._unshare(partial)  # the blob keeps its bytes
+                os.truncate(path, cut)
+                self._unsynced.add(partial)
 
     def utime(self, atime_ns: int, mtime_ns: int) -> None:
         self._times = (atime_ns, mtime_ns)
@@ -508,6 +588,15 @@ class ScratchFile:
                 os.close(fd)
             raise
         return segments, tuple(sorted(self.base.items())), self.size
+
+    def unfreeze(self, indexes: frozenset[int]) -> None:
+        """Segments a commit froze but did not link as blobs may change in place again
+        (their fds kept read-only while they were shared are closed: reopened writable)."""
+        for index in indexes & self.shared:
+            self.shared.discard(index)
+            fd = self._fds.pop(index, None)
+            if fd is not None:
+                os.close(fd)
 
     def open_segments(self) -> int:
         """How many fds a :meth:`freeze` would hold."""
