@@ -61,6 +61,13 @@ def test_mount_refuses_a_directory_that_has_files(tmp_path: Path) -> None:
     with mounted(store, "v", target, "--nonempty") as m:
         assert list(m.path.iterdir()) == []  # hidden while mounted, as asked
     assert (target / "precious").read_text() == "would be hidden"
+    # The same through the background launcher (which starts the daemon with the flag).
+    run_volfs(store, "mount", "v", str(target), "--nonempty")
+    try:
+        assert list(target.iterdir()) == []
+    finally:
+        run_volfs(store, "unmount", str(target))
+    assert (target / "precious").read_text() == "would be hidden"
 
 
 def log(store: Path, name: str) -> list[dict]:

@@ -72,16 +72,18 @@ def commit(path: str | os.PathLike[str] | None = None) -> None:
 
 
 @Blocking
-def reload(path: str | os.PathLike[str] | None = None) -> None:
+def reload(path: str | os.PathLike[str] | None = None, *, keep_open: bool | None = None) -> None:
     """Commits, then switches the mount at ``path`` (if None: every mount of the current
     store visible here) to head.
 
-    Raises RuntimeError (:class:`OpenFilesError`) while files of that mount are open.
+    Raises RuntimeError (:class:`OpenFilesError`) while files of that mount are open,
+    unless ``keep_open`` (None: the mount's ``--keep-open``): open files then keep what
+    they opened.
     """
     from volfs import control
 
     for mount_path in _mount_paths(path):
-        control.reload(mount_path)
+        control.reload(mount_path, keep_open=keep_open)
 
 
 __all__ = [

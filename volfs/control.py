@@ -379,8 +379,13 @@ def commit(path: str, *, if_unchanged: bool = False) -> dict[str, Any]:
     return call_mount(path, "commit", if_unchanged=if_unchanged)
 
 
-def reload(path: str) -> dict[str, Any]:
-    return call_mount(path, "reload", pid=os.getpid())
+def reload(path: str, *, keep_open: bool | None = None) -> dict[str, Any]:
+    """``keep_open``: reload with files open (None: as the mount was told at mount)."""
+    return call_mount(path, "reload", pid=os.getpid(), **_keep_open(keep_open))
+
+
+def _keep_open(keep_open: bool | None) -> dict[str, bool]:
+    return {} if keep_open is None else {"keep_open": keep_open}
 
 
 def _volume_mounts(volume_id: str) -> list[MountInfo]:
@@ -392,6 +397,9 @@ def commit_volume(volume_id: str) -> list[dict[str, Any]]:
     return [call(m.socket, "commit") for m in _volume_mounts(volume_id)]
 
 
-def reload_volume(volume_id: str) -> list[dict[str, Any]]:
+def reload_volume(volume_id: str, *, keep_open: bool | None = None) -> list[dict[str, Any]]:
     """Reloads every mount of this volume visible to the caller."""
-    return [call(m.socket, "reload", pid=os.getpid()) for m in _volume_mounts(volume_id)]
+    return [
+        call(m.socket, "reload", pid=os.getpid(), **_keep_open(keep_open))
+        for m in _volume_mounts(volume_id)
+    ]

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import secrets
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -480,17 +478,21 @@ class Volume:
         control.commit_volume(self.object_id)
 
     @method
-    def reload(self) -> None:
+    def reload(self, keep_open: bool | None = None) -> None:
         """Commits, then switches every mount of this volume to the current head.
 
         All of them commit before any of them switches, so that they all end up on one
         head holding every mount's changes (one after the other, the first to reload would
         miss what the later ones had not committed yet).
+
+        Beyond Modal: ``keep_open=True`` reloads with files open (each keeps what it
+        opened; ``volfs reload --keep-open``). None: as each mount was told at mount, which
+        is Modal's refusal unless it was mounted with ``keep_open``.
         """
         from volfs import control
 
         control.commit_volume(self.object_id)
-        control.reload_volume(self.object_id)
+        control.reload_volume(self.object_id, keep_open=keep_open)
 
     @managing_method
     @contextmanager
@@ -535,8 +537,7 @@ class Volume:
             autocommit=autocommit,
             sub_path=mount_options.sub_path,
         )
-        log_name = f"daemon-{int(time.time())}-{os.getpid()}-{secrets.token_hex(3)}.log"
-        served = launcher.start(options, self._store.run_dir / log_name)
+        served = launcher.start(options)  # logs to <store>/run/<mount id>.log
         try:
             yield Path(served.path)
         except BaseException as exc:

@@ -276,6 +276,8 @@ class S3BlobStore:
         self.root = cache.root
         self.tmp_dir = cache.tmp_dir
         self.stats = cache.stats
+        # The cache's counters, for a mount's statistics (volfs/mount/stats.py).
+        self.stats.update({"cache_hits": 0, "cache_misses": 0, "bytes_fetched": 0})
         #: Digests this process knows are in the bucket (uploaded, seen, or fetched).
         self._remote: set[Digest] = set()
         self._cached_bytes: int | None = None
@@ -326,6 +328,7 @@ class S3BlobStore:
             try:
                 data = self.cache.get(digest)
                 self._touch(digest)
+                self.stats["cache_hits"] += 1
                 return data
             except CorruptionError:
                 # A damaged cached copy is dropped and fetched again; the bucket is the truth.
@@ -339,6 +342,7 @@ class S3BlobStore:
             self._fetch(digest)
         else:
             self._touch(digest)
+            self.stats["cache_hits"] += 1
         try:
             return self.cache.open_verified(digest)
         except CorruptionError:
@@ -391,6 +395,8 @@ class S3BlobStore:
             )
             raise CorruptionError(f"blob {digest} is damaged in the object store (digest mismatch)")
         self._remote.add(digest)
+        self.stats["cache_misses"] += 1
+        self.stats["bytes_fetched"] += len(data)
         self._store_cached(digest, data)
         self.cache.mark_verified(digest)  # just hashed: no need to read it back
         self._note_cached(len(data))

@@ -97,6 +97,7 @@ from volfs.catalog.records import (
     process_alive,
     process_start,
 )
+from volfs.catalog.watch import HeadWatch
 from volfs.core.tree import Tree
 
 __all__ = [
@@ -265,6 +266,10 @@ class Catalog(Protocol):
 
     def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
         """The head, then its parents; stops where retention dropped a parent."""
+        ...
+
+    def watch_head(self, volume_id: str) -> HeadWatch:
+        """What tells a following mount the head may have moved (``watch.py``)."""
         ...
 
     def iter_snapshots_raw(self) -> list[tuple[str, bytes]]:

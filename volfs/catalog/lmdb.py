@@ -50,6 +50,7 @@ from volfs.catalog.records import (
     new_volume_records,
     process_start,
 )
+from volfs.catalog.watch import PollWatch
 from volfs.core.tree import EMPTY_TREE, Tree, decode_verified, encode, tree_digest
 from volfs.errors import (
     AlreadyExistsError,
@@ -459,6 +460,10 @@ class LmdbCatalog:
     def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
         """The head, then its parents; stops where retention dropped a parent."""
         return follow_parents(self.head(volume_id), self.find_snapshot, limit)
+
+    def watch_head(self, volume_id: str) -> PollWatch:
+        """The head is one LMDB read: polled each interval (``watch.py``)."""
+        return PollWatch()
 
     def find_snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
         with self.env.begin() as txn:

@@ -81,6 +81,7 @@ from volfs.catalog.records import (
     follow_parents,
     new_volume_records,
 )
+from volfs.catalog.watch import HEAD_CHANNEL, ListenWatch
 from volfs.core.tree import EMPTY_TREE, Kind, Tree, decode, decode_verified, encode, tree_digest
 from volfs.errors import (
     AlreadyExistsError,
@@ -446,6 +447,8 @@ class PgCatalog:
                     )
                     if cur.rowcount != 1:
                         raise _Lost()
+                    # Delivered at commit, with the head move: followers reload (watch.py).
+                    conn.execute("SELECT pg_notify(%s, %s)", (HEAD_CHANNEL, snapshot.volume_id))
             except _Lost:
                 return False
             return True
@@ -477,6 +480,10 @@ class PgCatalog:
     def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
         """The head, then its parents; stops where retention dropped a parent."""
         return follow_parents(self.head(volume_id), self.find_snapshot, limit)
+
+    def watch_head(self, volume_id: str) -> ListenWatch:
+        """LISTEN for the NOTIFY of each head move (``watch.py``; sent by _swap_head)."""
+        return ListenWatch(self.meta_url, volume_id)
 
     def iter_snapshots_raw(self) -> list[tuple[str, bytes]]:
         return [

@@ -6,6 +6,7 @@ One module per command group, each defining its commands without knowing where t
 - :mod:`~volfs.cli.mount`: ``mount``, ``unmount``, ``commit``, ``reload``, ``status``, ``recover``
 - :mod:`~volfs.cli.admin`: ``fsck``, ``gc``, ``volume retention``, ``volume rollback``
 - :mod:`~volfs.cli.fork`: ``volume fork``, ``volume diff``
+- :mod:`~volfs.cli.stats`: ``volfs stats`` (and the observability options of ``mount``)
 - :mod:`~volfs.cli.store`: ``volfs store init`` / ``info`` (distributed mode)
 - :mod:`~volfs.cli._common`: what they share — the error boundary that makes every error
   one ``Error: …`` line and an exit code, the store, options, tables and JSON
@@ -27,7 +28,7 @@ from typing import NoReturn
 import click
 
 from volfs import __version__
-from volfs.cli import admin, entrypoint, fork, mount, store, volume
+from volfs.cli import admin, entrypoint, fork, mount, stats, store, volume
 from volfs.cli._common import CliState, VolfsGroup, run
 
 
@@ -60,6 +61,7 @@ for _command in (
     mount.status_cmd,
     mount.recover_cmd,
     entrypoint.run_cmd,
+    stats.stats_cmd,
 ):
     cli.add_command(_command)
 for _command in (admin.retention_cmd, admin.rollback_cmd, fork.fork_cmd, fork.diff_cmd):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from volfs import control
+from volfs.cli import stats
 from volfs.cli._common import (
     CliState,
     env_option,
@@ -132,8 +132,24 @@ def _warn(message: str) -> None:
 @click.option(
     "--nonempty", is_flag=True, help="Mount over a directory that has files (hiding them)."
 )
-@click.option("--foreground", is_flag=True, help="Serve in this process (systemd, containers).")
+@click.option(
+    "--keep-open",
+    is_flag=True,
+    help="Reloads keep open files (each reads what it opened) instead of refusing.",
+)
+@click.option(
+    "--follow",
+    type=float,
+    metavar="SECONDS",
+    help="Reload (keeping open files) whenever the volume's head moves, checked this often.",
+)
+@click.option(
+    "--foreground", is_flag=True, help="Serve in this process, logging to stderr (systemd)."
+)
+@stats.metrics_options
 @click.option("--ready-fd", type=int, hidden=True)
+@click.option("--mount-id", hidden=True)
+@click.option("--log-file", hidden=True)
 @click.pass_context
 def mount_cmd(
     ctx: click.Context,
@@ -145,8 +161,15 @@ def mount_cmd(
     sub_path: str | None,
     autocommit: float,
     nonempty: bool,
+    keep_open: bool,
+    follow: float | None,
     foreground: bool,
+    metrics: str | None,
+    metrics_public: bool,
+    log_level: str,
     ready_fd: int | None,
+    mount_id: str | None,
+    log_file: str | None,
 ) -> None:
     """Mount volume NAME at PATH; returns once the mount is ready."""
     check_volume_name(name)
@@ -156,6 +179,10 @@ def mount_cmd(
         raise InvalidError("--autocommit must be 0 (off) or a positive number of seconds")
     store = open_store(ctx)
     store.catalog.get_volume(environment, name)  # fail here, not in the daemon's log
+    if follow is not None and not (0 < follow < float("inf")):
+        raise InvalidError("--follow must be a positive number of seconds")
+    if follow is not None and snapshot is not None:
+        raise InvalidError("--follow follows the head: it cannot be used with --snapshot")
     options = daemon.MountOptions(
         str(store.root),
         name,
@@ -167,6 +194,8 @@ def mount_cmd(
         sub_path=sub_path,
         nonempty=nonempty,
     )
+    stats.apply_options(options, metrics, metrics_public, log_level, mount_id, log_file)
+    options.keep_open, options.follow = keep_open, follow
     orphans = [
         o
         for o in recovery.find_orphans(store)
@@ -183,11 +212,10 @@ def mount_cmd(
     if foreground:
         code = daemon.run_daemon(options, ready_fd)
         ctx.exit(code)
-    log_path = store.run_dir / f"daemon-{int(time.time())}-{os.getpid()}.log"
-    served = launcher.start(options, log_path)
+    served = launcher.start(options)
     _say(
         f"mounted {name} at {os.path.realpath(path)} (daemon pid {served.pid}, {served.mount_id}, "
-        f"log {log_path})"
+        f"log {served.log_path})"
     )
 
 
@@ -268,14 +296,22 @@ def commit_cmd(
 @click.command("reload")
 @click.argument("path", required=False, type=click.Path())
 @_all_option
+@click.option(
+    "--keep-open/--no-keep-open",
+    default=None,
+    help="Reload with files open: each keeps what it opened (default: the mount's option).",
+)
 @json_option
 @click.pass_context
-def reload_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: bool) -> None:
+def reload_cmd(
+    ctx: click.Context, path: str | None, all_stores: bool, keep_open: bool | None, as_json: bool
+) -> None:
     """Commit, then switch the mount holding PATH to the volume's newest version (no PATH:
     every mount of the current store; with --all, of every store)."""
     results = []
     for info in _targets(ctx, path, all_stores):
-        result = control.call(info.socket, "reload", pid=os.getpid())
+        flags = {} if keep_open is None else {"keep_open": keep_open}
+        result = control.call(info.socket, "reload", pid=os.getpid(), **flags)
         results.append({"path": info.path, **result})
         if not as_json:
             _say(f"{info.path}: reloaded to {result['snapshot']}")
@@ -292,7 +328,8 @@ def reload_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
 @click.pass_context
 def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: bool) -> None:
     """The mounts of the current store (or the one holding PATH; --all: of every store):
-    volume, path, pid, base snapshot, dirty paths, open files.
+    volume, path, pid, base snapshot, dirty paths, open files, store, last commit and
+    reload, and its counters (see `volfs stats`).
 
     A mount whose volume's head has moved past what its view holds (others committed; a
     `volfs reload` would show it) is marked "behind head sn-…".
@@ -315,7 +352,7 @@ def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
     lines = []
     for r in rows:
         if "error" in r:
-            lines.append([r["path"], "?", "?", "?", "?", "?", r["error"]])
+            lines.append([r["path"], "?", "?", "?", "?", "?", r["error"], *stats.NO_COLUMNS])
             continue
         base = r["base_snapshot"] + (f" (behind head {r['head']})" if r.get("behind") else "")
         lines.append(
@@ -327,9 +364,13 @@ def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
                 "ro" if r["read_only"] else "rw",
                 str(len(r["dirty_paths"])),
                 ", ".join(r["open_files"][:3]) + (" …" if len(r["open_files"]) > 3 else ""),
+                *stats.status_columns(r),
             ]
         )
-    table(["path", "volume", "pid", "base", "mode", "dirty", "open files"], lines)
+    table(
+        ["path", "volume", "pid", "base", "mode", "dirty", "open files", *stats.STATUS_HEADERS],
+        lines,
+    )
 
 
 @click.command("recover")

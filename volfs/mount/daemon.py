@@ -24,7 +24,6 @@ import os
 import resource
 import shutil
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -45,10 +44,15 @@ from volfs.errors import (
     OpenFilesError,
     VolfsError,
 )
+from volfs.mount import logs
+from volfs.mount import metrics as prometheus
 from volfs.mount.diagnose import why_fuse_cannot_mount
+from volfs.mount.follow import Follower
 from volfs.mount.fs import VolfsOperations
 from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.overlay import HashResult, Invalidation, Overlay
+from volfs.mount.scratch import chunk_span
+from volfs.mount.stats import MountStats
 from volfs.names import split_path
 from volfs.remote import store_identity
 from volfs.store import Store
@@ -75,6 +79,18 @@ class MountOptions:
     sub_path: str | None = None
     #: Mount over a directory that has entries (hiding them while mounted), as asked.
     nonempty: bool = False
+    #: Serve Prometheus /metrics at HOST:PORT (metrics.py); None: the store's default, if any.
+    metrics: str | None = None
+    metrics_public: bool = False
+    log_level: str = "INFO"
+    #: Set by the launcher, which names the log file after it before the daemon starts.
+    mount_id: str | None = None
+    #: Log to this file, rotated (logs.py); None: to stderr (--foreground).
+    log_file: str | None = None
+    #: ``reload`` keeps open files by default (``volfs mount --keep-open``; orphans.py).
+    keep_open: bool = False
+    #: Reload (keeping open files) when the head moves, checked this often (``follow.py``).
+    follow: float | None = None
 
 
 def _cmdline(pid: int) -> str:
@@ -104,6 +120,7 @@ class MountDaemon:
     def __init__(self, options: MountOptions) -> None:
         self.options = options
         self.store = Store.open(options.store)
+        self.metrics_address, self._metrics_search = self._metrics_config()
         catalog = self.store.catalog
         self.volume = catalog.get_volume(options.environment, options.name)
         if options.snapshot:
@@ -118,7 +135,7 @@ class MountDaemon:
         # Checked before anything is created: a refused mount leaves no overlay behind.
         self.sub_path = _check_sub_path(catalog, base.root, options.sub_path, self.volume.name)
         self.mountpoint = os.path.realpath(options.path)
-        self.mount_id = MountId(new_id("mo"))
+        self.mount_id = MountId(options.mount_id or new_id("mo"))
         self.overlay_dir = self.store.overlays_dir / self.mount_id
         self.overlay_dir.mkdir(mode=0o700)
         self._lock_fd = os.open(
@@ -158,13 +175,16 @@ class MountDaemon:
                 "sub_path": self.sub_path,
             }
         ).encode()
+        self.stats = MountStats()
         self.ops = VolfsOperations(
             self.overlay,
             control_info=control_info,
             on_open=self._opened,
             on_release=self._released,
             root_ino=root_ino,
+            stats=self.stats,
         )
+        self._metrics: prometheus.MetricsServer | None = None
         self._opens: dict[int, tuple[int, str, bool]] = {}
         self._handles_changed = False
         self._handles_failing = False
@@ -177,6 +197,15 @@ class MountDaemon:
         #: The newest snapshot whose content the view holds in full: the base, or this
         #: mount's own commit when it landed directly on it. ``status`` compares it with head.
         self._synced: str = base.id
+        self.follower: Follower | None = None
+        if options.follow is not None:
+            self.follower = Follower(
+                catalog,
+                self.volume.id,
+                options.follow,
+                lambda: self._synced,
+                lambda: self.reload(None, keep_open=True),
+            )
 
     def _sub_root(self) -> int:
         """The view inode the mount serves as its root: the volume's root, or the sub-path's
@@ -256,6 +285,39 @@ class MountDaemon:
         origin: str | None = None,
         skip_writing: bool = False,
     ) -> dict[str, Any]:
+        """One commit, counted (stats.py) and logged."""
+        start = time.monotonic()
+        try:
+            result = await self._commit_once(
+                if_unchanged=if_unchanged, origin=origin, skip_writing=skip_writing
+            )
+        except BaseException as exc:
+            self.stats.commit_finished(time.monotonic() - start, error=str(exc) or repr(exc))
+            raise
+        seconds = time.monotonic() - start
+        files, size = result.get("files_hashed", 0), result.get("bytes_hashed", 0)
+        overwrites = len(result.get("overwrites") or ())
+        self.stats.commit_finished(
+            seconds, snapshot=result["snapshot"], files=files, size=size, overwrites=overwrites
+        )
+        if result["snapshot"]:
+            log.info(
+                "commit %s: %d files, %d bytes, %d overwrites, %.3f s",
+                result["snapshot"],
+                files,
+                size,
+                overwrites,
+                seconds,
+            )
+        return result
+
+    async def _commit_once(
+        self,
+        *,
+        if_unchanged: bool = False,
+        origin: str | None = None,
+        skip_writing: bool = False,
+    ) -> dict[str, Any]:
         overlay = self.overlay
         if self._mounted and not self.read_only and self.ops.enable_writeback_cache:
             # Written data the kernel still caches reaches us as WRITE requests, which this
@@ -269,9 +331,13 @@ class MountDaemon:
                 log.warning(
                     "flushing cached writes of %s before a commit: %s", self.mountpoint, exc
                 )
+        # Files written through descriptors a keep-open reload left open go back to their
+        # paths first (orphans.py); the kernel forgets those names after the commit.
+        adopted = [Invalidation(p, n) for p, n in overlay.adopt_orphans()]
         if self.read_only or not overlay.dirty:
             return {"snapshot": None, "committed": False}
         jobs = overlay.prepare_commit(skip_writing=skip_writing)
+        written = sum(chunk_span(j.size, index) for j in jobs for index, _, _ in j.segments)
         catalog = self.store.catalog
         # A lease from the first blob to the head move (and the mount's pin naming the new
         # view): gc keeps what it wrote or reused. Taken in the worker thread: in distributed
@@ -308,6 +374,8 @@ class MountDaemon:
             if held:
                 with trio.CancelScope(shield=True):  # a lease must never be left held
                     await trio.to_thread.run_sync(release, view)
+            if adopted and self._mounted:
+                await trio.to_thread.run_sync(self._invalidate, adopted)
         if result.overwrites:
             log.info(
                 "commit %s overwrote changes made by others: %s", result.snapshot, result.overwrites
@@ -320,23 +388,52 @@ class MountDaemon:
             #: The head this commit merged onto: it holds the versions it overwrote.
             "previous": result.parent,
             "files_hashed": len(jobs),
+            "bytes_hashed": written,
         }
 
-    async def reload(self, requester: int | None = None) -> dict[str, Any]:
+    async def reload(
+        self, requester: int | None = None, keep_open: bool | None = None
+    ) -> dict[str, Any]:
+        """One reload, counted (stats.py) and logged."""
+        try:
+            result = await self._reload_once(requester, keep_open)
+        except (OpenFilesError, ConflictError) as exc:
+            self.stats.reload_finished("refused")
+            log.info("reload refused: %s", exc)
+            raise
+        except BaseException:
+            self.stats.reload_finished("failed")
+            raise
+        self.stats.reload_finished("ok")
+        log.info(
+            "reload to %s (%d cache entries invalidated)", result["snapshot"], result["invalidated"]
+        )
+        return result
+
+    async def _reload_once(
+        self, requester: int | None = None, keep_open: bool | None = None
+    ) -> dict[str, Any]:
+        """Commits, then switches to the head. Refused while a file is open or a cwd is
+        inside (Modal's "volume busy"), unless ``keep_open`` (None: the mount's option):
+        then open files keep what they opened (orphans.py)."""
+        if keep_open is None:
+            keep_open = self.options.keep_open
         async with self._lock:
-            await trio.to_thread.run_sync(self._check_nothing_open, requester)
+            if not keep_open:
+                await trio.to_thread.run_sync(self._check_nothing_open, requester)
             committed: dict[str, Any] = {"snapshot": None}
             for _ in range(10):
                 if self.overlay.dirty:
                     committed = await self._commit_locked()
                 head = await trio.to_thread.run_sync(self.store.catalog.head, self.volume.id)
                 # No await from here to the rebase: the view is checked and switched at once.
-                if self.overlay.dirty:
+                if self.overlay.dirty and not (keep_open and self.overlay.content_only_dirty()):
                     continue
-                self._check_open_handles_only(requester)
+                if not keep_open:
+                    self._check_open_handles_only(requester)
                 if self.sub_path is not None:
                     self._check_sub_path_kept(head)
-                invalidations = self.overlay.rebase(head)
+                invalidations = self.overlay.rebase(head, keep_open=keep_open)
                 self.store.catalog.set_mount_base(self.mount_id, head.id)  # gc keeps a mount's base
                 self._synced = head.id
                 break
@@ -404,7 +501,63 @@ class MountDaemon:
             "open_files": sorted({p for _, p, _ in self._opens.values()}),
             "autocommit": self.options.autocommit,
             "sub_path": self.sub_path,
+            "store": str(self.store.root),
+            "metrics": str(self._metrics.address) if self._metrics is not None else None,
+            "log": self.options.log_file,
+            "stats": self.stats_now(),
+            **({"follow": self.follower.stats} if self.follower is not None else {}),
         }
+
+    # -- statistics -----------------------------------------------------------------------------
+    def gauges(self) -> dict[str, float]:
+        """What the mount holds now (any thread: see Namespace.dirty_content)."""
+        files, size = self.overlay.dirty_content()
+        return {
+            "overlay_dirty_files": files,
+            "overlay_dirty_bytes": size,
+            "open_handles": len(self._opens),
+        }
+
+    def stats_now(self) -> dict[str, Any]:
+        """The counters (``status``, and the ``stats`` request ``volfs stats`` polls)."""
+        out = self.stats.snapshot()
+        out.update(self.gauges())
+        if not self.store.blobs.reads_are_local:
+            blobs = dict(self.store.blobs.stats)
+            out["blob_cache"] = {
+                k: blobs.get(k, 0) for k in ("cache_hits", "cache_misses", "bytes_fetched")
+            }
+        return out
+
+    def _metrics_config(self) -> tuple[prometheus.Address | None, int]:
+        """Where to serve /metrics: --metrics, else the store's default (whose port, shared
+        by the store's mounts, may be taken: the next ones are tried)."""
+        text, public, search = self.options.metrics, self.options.metrics_public, 0
+        if text is None:
+            text, public = prometheus.store_default(self.store.root)
+            search = prometheus.PORT_SEARCH
+        if not text or text == "off":
+            return None, 0
+        return prometheus.parse_address(text, public=public), search
+
+    def _start_metrics(self) -> None:
+        if self.metrics_address is None:
+            return
+        collector = prometheus.MountCollector(
+            self.stats,
+            {"volume": self.volume.name, "mount": self.mount_id},
+            self.gauges,
+            None if self.store.blobs.reads_are_local else self.store.blobs.stats,
+        )
+        self._metrics = prometheus.serve(
+            collector, self.metrics_address, search=self._metrics_search
+        )
+        log.info("serving metrics at http://%s/metrics", self._metrics.address)
+
+    def _stop_metrics(self) -> None:
+        if self._metrics is not None:
+            server, self._metrics = self._metrics, None
+            server.close()
 
     def _head_id(self) -> str | None:
         """The volume's current head, or None if it cannot be read now (status still answers)."""
@@ -425,10 +578,16 @@ class MountDaemon:
             status["head"] = head
             status["behind"] = head is not None and head != self._synced
             return status
+        if op == "stats":
+            return self.stats_now()
         if op == "commit":
             return await self.commit(if_unchanged=_field(request, "if_unchanged", bool, False))
         if op == "reload":
-            return await self.reload(_field(request, "pid", int, peer.pid))
+            keep_open = request.get("keep_open")
+            return await self.reload(
+                _field(request, "pid", int, peer.pid),
+                None if keep_open is None else _field(request, "keep_open", bool, False),
+            )
         if op == "unmount":
             # Every field checked before anything happens: "discard": "false" must not discard.
             force, pid = (
@@ -524,9 +683,11 @@ class MountDaemon:
 
     async def run(self, ready_fd: int | None) -> int:
         os.chdir("/")
+        self._start_metrics()  # before mounting: a port it cannot have fails the mount cleanly
         try:
             pyfuse3.init(self.ops, self.mountpoint, self._options())
         except RuntimeError as exc:
+            self._stop_metrics()
             # Nothing was mounted, so nothing was written: leave no overlay for recover.
             self._remove_overlay()
             self.store.catalog.unregister_mount(self.mount_id)
@@ -549,6 +710,8 @@ class MountDaemon:
                     inner.start_soon(trio.to_thread.run_sync, self._tune_bdi)
                     inner.start_soon(self._autocommit)
                     inner.start_soon(self._sync_handles)
+                    if self.follower is not None:
+                        inner.start_soon(self.follower.run)
                     if ready_fd is not None:
                         # The pid too: a daemon that had to start itself again to get a pid
                         # of its own (PidCollisionError) is not the process its launcher
@@ -573,8 +736,24 @@ class MountDaemon:
                 outer.cancel_scope.cancel()
         finally:
             self._unmount()
+            self._stop_metrics()
             self.store.catalog.unregister_mount(self.mount_id)
             self.overlay.close()
+        if self.final_result is not None and exit_code == 0:
+            final = self.final_result
+            log.info(
+                "unmounted %s from %s%s",
+                self.volume.name,
+                self.mountpoint,
+                " (changes discarded)"
+                if final.get("discarded")
+                else f" (committed {final['snapshot']})"
+                if final.get("snapshot")
+                else "",
+            )
+            # Ended cleanly: nothing is left for `volfs recover`, so the log may go in time.
+            logs.mark_ended(self.store.run_dir, self.mount_id)
+            logs.remove_expired(self.store.run_dir)
         return exit_code
 
     def _unmount(self) -> None:
@@ -674,11 +853,7 @@ def _check_sub_path(catalog: Catalog, root: Entry, sub_path: str | None, volume:
 
 def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:
     """Runs a mount in this process until it stops; returns the exit code."""
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s volfs[%(process)d] %(levelname)s %(message)s",
-    )
+    logs.setup(options.log_level, options.log_file)
     _raise_fd_limit()
     try:
         check_mountpoint(options.path, nonempty=options.nonempty)
@@ -686,6 +861,7 @@ def run_daemon(options: MountOptions, ready_fd: int | None = None) -> int:
     except VolfsError as exc:
         _report_failure(ready_fd, str(exc))
         raise
+    logs.remove_expired(daemon.store.run_dir)  # the logs of mounts that ended long ago
     try:
         return trio.run(daemon.run, ready_fd)
     except VolfsError as exc:

@@ -22,6 +22,7 @@ import logging
 import os
 import stat
 from collections.abc import Awaitable, Callable
+from time import perf_counter_ns
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -33,6 +34,7 @@ from volfs.core.tree import Kind, stored_bytes
 from volfs.errors import CorruptionError, VolfsError
 from volfs.mount.inodes import Node
 from volfs.mount.overlay import Overlay
+from volfs.mount.stats import BUCKETS, MountStats, op_index
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +52,43 @@ _KIND_BITS = {
 _SPECIAL_KINDS = {bits: kind for kind, bits in _KIND_BITS.items() if kind.is_special}
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+_FORGET = op_index("forget")
 
 
 def _errors(handler: F) -> F:
+    index = op_index(handler.__name__)
+    last = BUCKETS - 1
+
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # The request's statistics (stats.py): ints bumped in place, nothing allocated.
+        op = args[0].stats.ops[index]
+        start = perf_counter_ns()
         try:
             return await handler(*args, **kwargs)
         except pyfuse3.FUSEError:
+            op.errors += 1
             raise
         except OSError as exc:
+            op.errors += 1
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except VolfsError as exc:
+            op.errors += 1
             if exc.errno == errno.EIO and not isinstance(
                 exc, CorruptionError
             ):  # the store logged it
                 log.error("%s failed: %s", handler.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
+            op.errors += 1
             log.exception("unexpected error in %s", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            elapsed = perf_counter_ns() - start
+            op.count += 1
+            op.total_ns += elapsed
+            bucket = (elapsed >> 10).bit_length()
+            op.buckets[bucket if bucket < last else last] += 1
 
     return wrapper  # type: ignore[return-value]
 
@@ -97,6 +116,7 @@ class VolfsOperations(pyfuse3.Operations):
         on_open: Callable[[int, Node, int, bool], None] | None = None,
         on_release: Callable[[int], None] | None = None,
         root_ino: int = pyfuse3.ROOT_INODE,
+        stats: MountStats | None = None,
     ) -> None:
         super().__init__()
         self.overlay = overlay
@@ -104,6 +124,7 @@ class VolfsOperations(pyfuse3.Operations):
         #: directory a sub-path mount serves (``MountOptions.sub_path``). Only the numbers are
         #: swapped; the view, its commits and reloads stay the whole volume's.
         self._root = root_ino
+        self.stats = stats if stats is not None else MountStats()
         self.control_info = control_info
         self._handles: dict[int, _Handle] = {}
         self._dirs: dict[int, list[tuple[str, int]]] = {}
@@ -185,6 +206,7 @@ class VolfsOperations(pyfuse3.Operations):
         return self._entry(node)
 
     def forget(self, inode_list: list[tuple[int, int]]) -> None:  # type: ignore[override]
+        self.stats.ops[_FORGET].count += 1  # no reply, no latency worth a bucket
         try:
             for ino, count in inode_list:
                 self.overlay.forget(self._ino(ino), count)
@@ -371,7 +393,13 @@ class VolfsOperations(pyfuse3.Operations):
                     self.spawn(self._verify_quietly, digest)
             for digest in plan.first:
                 await self._verify(digest)
-        return self.overlay.read(node, off, size)
+        data = self.overlay.read(node, off, size)
+        stats = self.stats
+        stats.bytes_read += len(data)
+        if node.scratch is None and node.chunks:
+            stats.blob_reads += 1
+            stats.blob_read_bytes += len(data)
+        return data
 
     async def _verify(self, digest: Digest) -> None:
         """Verifies a chunk in a worker thread; concurrent readers of it wait for one check."""
@@ -401,7 +429,9 @@ class VolfsOperations(pyfuse3.Operations):
         handle = self._handles[fh]
         if not handle.write:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return self.overlay.write(handle.node, off, buf)
+        written = self.overlay.write(handle.node, off, buf)
+        self.stats.bytes_written += written
+        return written
 
     @_errors
     async def fsync(self, fh: int, datasync: bool) -> None:

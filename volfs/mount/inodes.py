@@ -106,7 +106,8 @@ class Node:
     def nlink(self) -> int:
         if self.kind is Kind.DIR:
             # 1 means "not counted", as on btrfs: find(1) then does not skip subdirectories.
-            return 1
+            # A removed directory (still someone's cwd) has none, as on ext4.
+            return 1 if self.links or self.ino == ROOT_INO else 0
         return len(self.links) + self.unseen
 
     def parent(self) -> int | None:

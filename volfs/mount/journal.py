@@ -22,6 +22,10 @@ Records (JSON arrays; paths are volume paths as ``str``)::
     ["link", existing, new]
     ["setattr", path, {"mode"|"uid"|"gid"|"mtime_ns": value}]
     ["setxattr", path, name, value-hex]   ["removexattr", path, name]
+    ["orphan", path, scratch, seen-entry, mode, uid, gid]   an open file a keep-open reload
+                                             took out was written: the next commit puts it
+                                             back at path (orphans.py; replayed last)
+    ["adopt", path, scratch, seen-entry, mode, uid, gid]    ... and that commit did
 """
 
 from __future__ import annotations

@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from volfs import control
+from volfs.catalog import new_id
 from volfs.errors import MountError, VolfsError
-from volfs.mount import daemon
+from volfs.mount import daemon, logs
 from volfs.mount.daemon import MountOptions
+from volfs.store import Store
 
 #: How long a starting daemon may take to answer "ready" (it opens the store, mounts FUSE).
 READY_TIMEOUT = 60.0
@@ -164,15 +166,20 @@ class Daemon:
         return template.format(self.log_path) if self.log_path is not None else ""
 
 
-def start(options: MountOptions, log_path: Path) -> Daemon:
+def start(options: MountOptions, log_path: Path | None = None) -> Daemon:
     """Starts the daemon for ``options`` in the background, its output going to
-    ``log_path``; returns once the mount is ready, or raises the daemon's error.
+    ``log_path`` (default: ``<store>/run/<mount id>.log``, rotated, see ``logs.py``);
+    returns once the mount is ready, or raises the daemon's error.
 
     A mount point the daemon would refuse is refused here first, with the same error
     (InvalidError), before any process is spawned.
     """
     # the daemon's own rule: one place decides it
     daemon.check_mountpoint(options.path, nonempty=options.nonempty)
+    # The mount id is chosen here so that the log can be named after it from the start.
+    mount_id = options.mount_id or new_id("mo")
+    if log_path is None:
+        log_path = logs.log_path(Store.open(options.store).run_dir, mount_id)
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "volfs"]
     if options.store:
@@ -188,13 +195,29 @@ def start(options: MountOptions, log_path: Path) -> Daemon:
         str(options.autocommit),
         "--ready-fd",
         str(write_fd),
+        "--mount-id",
+        mount_id,
+        "--log-file",
+        str(log_path),
+        "--log-level",
+        options.log_level,
     ]
+    if options.metrics is not None:
+        cmd += ["--metrics", options.metrics]
+    if options.metrics_public:
+        cmd.append("--metrics-public")
     if options.read_only:
         cmd.append("--read-only")
     if options.snapshot:
         cmd += ["--snapshot", options.snapshot]
     if options.sub_path is not None:
         cmd += ["--sub-path", options.sub_path]
+    if options.nonempty:
+        cmd.append("--nonempty")
+    if options.keep_open:
+        cmd.append("--keep-open")
+    if options.follow is not None:
+        cmd += ["--follow", str(options.follow)]
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         # A session of its own: the terminal's Ctrl-C aimed at the caller does not reach it.

@@ -28,7 +28,7 @@ from volfs.clock import now_ns
 from volfs.core.tree import Chunks, Entry, Kind
 from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.journal import Journal
-from volfs.mount.scratch import ScratchFile, ScratchStats, check_size
+from volfs.mount.scratch import ScratchFile, ScratchStats, check_size, chunk_span
 from volfs.mount.view import ViewReader, check_name, os_error
 from volfs.store import Store
 
@@ -49,6 +49,18 @@ class OverlayStats:
     commits: int = 0
     reloads: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Orphan:
+    """An open file a keep-open reload took out of the view (``orphans.py``)."""
+
+    #: The volume path the descriptors opened.
+    path: str
+    #: The committed entry they opened there: what their writes overwrite.
+    seen: Entry | None
+    #: Written since the reload: the next commit puts it back at ``path``.
+    written: bool = False
 
 
 class Namespace(ViewReader):
@@ -83,6 +95,13 @@ class Namespace(ViewReader):
         #: Set while recovery replays the journal: what it re-applies is logged already.
         self._replaying = False
         self.stats = OverlayStats()
+        #: Open files a keep-open reload detached from the view, by ino (``orphans.py``).
+        self.orphans: dict[int, Orphan] = {}
+        #: Paths an adopted orphan's commit overwrites: the entry its descriptor opened.
+        self.overwrite_seen: dict[tuple[str, ...], Entry | None] = {}
+        #: Changes other than file content, and their count the committed view holds.
+        self.shape_changes = 0
+        self.shape_changes_committed = 0
         self.journal: Journal | None = None
         if not read_only:
             self.journal = Journal(overlay_dir / "journal")
@@ -94,8 +113,30 @@ class Namespace(ViewReader):
         """Anything changed since the last tree build (a change clears the root's cache)."""
         return self.table[ROOT_INO].cached is None
 
+    def dirty_content(self) -> tuple[int, int]:
+        """Files whose content changed since the last commit, and the bytes of the chunks
+        they changed (the scratch area a commit would hash). For statistics: callable from
+        another thread (the metrics server), where it may be a moment out of date."""
+        files = size = 0
+        for ino in tuple(self._scratch_nodes):  # a copy taken at once, under the GIL
+            node = self.table.get(ino)
+            if node is None or not node.content_dirty:
+                continue
+            scratch = node.scratch  # once: another thread may see it become None
+            if scratch is None:
+                continue
+            files += 1
+            shared = scratch.shared
+            size += sum(
+                chunk_span(scratch.size, i) for i in tuple(scratch.segments) if i not in shared
+            )
+        return files, size
+
     # -- the journal ------------------------------------------------------------------------
     def _log(self, *record: Any) -> None:
+        # Every change but file content is logged: a count that did not move since the last
+        # commit means only content changed (rebase.py may then switch a dirty view).
+        self.shape_changes += 1
         # A path of None: a file open but unlinked (fchmod, fsetxattr…) has nothing to
         # recover, and the record would make the journal unreplayable.
         if self.journal is not None and not self._replaying and record[1] is not None:
@@ -135,7 +176,15 @@ class Namespace(ViewReader):
             records = [["copyup", paths[0], node.scratch.name]]
             records.extend(["link", paths[0], other] for other in paths[1:])
             start.append((node.scratch.name, records))
+        start.append((None, self._orphan_records()))
         return start
+
+    def _orphan_records(self) -> list[list[Any]]:
+        """The journal records of orphans written since a reload (``orphans.py``)."""
+        return []
+
+    def _orphan_written(self, node: Node) -> None:
+        """An orphan (``orphans.py``) was written to."""
 
     # -- names --------------------------------------------------------------------------------
     def _writable(self) -> None:
@@ -148,6 +197,7 @@ class Namespace(ViewReader):
 
     def _check_new_name(self, parent: Node, name: str) -> dict[str, int]:
         self._writable()
+        _not_deleted(parent)
         children = self.children(parent)
         check_name(name)
         if name in children:
@@ -271,6 +321,7 @@ class Namespace(ViewReader):
         ):
             raise os_error(errno.EINVAL)
         check_name(new_name)
+        _not_deleted(new_parent)
         if node.kind is Kind.DIR:
             self._not_into_itself(node, new_parent)
         target_ino = self.children(new_parent).get(new_name)
@@ -453,6 +504,8 @@ class Namespace(ViewReader):
         node.content_dirty = True
         if node.cached is not None:
             self.table.invalidate(node)
+        if self.orphans and not node.links:
+            self._orphan_written(node)
 
     def _new_scratch(
         self, *, base: Chunks = (), size: int = 0, times: tuple[int, int] | None = None
@@ -488,6 +541,12 @@ class Namespace(ViewReader):
 
     # -- lifetimes ----------------------------------------------------------------------------
     def _maybe_drop(self, node: Node) -> None:
+        orphan = self.orphans.get(node.ino) if self.orphans else None
+        if orphan is not None and not node.links:
+            if orphan.written:
+                return  # its writes wait for the next commit, which puts it back
+            if node.opens == 0 and node.lookups <= 0:
+                del self.orphans[node.ino]
         if not node.links and node.opens == 0 and node.lookups <= 0:
             self._scratch_nodes.discard(node.ino)
         self.table.maybe_drop(node)
@@ -507,3 +566,10 @@ class Namespace(ViewReader):
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+
+
+def _not_deleted(directory: Node) -> None:
+    """A directory removed while a process has it as its cwd takes no new names (ENOENT,
+    as on ext4)."""
+    if directory.kind is Kind.DIR and not directory.links and directory.ino != ROOT_INO:
+        raise os_error(errno.ENOENT)

@@ -10,6 +10,8 @@ of one part per job, each in its own module:
   metadata, file content in scratch files, node lifetimes — and the journal of it;
 - ``publish.py`` (:class:`~volfs.mount.publish.Publishing`): the five commit phases;
 - ``rebase.py`` (:class:`~volfs.mount.rebase.Rebasing`): reloading onto a new head;
+- ``orphans.py`` (:class:`~volfs.mount.orphans.Orphans`): files a keep-open reload took
+  out of the view while open, and how their writes reach the next commit;
 - ``replay.py`` (:class:`~volfs.mount.replay.Replaying`): recovery from the journal.
 
 The parts are mixins over one state rather than collaborator objects because they are

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from volfs.blobs import BlobBatch, Digest
-from volfs.core.changes import Dir, diff
+from volfs.core.changes import Dir, Put, diff
 from volfs.core.tree import Chunks, Entry, Kind, Tree, TreeWriter, chunk_span, lookup
 from volfs.mount.inodes import ROOT_INO, Node
-from volfs.mount.namespace import Namespace
+from volfs.mount.orphans import Orphans
 from volfs.mount.scratch import ScratchFile, has_data
 from volfs.snapshots.commit import CommitResult, commit_changes
 
@@ -61,6 +61,8 @@ class PendingCommit:
     writer: TreeWriter
     results: dict[int, HashResult]
     result: CommitResult | None = None
+    #: ``Namespace.shape_changes`` when the view was built.
+    shape_changes: int = 0
     #: The journal as it will start once this view is committed: records by scratch file
     #: (see Namespace._journal_start); the changes made while it is published follow them.
     journal: list[tuple[str | None, list[list[Any]]]] | None = None
@@ -72,7 +74,7 @@ def freeze_budget() -> int:
     return max(256, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-class Publishing(Namespace):
+class Publishing(Orphans):
     """The commit phases of :class:`~volfs.mount.overlay.Overlay`."""
 
     def prepare_commit(self, *, skip_writing: bool = False) -> list[HashJob]:
@@ -156,7 +158,7 @@ class Publishing(Namespace):
         root = self.table[ROOT_INO]
         held = _Held(self, writer) if skip_writing else None
         entry, _ = self._entry(root, "", writer, results, held=held)
-        pending = PendingCommit(entry, writer, results)
+        pending = PendingCommit(entry, writer, results, shape_changes=self.shape_changes)
         if self.journal is not None:
             # Here, on the loop, with no await since the view was built: the journal's next
             # start and the view agree, and every later change is captured for after it.
@@ -298,6 +300,18 @@ class Publishing(Namespace):
     ) -> CommitResult:
         """Phase 4 (any thread): merge the diff since the last commit onto the head."""
         changes = diff(pending.writer, self.committed_view, pending.view)
+        for path, seen in self.overwrite_seen.items():
+            # An adopted orphan overwrites the version the reload brought, which its
+            # descriptor never saw: the merge records that overwrite (it must walk down to
+            # it, not take the directories above as whole).
+            change = changes.get(path)
+            if not isinstance(change, Put):
+                continue
+            changes[path] = Put(change.entry, seen)
+            for depth in range(len(path)):
+                above = changes.get(path[:depth])
+                if isinstance(above, Dir) and above.whole:
+                    changes[path[:depth]] = replace(above, whole=False)
         try:
             result = commit_changes(
                 self.catalog,
@@ -321,6 +335,8 @@ class Publishing(Namespace):
     def finish_commit(self, pending: PendingCommit) -> None:
         """Phase 5 (loop): the committed view moves; closed scratch files become blobs."""
         self.committed_view = pending.view
+        self.shape_changes_committed = pending.shape_changes
+        self.overwrite_seen.clear()
         self.stats.commits += 1
         for (
             ino,

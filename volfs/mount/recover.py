@@ -22,6 +22,7 @@ from typing import Any
 from volfs import locks
 from volfs.catalog import MountRecord
 from volfs.errors import NotFoundError, VolfsError
+from volfs.mount import logs
 from volfs.mount.journal import Journal
 from volfs.mount.overlay import Overlay
 from volfs.store import Store
@@ -113,10 +114,26 @@ def recover(store: Store, *, discard: bool = False) -> list[Recovered]:
         if claim is None:
             continue
         try:
-            results.append(_recover_one(store, orphan, discard))
+            outcome = _recover_one(store, orphan, discard)
+            results.append(outcome)
         finally:
             os.close(claim)
+        _note_in_log(store, outcome)
     return results
+
+
+def _note_in_log(store: Store, outcome: Recovered) -> None:
+    """The recovery, in the crashed mount's own log; once its changes are safe (committed or
+    dropped on purpose), that log may go after the retention period like any other."""
+    mount_id = outcome.orphan.mount_id
+    message = f"recover {mount_id}: {outcome.action}"
+    message += f" {outcome.snapshot}" if outcome.snapshot else ""
+    message += f" ({outcome.detail})" if outcome.detail else ""
+    log.info("%s", message)
+    failed = outcome.action == "failed"
+    logs.note(store.run_dir, mount_id, logging.ERROR if failed else logging.INFO, message)
+    if not failed:
+        logs.mark_ended(store.run_dir, mount_id)
 
 
 def _recover_one(store: Store, orphan: Orphan, discard: bool) -> Recovered:

@@ -21,14 +21,14 @@ from typing import Any
 from volfs.catalog import entry_from_json
 from volfs.core.tree import Entry, Kind
 from volfs.mount.inodes import Node
-from volfs.mount.namespace import Namespace
+from volfs.mount.orphans import Orphans
 from volfs.mount.scratch import ScratchFile
 from volfs.mount.view import os_error
 
 log = logging.getLogger(__name__)
 
 
-class Replaying(Namespace):
+class Replaying(Orphans):
     """The recovery of :class:`~volfs.mount.overlay.Overlay`."""
 
     @staticmethod
@@ -44,8 +44,22 @@ class Replaying(Namespace):
         self._replaying = True
         scratch_listing = os.listdir(self.scratch_dir)  # listed once, not once per file
         applied = 0
+        # An orphan's writes are adopted at the next commit (orphans.py): an "orphan" with
+        # no "adopt" of its scratch file after it is applied last, as the live mount would.
+        orphans: dict[str, list[Any]] = {}
         try:
             for record in records:
+                if record[0] == "orphan":
+                    orphans[record[2]] = record
+                    continue
+                if record[0] == "adopt":
+                    orphans.pop(record[2], None)
+                try:
+                    self._replay_one(record, scratch_listing)
+                    applied += 1
+                except OSError as exc:
+                    log.warning("recover: skipping %s: %s", record[:2], exc)
+            for record in orphans.values():
                 try:
                     self._replay_one(record, scratch_listing)
                     applied += 1
@@ -99,6 +113,10 @@ class Replaying(Namespace):
             if self.children(parent).get(name) == node.ino:
                 return  # a name the view's link group holds already
             self.link(node.ino, parent.ino, name)
+        elif op in ("orphan", "adopt"):
+            self._replay_orphan(
+                record, lambda node, scratch: self._adopt(node, scratch, scratch_listing)
+            )
         elif op == "setattr":
             self.setattr(self.resolve(path), **args[0])
         elif op == "setxattr":
