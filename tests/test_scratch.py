@@ -10,6 +10,7 @@ import errno
 import io
 import os
 import shutil
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -338,6 +339,30 @@ def test_a_scratch_file_from_before_anchors_is_found_again(tmp_path: Path) -> No
     os.truncate(tmp_path / "f8", CHUNK_SIZE)
     scratch = ScratchFile.existing(str(tmp_path), "f8", _no_blobs, ScratchStats())
     assert scratch.pread(CHUNK_SIZE + 10, 0) == b"x" * 10 + bytes(CHUNK_SIZE - 10) + b"y" * 3
+
+
+def test_a_format_2_anchor_from_the_previous_daemon_is_read(tmp_path: Path) -> None:
+    """An overlay a daemon of the previous version left: its anchor has no flags byte."""
+    blobs = _Blobs(tmp_path / "blobs")
+    blobs.directory.mkdir()
+    committed = os.urandom(3 * SMALL)
+    original = volfs.mount.scratch.CHUNK_SIZE
+    volfs.mount.scratch.CHUNK_SIZE = SMALL
+    try:
+        base = blobs.chunks(committed, SMALL)
+        (tmp_path / "f3").write_bytes(
+            b"VS2\n"
+            + struct.pack("<QI", len(committed), 2)
+            + b"".join(struct.pack("<Q16s", i, bytes.fromhex(d)) for i, d in base[:2])
+        )
+        (tmp_path / "f3.2").write_bytes(b"new")  # chunk 2 rewritten, chunks 0-1 as committed
+        scratch = ScratchFile.existing(str(tmp_path), "f3", blobs.open, ScratchStats())
+        expected = committed[: 2 * SMALL] + b"new" + bytes(SMALL - 3)
+        assert scratch.pread(1 << 10, 0) == expected
+        scratch.close()
+    finally:
+        volfs.mount.scratch.CHUNK_SIZE = original
+        blobs.close()
 
 
 def _no_blobs(digest: Digest) -> int:

@@ -254,7 +254,7 @@ class ScratchFile:
         first = self.path()
         try:
             with open(first, "rb") as f:
-                if f.read(len(ANCHOR_MAGIC)) == ANCHOR_MAGIC:
+                if f.read(len(ANCHOR_MAGIC)) in (ANCHOR_MAGIC, _ANCHOR_MAGIC_2):
                     return False
             size = os.stat(first).st_size
         except FileNotFoundError:
