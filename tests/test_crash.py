@@ -466,6 +466,28 @@ def test_kill_9_of_the_daemon_loses_nothing_committed_or_written(tmp_path: Path)
     assert figures.files_lost == 0
 
 
+def test_every_close_of_a_file_reaches_the_daemon_so_a_crash_in_it_is_reported(
+    tmp_path: Path,
+) -> None:
+    """Found by the campaign: a file written whole and closed with no error came back
+    empty after the daemon's kill. With the writeback cache the kernel sends a closed file's
+    cached pages to the daemon inside close(2); if the daemon dies first, they are dropped,
+    and only the FLUSH request that follows can make close(2) fail. A filesystem that
+    answers one FLUSH with ENOSYS is never sent another (the kernel's ``no_flush``), so
+    every FLUSH must be answered."""
+    store_path = tmp_path / "store"
+    store = Store.open(store_path)
+    Volume.objects.create("v", store=store)
+    with mounted(store_path, "v", tmp_path / "m") as m:
+        for i in range(3):
+            (m.path / f"f{i}").write_bytes(b"x" * 5000)
+        with open(m.path / "f0", "rb") as f:
+            f.read()
+        rows = json.loads(run_volfs(store_path, "status", str(m.path), "--json").stdout)
+        flush = rows[0]["stats"]["requests"]["flush"]
+        assert flush["count"] >= 4 and flush["errors"] == 0
+
+
 # -- kill -9 of `volfs volume put` -----------------------------------------------------------------
 def _upload_tree(root: Path) -> dict[str, Content]:
     """A multi-chunk tree: big files of several chunks and small files in subdirectories."""

@@ -438,6 +438,15 @@ class VolfsOperations(pyfuse3.Operations):
         self.overlay.fsync(self._handles[fh].node, datasync)
 
     @_errors
+    async def flush(self, fh: int) -> None:
+        # Nothing to do, but it must be answered: a filesystem that answers ENOSYS once is
+        # never sent FLUSH again (the kernel's no_flush), and then a close(2) whose cached
+        # writes the kernel could not send, because this daemon died, returns 0 and the
+        # writer never learns its data is gone. Answered, the FLUSH that follows them fails
+        # on the dead connection and close(2) reports it (ENOTCONN).
+        return None
+
+    @_errors
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh)
         if self._on_release is not None:

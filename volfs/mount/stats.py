@@ -52,6 +52,7 @@ OPS = [
     "read",
     "write",
     "fsync",
+    "flush",
     "release",
     "setxattr",
     "getxattr",
