@@ -2,8 +2,8 @@
 
 It does nothing a filesystem could skip — no store, no journal, no overlay: files are
 bytearrays in a dict — so what it reaches on a workload is the most any pyfuse3 daemon
-can reach on this machine. ``scripts/bench --only ceiling`` runs the small-file workload
-on it beside native and volfs, so volfs's small-file ratios can be read against it.
+can reach on this machine. ``scripts/bench`` runs every comparative workload on it beside
+native and volfs (the ``ceiling`` column), so volfs's ratios can be read against it.
 
     python scripts/fuse_ceiling.py MOUNTPOINT     (serves until unmounted)
 """
@@ -34,6 +34,10 @@ class Node:
 
 
 class CeilingFS(pyfuse3.Operations):
+    #: The kernel-side settings volfs uses (and keep_cache, long timeouts below), so the
+    #: ceiling differs from volfs only in the work its handlers do.
+    enable_writeback_cache = True
+
     def __init__(self) -> None:
         super().__init__()
         self.nodes = {pyfuse3.ROOT_INODE: Node(pyfuse3.ROOT_INODE, stat.S_IFDIR | 0o755)}
@@ -129,7 +133,24 @@ class CeilingFS(pyfuse3.Operations):
         return bytes(self.nodes[inode].data)
 
     async def unlink(self, parent: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        del self.nodes[self.nodes[parent].children.pop(name)]
+        # The node stays: the kernel may still hold it (open, or dirty pages to write back).
+        del self.nodes[parent].children[name]
+
+    async def rmdir(self, parent: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if self.nodes[self.nodes[parent].children[name]].children:
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+        await self.unlink(parent, name, ctx)
+
+    async def rename(
+        self,
+        parent_old: int,
+        name_old: bytes,
+        parent_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        self.nodes[parent_new].children[name_new] = self.nodes[parent_old].children.pop(name_old)
 
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         self.dirs[inode] = list(self.nodes[inode].children.items())
