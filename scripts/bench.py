@@ -251,13 +251,16 @@ class Volfs(Peer):
 
 class Ceiling(Peer):
     """The minimal in-memory pyfuse3 filesystem (scripts/fuse_ceiling.py): what is left to
-    pyfuse3 itself on a workload."""
+    pyfuse3 itself on a workload. ``xattrs=False`` (column ``noxattr``): the same without
+    xattrs, so the kernel asks no GETXATTR per write(2), as with FUSE_HANDLE_KILLPRIV_V2."""
 
-    name = "ceiling"
+    def __init__(self, xattrs: bool = True) -> None:
+        self.name = "ceiling" if xattrs else "noxattr"
+        self.args = [] if xattrs else ["--no-xattrs"]
 
     @contextmanager
     def place(self, bench: Bench, key: str) -> Iterator[Path]:
-        with ceiling_mount(bench.workdir / "mnt-ceiling") as mp:
+        with ceiling_mount(bench.workdir / f"mnt-{self.name}", *self.args) as mp:
             yield mp
 
 
@@ -344,10 +347,11 @@ def _is_fuse_mount(path: Path) -> bool:
 
 
 @contextmanager
-def ceiling_mount(path: Path) -> Iterator[Path]:
+def ceiling_mount(path: Path, *args: str) -> Iterator[Path]:
     """The minimal pyfuse3 filesystem of scripts/fuse_ceiling.py, mounted at ``path``."""
     path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fuse_ceiling.py"), str(path)])
+    script = str(ROOT / "scripts" / "fuse_ceiling.py")
+    proc = subprocess.Popen([sys.executable, script, *args, str(path)])
     try:
         _wait_for_mount(path, proc, "the ceiling filesystem")
         yield path
@@ -650,7 +654,7 @@ def main() -> int:
     parser.add_argument(
         "--peers",
         default="juicefs,ceiling",
-        help="peer columns beside volfs: juicefs, ceiling (default: both; '' for none)",
+        help="peer columns beside volfs: juicefs, ceiling, noxattr (default: juicefs,ceiling)",
     )
     parser.add_argument(
         "--baseline",
@@ -669,6 +673,8 @@ def main() -> int:
         bench.peers.append(juicefs)
     if "ceiling" in wanted:
         bench.peers.append(Ceiling())
+    if "noxattr" in wanted:
+        bench.peers.append(Ceiling(xattrs=False))
     if args.baseline:
         bench.peers.append(Volfs("base", workdir / "store-base", args.baseline.resolve()))
     chosen = args.only.split(",") if args.only else list(WORKLOADS)

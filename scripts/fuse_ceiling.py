@@ -5,7 +5,11 @@ bytearrays in a dict — so what it reaches on a workload is the most any pyfuse
 can reach on this machine. ``scripts/bench`` runs every comparative workload on it beside
 native and volfs (the ``ceiling`` column), so volfs's ratios can be read against it.
 
-    python scripts/fuse_ceiling.py MOUNTPOINT     (serves until unmounted)
+    python scripts/fuse_ceiling.py [--no-xattrs] MOUNTPOINT     (serves until unmounted)
+
+``--no-xattrs`` answers GETXATTR with ENOSYS, after which the kernel sends none: every
+write(2) then skips its ``security.capability`` round trip, as it would for a daemon that
+asked for FUSE_HANDLE_KILLPRIV_V2 (which pyfuse3 3.5 on libfuse 3.14 cannot).
 """
 
 from __future__ import annotations
@@ -81,8 +85,9 @@ class CeilingFS(pyfuse3.Operations):
     #: ceiling differs from volfs only in the work its handlers do.
     enable_writeback_cache = True
 
-    def __init__(self) -> None:
+    def __init__(self, xattrs: bool = True) -> None:
         super().__init__()
+        self.xattrs = xattrs
         self.nodes = {pyfuse3.ROOT_INODE: Node(pyfuse3.ROOT_INODE, stat.S_IFDIR | 0o755)}
         self.next_ino = pyfuse3.ROOT_INODE + 1
         self.dirs: dict[int, list[tuple[bytes, int]]] = {}
@@ -113,7 +118,7 @@ class CeilingFS(pyfuse3.Operations):
         return self.attrs(self.nodes[inode])
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        raise pyfuse3.FUSEError(errno.ENODATA)
+        raise pyfuse3.FUSEError(errno.ENODATA if self.xattrs else errno.ENOSYS)
 
     def _new(self, parent: int, name: bytes, mode: int) -> Node:
         node = Node(self.next_ino, mode)
@@ -231,8 +236,9 @@ async def serve(mountpoint: str) -> None:
 
 
 def main() -> None:
-    mountpoint = sys.argv[1]
-    pyfuse3.init(CeilingFS(), mountpoint, {"fsname=ceiling", "default_permissions", "allow_other"})
+    mountpoint = sys.argv[-1]
+    fs = CeilingFS(xattrs="--no-xattrs" not in sys.argv[1:-1])
+    pyfuse3.init(fs, mountpoint, {"fsname=ceiling", "default_permissions", "allow_other"})
     try:
         trio.run(serve, mountpoint)
     finally:
