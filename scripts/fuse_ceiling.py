@@ -5,20 +5,28 @@ bytearrays in a dict — so what it reaches on a workload is the most any pyfuse
 can reach on this machine. ``scripts/bench`` runs every comparative workload on it beside
 native and volfs (the ``ceiling`` column), so volfs's ratios can be read against it.
 
-    python scripts/fuse_ceiling.py [--no-xattrs] MOUNTPOINT     (serves until unmounted)
+    python scripts/fuse_ceiling.py [--no-xattrs] [--count FILE] MOUNTPOINT
+                                                  (serves until unmounted)
 
 ``--no-xattrs`` answers GETXATTR with ENOSYS, after which the kernel sends none: every
 write(2) then skips its ``security.capability`` round trip, as it would for a daemon that
 asked for FUSE_HANDLE_KILLPRIV_V2 (which pyfuse3 3.5 on libfuse 3.14 cannot).
+``--count FILE`` writes the number of requests of each kind to FILE (JSON) when it ends:
+the kernel sends volfs the same requests for the same workload.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import json
 import os
 import stat
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pyfuse3
 import trio
@@ -217,6 +225,24 @@ class CeilingFS(pyfuse3.Operations):
         return None
 
 
+HANDLERS = ["lookup", "getattr", "getxattr", "mkdir", "create", "open", "read", "write", "release", "setattr", "symlink", "readlink", "unlink", "rmdir", "rename", "opendir", "readdir", "releasedir", "flush", "fsync"]
+
+
+def counting(fs: CeilingFS, counts: Counter[str]) -> None:
+    """Counts every request ``fs`` answers (or refuses), by kind."""
+
+    def wrap(name: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)
+        async def counted(*args: Any) -> Any:
+            counts[name] += 1
+            return await handler(*args)
+
+        return counted
+
+    for name in HANDLERS:
+        setattr(fs, name, wrap(name, getattr(fs, name)))
+
+
 def tune_bdi(mountpoint: str) -> None:
     """The backing-device tuning volfs's daemon applies (read-ahead 1 MiB, the dirty-page
     share 1% -> 100%): without it the kernel throttles a FUSE writer to 1% (strictlimit)."""
@@ -236,13 +262,19 @@ async def serve(mountpoint: str) -> None:
 
 
 def main() -> None:
-    mountpoint = sys.argv[-1]
-    fs = CeilingFS(xattrs="--no-xattrs" not in sys.argv[1:-1])
+    args, mountpoint = sys.argv[1:-1], sys.argv[-1]
+    fs = CeilingFS(xattrs="--no-xattrs" not in args)
+    counts: Counter[str] = Counter()
+    if "--count" in args:
+        counting(fs, counts)
     pyfuse3.init(fs, mountpoint, {"fsname=ceiling", "default_permissions", "allow_other"})
     try:
         trio.run(serve, mountpoint)
     finally:
         pyfuse3.close(unmount=True)
+        if "--count" in args:
+            with open(args[args.index("--count") + 1], "w") as f:
+                json.dump(dict(counts), f)
 
 
 if __name__ == "__main__":
