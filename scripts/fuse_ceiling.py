@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import json
 import os
 import stat
@@ -225,9 +226,6 @@ class CeilingFS(pyfuse3.Operations):
         return None
 
 
-HANDLERS = ["lookup", "getattr", "getxattr", "mkdir", "create", "open", "read", "write", "release", "setattr", "symlink", "readlink", "unlink", "rmdir", "rename", "opendir", "readdir", "releasedir", "flush", "fsync"]
-
-
 def counting(fs: CeilingFS, counts: Counter[str]) -> None:
     """Counts every request ``fs`` answers (or refuses), by kind."""
 
@@ -239,8 +237,9 @@ def counting(fs: CeilingFS, counts: Counter[str]) -> None:
 
         return counted
 
-    for name in HANDLERS:
-        setattr(fs, name, wrap(name, getattr(fs, name)))
+    for name, handler in vars(pyfuse3.Operations).items():
+        if inspect.iscoroutinefunction(handler):  # a request handler
+            setattr(fs, name, wrap(name, getattr(fs, name)))
 
 
 def tune_bdi(mountpoint: str) -> None:
