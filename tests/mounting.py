@@ -96,11 +96,17 @@ def stop_daemon(proc: subprocess.Popen[bytes], path: Path) -> None:
 
 @contextlib.contextmanager
 def mounted(
-    store: Path, name: str, path: Path, *extra: str, autocommit: str = "0", stop: bool = True
+    store: Path,
+    name: str,
+    path: Path,
+    *extra: str,
+    autocommit: str = "0",
+    stop: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Mount]:
     path.mkdir(parents=True, exist_ok=True)
     log = path.parent / f"{path.name}.daemon.log"
-    env = {**os.environ, "VOLFS_STORE": str(store)}
+    env = {**os.environ, **(env or {}), "VOLFS_STORE": str(store)}
     with open(log, "ab") as log_file:
         proc = subprocess.Popen(
             [

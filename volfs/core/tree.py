@@ -132,10 +132,13 @@ def chunk_span(size: int, index: int) -> int:
 def stored_bytes(size: int, chunks: Chunks) -> int:
     """The bytes of a file that are not holes (at most: a chunk's blob may be shorter).
 
-    Asked on every getattr: O(log n), not a walk of the chunk list."""
+    Asked on every getattr and for every entry a directory listing returns: O(1) for a
+    file without holes (the common case), O(log n) otherwise."""
     if size <= 0:
         return 0
     last = (size - 1) // CHUNK_SIZE
+    if len(chunks) == last + 1 and chunks[last][0] == last:
+        return size  # every chunk of the file, and none past it
     count = bisect_right(chunks, last, key=itemgetter(0))  # the chunks inside the file
     full = count * CHUNK_SIZE
     return (

@@ -41,6 +41,7 @@ file descriptors :meth:`freeze` opened for it.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import struct
@@ -65,6 +66,41 @@ ANCHOR_CUT = 1
 _ANCHOR_MAGIC_2 = b"VS2\n"
 _ANCHOR_HEAD_2 = struct.Struct("<QI")
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+class _WriteBack:
+    """Starts the disk writes of a segment the moment it is full, in one thread of its own.
+
+    A sequential writer fills segments one after the other; left alone, their dirty pages
+    wait for the fsync (or the kernel's flusher) and the disk writes only start once the
+    transfer is over. ``sync_file_range(SYNC_FILE_RANGE_WRITE)`` starts them while the next
+    segment arrives, so the fsync finds little left. It only starts writeback: durability
+    is still :meth:`ScratchFile.sync`'s, and nothing waits for this thread. It may block on
+    a busy disk, which is why it is not called on the loop; it gets a duplicate fd, since
+    the segment's own may be closed meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, fd: int) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="volfs-writeback")
+        self._pool.submit(self._write_back, os.dup(fd))
+
+    @staticmethod
+    def _write_back(fd: int) -> None:
+        try:
+            _libc.sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        finally:
+            os.close(fd)
+
+
+WRITE_BACK = _WriteBack()
+
 BlobOpener = Callable[[Digest], int]
 """Returns an fd of a committed blob, verified, that the caller must not close."""
 
@@ -76,6 +112,8 @@ class ScratchStats:
     chunks_copied: int = 0
     bytes_copied: int = 0
     anchors_written: int = 0
+    #: Segments whose disk writes were started as soon as they were full (``_WriteBack``).
+    early_writebacks: int = 0
 
 
 def chunk_span(size: int, index: int) -> int:
@@ -458,9 +496,13 @@ class ScratchFile:
                 written += count  # zeros into a hole: it stays a hole
                 grew_in_holes = True
                 continue
-            n = os.pwrite(self._for_change(index), piece, within)
+            fd = self._for_change(index)
+            n = os.pwrite(fd, piece, within)
             if n:
                 self._seg_end = max(self._seg_end, index * CHUNK_SIZE + within + n)
+            if within + n == CHUNK_SIZE:  # the segment is full: a sequential writer moves on
+                WRITE_BACK.start(fd)
+                self._stats.early_writebacks += 1
             written += n
             if n < count:
                 break
