@@ -37,7 +37,7 @@ from mounting import mounted, run_volfs  # noqa: E402
 from volfs import control  # noqa: E402
 from volfs.blobs import put_stream  # noqa: E402
 from volfs.core.changes import Dir, Put  # noqa: E402
-from volfs.core.tree import Entry, Kind  # noqa: E402
+from volfs.core.tree import Entry, Kind, dense  # noqa: E402
 from volfs.snapshots.commit import commit_changes  # noqa: E402
 from volfs.store import Store  # noqa: E402
 
@@ -328,7 +328,8 @@ def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> No
     volume = store.catalog.find_volume("main", name) or store.catalog.create_volume(
         "main", name, "bench"
     )
-    chunks, size = put_stream(store.blobs, io.BytesIO(b"x" * 100))
+    digests, size = put_stream(store.blobs, io.BytesIO(b"x" * 100))
+    chunks = dense(digests)
     changes = {}
     for i in range(files):
         d = f"d{i // per_dir:05d}"
@@ -337,7 +338,7 @@ def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> No
         changes[(d, f"f{i:07d}")] = Put(
             Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=chunks)
         )
-    commit_changes(store, volume.id, lambda head: changes, origin="bench")
+    commit_changes(store.catalog, volume.id, lambda head: changes, origin="bench")
 
 
 def daemon_rss(pid: int) -> int:
@@ -417,6 +418,68 @@ def bench_commit_reload_mount(bench: Bench) -> None:
         bench.rows.append(Row(f"commit {n:,} new small files", "s", None, commit_many, False))
         reload_many = timed(lambda: control.call(sock_b, "reload", pid=os.getpid()))
         bench.rows.append(Row(f"reload after {n:,} changes", "ms", None, reload_many * 1000, False))
+
+
+def _held_nodes(path: Path) -> int | None:
+    """The nodes the daemon holds (``volfs status``), None on a daemon that does not say."""
+    status = control.call(control.mount_info(str(path)).socket, "status")
+    return status.get("nodes")
+
+
+def bench_memory(bench: Bench) -> None:
+    """Daemon memory after a full scan, and after the kernel forgot what it scanned."""
+    files = 100_000 if bench.quick else 1_000_000
+    name = f"big{files}"
+    store = Store.open(bench.store)
+    if store.catalog.find_volume("main", name) is None:
+        build_volume(store, name, files)
+    with mounted(bench.store, name, bench.workdir / "mnt-memory") as m:
+        subprocess.run(["ls", "-R", str(m.path)], stdout=subprocess.DEVNULL, check=True)
+        listed, listed_nodes = daemon_rss(m.proc.pid), _held_nodes(m.path)
+        # Dentries and inodes only (2): the kernel FORGETs every inode it dropped.
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("2\n")
+        forgotten_nodes = _held_nodes(m.path)
+        for _ in range(50):  # FORGETs arrive asynchronously
+            time.sleep(0.1)
+            nodes = _held_nodes(m.path)
+            if nodes == forgotten_nodes:
+                break
+            forgotten_nodes = nodes
+        forgotten = daemon_rss(m.proc.pid)
+    for label, rss, nodes in (
+        (f"daemon RSS after ls -R, {files:,} files", listed, listed_nodes),
+        (f"daemon RSS after ls -R + forget, {files:,} files", forgotten, forgotten_nodes),
+    ):
+        note = f"{nodes:,} nodes held" if nodes is not None else ""
+        bench.rows.append(Row(label, "MiB", None, rss / (1 << 20), False, note=note))
+
+
+def bench_cli_start(bench: Bench) -> None:
+    """Wall time of `volfs commit` with nothing to commit: the CLI's start-up, mostly."""
+    ensure_volume(bench, "empty")
+    runs = 20 if bench.quick else 50
+    env = {**os.environ, "VOLFS_STORE": str(bench.store)}
+    with volume_mount(bench, "empty", bench.workdir / "mnt-cli") as path:
+        command = [sys.executable, "-m", "volfs", "commit", str(path)]
+        subprocess.run(command, env=env, check=True, capture_output=True)  # warm the caches
+        samples = sorted(
+            timed(lambda: subprocess.run(command, env=env, check=True, capture_output=True))
+            for _ in range(runs)
+        )
+        python = median(
+            [timed(lambda: subprocess.run([sys.executable, "-c", "pass"])) for _ in range(runs)]
+        )
+    bench.rows.append(
+        Row(
+            "`volfs commit` no-op, wall",
+            "ms",
+            None,
+            median(samples) * 1000,
+            False,
+            note=f"p90 {samples[int(runs * 0.9)] * 1000:.0f} ms; `python -c pass` {python * 1000:.0f} ms",
+        )
+    )
 
 
 def _mount_time(bench: Bench, name: str) -> tuple[float, int]:
@@ -539,6 +602,8 @@ WORKLOADS = {
     "commit": bench_commit_reload_mount,
     "dedup": bench_dedup,
     "ceiling": bench_ceiling,
+    "memory": bench_memory,
+    "cli": bench_cli_start,
 }
 
 

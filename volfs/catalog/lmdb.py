@@ -55,6 +55,7 @@ from volfs.errors import (
     AlreadyExistsError,
     CorruptionError,
     NotFoundError,
+    PidCollisionError,
     VolfsError,
     from_os_error,
 )
@@ -75,20 +76,6 @@ def close_environments(under: Path) -> int:
         for key in keys:
             _ENVS.pop(key).close()
     return len(keys)
-
-
-class PidCollisionError(VolfsError):
-    """This process's pid is taken, in LMDB's reader table, by a process of another PID
-    namespace (another container) that has the store open.
-
-    LMDB marks each process that reads an environment alive with a POSIX lock on the byte
-    at offset <pid> of its lock file; two processes with one pid number in different
-    namespaces collide there, and the newcomer's first transaction fails (EAGAIN). The
-    same program with another pid succeeds: the CLI starts itself again, which gives it
-    one (:func:`volfs.cli._common.run`); the Python API raises this.
-    """
-
-    exit_code = 10
 
 
 def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:

@@ -30,16 +30,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from volfs import control
-from volfs.catalog.lmdb import PidCollisionError
 from volfs.config import DEFAULT_ENVIRONMENT
-from volfs.errors import VolfsError
-from volfs.snapshots import commit
-from volfs.store import Store
+from volfs.errors import PidCollisionError, VolfsError
+
+if TYPE_CHECKING:  # imported when a command opens the store: `volfs commit` never does
+    from volfs.store import Store
 
 #: Show a progress bar for transfers at least this large (and only on a terminal).
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
@@ -199,7 +199,8 @@ def interrupted_state() -> str:
     mount's daemon is that daemon's to finish."""
     if control.requests_sent:
         return "a mount's daemon finishes the request it was sent (see `volfs status`)"
-    if commit.landed:
+    commit = sys.modules.get("volfs.snapshots.commit")  # not imported: nothing committed
+    if commit is not None and commit.landed:
         return f"committed {commit.landed[-1]} before that"
     return "nothing was committed"
 
@@ -214,6 +215,8 @@ class CliState:
 
     def store(self) -> Store:
         if self._store is None:
+            from volfs.store import Store
+
             self._store = Store.open(self.store_path)
         return self._store
 

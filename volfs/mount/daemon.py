@@ -185,7 +185,7 @@ class MountDaemon:
         if self.sub_path is None:
             return ROOT_INO
         node = self.overlay.resolve(self.sub_path)  # _check_sub_path saw it in this base
-        node.lookups += 1
+        self.overlay.table.looked_up(node)
         return node.ino
 
     # -- open handles ---------------------------------------------------------------------------
@@ -404,6 +404,8 @@ class MountDaemon:
             "open_files": sorted({p for _, p, _ in self._opens.values()}),
             "autocommit": self.options.autocommit,
             "sub_path": self.sub_path,
+            # What the mount holds in memory: the nodes of its inode table (tests read it).
+            "nodes": len(self.overlay.table),
         }
 
     def _head_id(self) -> str | None:

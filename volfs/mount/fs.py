@@ -106,7 +106,8 @@ class VolfsOperations(pyfuse3.Operations):
         self._root = root_ino
         self.control_info = control_info
         self._handles: dict[int, _Handle] = {}
-        self._dirs: dict[int, list[tuple[str, int]]] = {}
+        #: Open directories: their ino and their listing at opendir.
+        self._dirs: dict[int, tuple[int, list[tuple[str, int]]]] = {}
         self._next_fh = 1
         self._on_open = on_open
         self._on_release = on_release
@@ -150,7 +151,7 @@ class VolfsOperations(pyfuse3.Operations):
         return a
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
-        node.lookups += 1
+        self.overlay.table.looked_up(node)
         return self.attrs(node)
 
     def _fh(self, node: Node, write: bool, ctx_pid: int) -> int:
@@ -188,6 +189,7 @@ class VolfsOperations(pyfuse3.Operations):
         try:
             for ino, count in inode_list:
                 self.overlay.forget(self._ino(ino), count)
+            self.overlay.release_forgotten()
         except Exception:
             log.exception("forget failed")
 
@@ -278,20 +280,26 @@ class VolfsOperations(pyfuse3.Operations):
         listing = list(self.overlay.children(node).items())
         fh = self._next_fh
         self._next_fh += 1
-        self._dirs[fh] = listing
+        self._dirs[fh] = (node.ino, listing)
         return fh
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing = self._dirs[fh]
+        directory, listing = self._dirs[fh]
+        table = self.overlay.table
         for index in range(start_id, len(listing)):
             name, ino = listing[index]
-            node = self.overlay.table.get(ino)
-            if node is None or not node.links:
+            node = table.get(ino)
+            if node is None:  # released since opendir (forgotten), or removed
+                try:
+                    node = self.overlay.lookup(directory, name)
+                except OSError:
+                    continue
+            elif not node.links:
                 continue  # removed since opendir
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(node), index + 1):
                 break
-            node.lookups += 1
+            table.looked_up(node)
 
     @_errors
     async def releasedir(self, fh: int) -> None:

@@ -80,7 +80,7 @@ class ViewReader:
             children: dict[str, int] = {}
             for entry in self.catalog.get_tree(node.base.tree).entries:
                 child = self.table.from_entry(entry)
-                child.links.add((node.ino, entry.name))
+                child.add_link(node.ino, entry.name)
                 children[entry.name] = child.ino
             node.children = children
         return node.children
