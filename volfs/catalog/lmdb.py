@@ -134,10 +134,46 @@ def _name_key(environment: str, name: str) -> bytes:
     return environment.encode() + b"\0" + name.encode()
 
 
+class _TreeCache(OrderedDict[Digest, Tree]):
+    """Decoded trees, least recently used first, bounded in trees and in entries (the
+    newest tree stays, however large). Not thread-safe: the catalog holds its lock."""
+
+    def __init__(self, max_trees: int, max_entries: int) -> None:
+        super().__init__()
+        self.max_trees, self.max_entries = max_trees, max_entries
+        self.entries = 0
+
+    def put(self, digest: Digest, tree: Tree) -> None:
+        self.pop(digest, None)
+        self[digest] = tree
+        self.entries += len(tree.entries)
+        while len(self) > 1 and (len(self) > self.max_trees or self.entries > self.max_entries):
+            self.popitem(last=False)
+
+    def pop(self, digest: Digest, default: Tree | None = None) -> Tree | None:  # type: ignore[override]
+        tree = super().pop(digest, None)
+        if tree is None:
+            return default
+        self.entries -= len(tree.entries)
+        return tree
+
+    def popitem(self, last: bool = True) -> tuple[Digest, Tree]:
+        digest, tree = super().popitem(last)
+        self.entries -= len(tree.entries)
+        return digest, tree
+
+    def clear(self) -> None:
+        super().clear()
+        self.entries = 0
+
+
 class LmdbCatalog:
     """The :class:`volfs.catalog.Catalog` of an embedded store (module docstring)."""
 
     TREE_CACHE_SIZE = 4096
+    #: ...and at most about this many entries in all: a decoded entry costs ~0.5 KB, and a
+    #: mount's memory must follow what the kernel references, not every tree it listed.
+    TREE_CACHE_ENTRIES = 65_536
     #: Capability (see the interface): the trees are here, in LMDB, not in a shared bucket.
     bucket: ObjectStore | None = None
 
@@ -156,7 +192,7 @@ class LmdbCatalog:
         self._settings = self.env.open_db(b"settings")
         self._damaged = self.env.open_db(b"damaged")
         self._leases = self.runtime.open_db(b"leases")
-        self._tree_cache: OrderedDict[Digest, Tree] = OrderedDict()
+        self._tree_cache = _TreeCache(self.TREE_CACHE_SIZE, self.TREE_CACHE_ENTRIES)
         self._cache_lock = threading.Lock()
         #: Counters the tests assert on where cost matters.
         self.stats = {"trees_written": 0, "trees_read": 0}
@@ -232,9 +268,7 @@ class LmdbCatalog:
             raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
         self.stats["trees_read"] += 1
         with self._cache_lock:
-            self._tree_cache[digest] = tree
-            if len(self._tree_cache) > self.TREE_CACHE_SIZE:
-                self._tree_cache.popitem(last=False)
+            self._tree_cache.put(digest, tree)
         return tree
 
     def remember_trees(self, trees: Mapping[Digest, Tree]) -> None:
@@ -242,10 +276,7 @@ class LmdbCatalog:
         (a commit's new trees are the next commit's and the next reload's first reads)."""
         with self._cache_lock:
             for digest, tree in trees.items():
-                self._tree_cache[digest] = tree
-                self._tree_cache.move_to_end(digest)
-            while len(self._tree_cache) > self.TREE_CACHE_SIZE:
-                self._tree_cache.popitem(last=False)
+                self._tree_cache.put(digest, tree)
 
     def put_trees(self, trees: dict[Digest, bytes]) -> None:
         """Stores trees that no head names yet (a mount's view, for its next diff).

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -182,6 +181,8 @@ def _respawn(argv: list[str], attempt: int) -> int:
     """Runs this command again in a child (a new pid), as this process: the same fds (a
     daemon's --ready-fd among them), its signals forwarded; returns its exit code."""
     env = {**os.environ, _RESPAWN_ENV: str(attempt)}
+    import subprocess  # rare: not imported by every command's start-up
+
     child = subprocess.Popen([sys.executable, "-m", "volfs", *argv], env=env, close_fds=False)
 
     def forward(signum: int, frame: object) -> None:

@@ -186,6 +186,9 @@ class InodeTable:
         #: Nodes the kernel holds (lookups > 0), and how many it forgot since the last sweep.
         self.referenced = 0
         self._forgotten = 0
+        #: Directories whose listing was loaded from their tree, the longest ago first: the
+        #: order in which :meth:`evictable` offers their entries.
+        self.listed: dict[int, None] = {}
 
     def __getitem__(self, ino: int) -> Node:
         return self._nodes[ino]
@@ -316,7 +319,28 @@ class InodeTable:
             released += len(children)
             directory.children = None
             directory.base = entry
+            self.listed.pop(directory.ino, None)
         return released
+
+    def evictable(self, wanted: int) -> list[Link]:
+        """About ``wanted`` names whose nodes only the kernel's reference keeps: in the
+        directories listed longest ago, the entries the tree gives back as they are. Once
+        the kernel forgets them (asked by the FUSE layer), a sweep releases their nodes.
+        Each directory is offered once per listing, so a name the kernel keeps (a cwd) is
+        not asked for again and again."""
+        names: list[Link] = []
+        for ino in list(self.listed):
+            if len(names) >= wanted:
+                break
+            del self.listed[ino]
+            directory = self._nodes.get(ino)
+            if directory is None or directory.children is None or directory.cached is None:
+                continue
+            for name, child_ino in directory.children.items():
+                child = self._nodes[child_ino]
+                if child.lookups > 0 and _releasable(child, referenced=True):
+                    names.append((ino, name))
+        return names
 
     def maybe_drop(self, node: Node) -> None:
         """Forgets a node nobody can reach any more, with its scratch file."""
@@ -328,14 +352,16 @@ class InodeTable:
         if node.link_id and self.by_link.get(node.link_id) is node:
             del self.by_link[node.link_id]
         self._nodes.pop(node.ino, None)
+        self.listed.pop(node.ino, None)
 
 
-def _releasable(node: Node) -> bool:
-    """True if ``node`` is exactly what its tree entry gives back and nothing needs it."""
+def _releasable(node: Node, *, referenced: bool = False) -> bool:
+    """True if ``node`` is exactly what its tree entry gives back and nothing needs it
+    (``referenced``: nothing but the kernel)."""
     cached = node.cached
     return (
         cached is not None
-        and node.lookups <= 0
+        and (referenced or node.lookups <= 0)
         and node.opens == 0
         and node.scratch is None
         and not node.link_id

@@ -83,6 +83,7 @@ class ViewReader:
                 child.add_link(node.ino, entry.name)
                 children[entry.name] = child.ino
             node.children = children
+            self.table.listed[node.ino] = None
         return node.children
 
     def lookup(self, parent_ino: int, name: str) -> Node:
