@@ -132,3 +132,18 @@ def test_a_scan_past_the_cap_holds_about_the_cap(
             assert nodes(m) <= bound
         assert len(walk(m.path)) == FILES + DIRS
         assert (m.path / "d29" / "f099").read_text() == "d29/f099"
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_cap_is_refused_before_anything_is_created(
+    store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_volfs(store_path, "volume", "create", "v")
+    monkeypatch.setenv("VOLFS_MAX_NODES", "lots")
+    with pytest.raises(AssertionError) as failed:
+        with mounted(store_path, "v", tmp_path / "mnt"):
+            pass
+    log = str(failed.value)
+    assert "Error: VOLFS_MAX_NODES must be a positive number of nodes, not 'lots'" in log
+    assert "Traceback" not in log
+    assert not list((store_path / "overlays").iterdir())  # nothing for `volfs recover`

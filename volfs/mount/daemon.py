@@ -35,6 +35,7 @@ import trio
 
 from volfs import control
 from volfs.catalog import Catalog, MountId, MountRecord, SnapshotRecord, new_id
+from volfs.config import max_nodes
 from volfs.core.tree import Entry, Kind
 from volfs.errors import (
     ConflictError,
@@ -117,6 +118,7 @@ class MountDaemon:
         self.read_only = options.read_only or bool(options.snapshot)
         # Checked before anything is created: a refused mount leaves no overlay behind.
         self.sub_path = _check_sub_path(catalog, base.root, options.sub_path, self.volume.name)
+        node_cap = max_nodes()
         self.mountpoint = os.path.realpath(options.path)
         self.mount_id = MountId(new_id("mo"))
         self.overlay_dir = self.store.overlays_dir / self.mount_id
@@ -164,6 +166,7 @@ class MountDaemon:
             on_open=self._opened,
             on_release=self._released,
             root_ino=root_ino,
+            node_cap=node_cap,
         )
         self._opens: dict[int, tuple[int, str, bool]] = {}
         self._handles_changed = False
