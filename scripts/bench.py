@@ -485,7 +485,8 @@ def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> No
     volume = store.catalog.find_volume("main", name) or store.catalog.create_volume(
         "main", name, "bench"
     )
-    chunks, size = put_stream(store.blobs, io.BytesIO(b"x" * 100))
+    digests, size = put_stream(store.blobs, io.BytesIO(b"x" * 100))
+    chunks = dense(digests)
     changes = {}
     for i in range(files):
         d = f"d{i // per_dir:05d}"
@@ -576,6 +577,68 @@ def bench_commit_reload_mount(bench: Bench) -> None:
         bench.rows.append(Row(f"reload after {n:,} changes", "ms", None, reload_many * 1000, False))
 
 
+def _held_nodes(path: Path) -> int | None:
+    """The nodes the daemon holds (``volfs status``), None on a daemon that does not say."""
+    status = control.call(control.mount_info(str(path)).socket, "status")
+    return status.get("nodes")
+
+
+def bench_memory(bench: Bench) -> None:
+    """Daemon memory after a full scan, and after the kernel forgot what it scanned."""
+    files = 100_000 if bench.quick else 1_000_000
+    name = f"big{files}"
+    store = Store.open(bench.store)
+    if store.catalog.find_volume("main", name) is None:
+        build_volume(store, name, files)
+    with mounted(bench.store, name, bench.workdir / "mnt-memory") as m:
+        subprocess.run(["ls", "-R", str(m.path)], stdout=subprocess.DEVNULL, check=True)
+        listed, listed_nodes = daemon_rss(m.proc.pid), _held_nodes(m.path)
+        # Dentries and inodes only (2): the kernel FORGETs every inode it dropped.
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("2\n")
+        forgotten_nodes = _held_nodes(m.path)
+        for _ in range(50):  # FORGETs arrive asynchronously
+            time.sleep(0.1)
+            nodes = _held_nodes(m.path)
+            if nodes == forgotten_nodes:
+                break
+            forgotten_nodes = nodes
+        forgotten = daemon_rss(m.proc.pid)
+    for label, rss, nodes in (
+        (f"daemon RSS after ls -R, {files:,} files", listed, listed_nodes),
+        (f"daemon RSS after ls -R + forget, {files:,} files", forgotten, forgotten_nodes),
+    ):
+        note = f"{nodes:,} nodes held" if nodes is not None else ""
+        bench.rows.append(Row(label, "MiB", None, rss / (1 << 20), False, note=note))
+
+
+def bench_cli_start(bench: Bench) -> None:
+    """Wall time of `volfs commit` with nothing to commit: the CLI's start-up, mostly."""
+    ensure_volume(bench, "empty")
+    runs = 20 if bench.quick else 50
+    env = {**os.environ, "VOLFS_STORE": str(bench.store)}
+    with volume_mount(bench, "empty", bench.workdir / "mnt-cli") as path:
+        command = [sys.executable, "-m", "volfs", "commit", str(path)]
+        subprocess.run(command, env=env, check=True, capture_output=True)  # warm the caches
+        samples = sorted(
+            timed(lambda: subprocess.run(command, env=env, check=True, capture_output=True))
+            for _ in range(runs)
+        )
+        python = median(
+            [timed(lambda: subprocess.run([sys.executable, "-c", "pass"])) for _ in range(runs)]
+        )
+    bench.rows.append(
+        Row(
+            "`volfs commit` no-op, wall",
+            "ms",
+            None,
+            median(samples) * 1000,
+            False,
+            note=f"p90 {samples[int(runs * 0.9)] * 1000:.0f} ms; `python -c pass` {python * 1000:.0f} ms",
+        )
+    )
+
+
 def _mount_time(bench: Bench, name: str) -> tuple[float, int]:
     path = bench.workdir / "mnt-time"
     start = time.perf_counter()
@@ -623,6 +686,8 @@ WORKLOADS = {
     "tar": bench_tar,
     "commit": bench_commit_reload_mount,
     "dedup": bench_dedup,
+    "memory": bench_memory,
+    "cli": bench_cli_start,
 }
 
 

@@ -4,24 +4,17 @@ The public API only: :class:`Volume` and its records, the error hierarchy (also 
 modal's module names: :mod:`volfs.exception`, with ``volfs.Error`` its base), the modules
 :mod:`volfs.volume` and :mod:`volfs.types` that mirror ``modal.volume`` / ``modal.types``,
 and :func:`commit` / :func:`reload` of one mount. Everything else is internal.
+
+Only the error tree is imported with the package; the rest is imported on first use
+(PEP 562), so a CLI command that only talks to a daemon (``volfs commit``) starts without
+trio, the API or the catalog.
 """
 
 from __future__ import annotations
 
-import os
-from importlib import metadata
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from volfs import exception, types, volume
-from volfs.api import (
-    FileEntry,
-    FileEntryType,
-    SnapshotChange,
-    SnapshotInfo,
-    Volume,
-    VolumeInfo,
-    VolumeUploadContextManager,
-)
-from volfs.api.aio import Blocking
 from volfs.errors import (
     AlreadyExistsError,
     BackendUnavailableError,
@@ -42,48 +35,61 @@ from volfs.errors import (
     VolfsError,
 )
 
-try:
-    __version__ = metadata.version("volfs")
-except metadata.PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+if TYPE_CHECKING:
+    from volfs import exception, types, volume
+    from volfs.api import (
+        FileEntry,
+        FileEntryType,
+        SnapshotChange,
+        SnapshotInfo,
+        Volume,
+        VolumeInfo,
+        VolumeUploadContextManager,
+    )
+    from volfs.api.mounts import commit, reload
+
+    __version__: str
+
+#: Where each lazily imported public name lives.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "FileEntry",
+            "FileEntryType",
+            "SnapshotChange",
+            "SnapshotInfo",
+            "Volume",
+            "VolumeInfo",
+            "VolumeUploadContextManager",
+        ),
+        "volfs.api",
+    ),
+    "commit": "volfs.api.mounts",
+    "reload": "volfs.api.mounts",
+}
+_SUBMODULES = ("exception", "types", "volume")
 
 
-def _mount_paths(path: str | os.PathLike[str] | None) -> list[str]:
-    from volfs import control  # lazy: keeps `import volfs` free of the mount machinery
-    from volfs.config import default_store_path
-    from volfs.remote import store_identity
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"volfs.{name}")
+    elif name == "__version__":
+        from importlib import metadata
 
-    if path is not None:
-        return [os.fspath(path)]
-    # As plain `volfs commit`: the mounts of the current store (VOLFS_STORE or the
-    # default) visible here, never another store's (another user's, on a shared host).
-    mine = store_identity(default_store_path())
-    return [m.path for m in control.mounts(mine) if isinstance(m, control.MountInfo)]
-
-
-@Blocking
-def commit(path: str | os.PathLike[str] | None = None) -> None:
-    """Commits the pending changes of the mount at ``path`` (if None: every mount of the
-    current store visible here)."""
-    from volfs import control
-
-    for mount_path in _mount_paths(path):
-        control.commit(mount_path)
+        try:
+            value = metadata.version("volfs")
+        except metadata.PackageNotFoundError:  # a source tree that was not installed
+            value = "0.0.0+unknown"
+    else:
+        raise AttributeError(f"module 'volfs' has no attribute {name!r}")
+    globals()[name] = value  # looked up once
+    return value
 
 
-@Blocking
-def reload(path: str | os.PathLike[str] | None = None, *, keep_open: bool | None = None) -> None:
-    """Commits, then switches the mount at ``path`` (if None: every mount of the current
-    store visible here) to head.
-
-    Raises RuntimeError (:class:`OpenFilesError`) while files of that mount are open,
-    unless ``keep_open`` (None: the mount's ``--keep-open``): open files then keep what
-    they opened.
-    """
-    from volfs import control
-
-    for mount_path in _mount_paths(path):
-        control.reload(mount_path, keep_open=keep_open)
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [

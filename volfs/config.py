@@ -18,6 +18,10 @@ NAME_MAX = 255
 #: Size of the pieces ``Volume.read_file`` yields.
 READ_CHUNK = 1024 * 1024
 DEFAULT_AUTOCOMMIT_SECONDS = 5.0
+#: The nodes (inodes in memory, ~1 KB each) a mount holds before it asks the kernel to
+#: forget the entries of the directories it listed longest ago (README, "What things
+#: cost"); ``VOLFS_MAX_NODES`` sets another.
+MAX_NODES = 200_000
 
 
 def default_store_path() -> Path:
@@ -34,3 +38,15 @@ def default_store_path() -> Path:
 
 def default_environment() -> str:
     return os.environ.get("VOLFS_ENV") or DEFAULT_ENVIRONMENT
+
+
+def max_nodes() -> int:
+    """The mount's node cap: ``VOLFS_MAX_NODES`` or :data:`MAX_NODES`."""
+    from volfs.errors import InvalidError
+
+    value = os.environ.get("VOLFS_MAX_NODES", "").strip()
+    if not value:
+        return MAX_NODES
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidError(f"VOLFS_MAX_NODES must be a positive number of nodes, not {value!r}")
+    return int(value)

@@ -33,12 +33,13 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import trio
+from typing import TYPE_CHECKING, Any
 
 from volfs import errors
 from volfs.errors import MountError, PermissionDeniedError, VolfsError
+
+if TYPE_CHECKING:  # the server's; a client (``volfs commit``) starts without trio
+    import trio
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE = 64 * 1024
@@ -67,9 +68,11 @@ async def serve(
     owner_uid: int,
     handler: Handler,
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[None] | None = None,
 ) -> None:
     """Listens on ``path`` until cancelled; each connection gets one request."""
+    import trio
+
     try:
         path.unlink()
     except FileNotFoundError:
@@ -82,7 +85,8 @@ async def serve(
         os.umask(old_umask)
     os.chmod(path, 0o600)
     listener.listen(128)
-    task_status.started()
+    if task_status is not None:
+        task_status.started()
     try:
         async with trio.open_nursery() as nursery:
             while True:
@@ -97,6 +101,8 @@ async def serve(
 
 
 async def _serve_one(conn: trio.socket.SocketType, owner_uid: int, handler: Handler) -> None:
+    import trio
+
     with conn:
         try:
             peer = peer_credentials(conn)

@@ -27,6 +27,7 @@ finer classes derive from them. Where Modal users catch a builtin (``FileNotFoun
     │   └── MountError             mount, daemon or control-socket failure (EIO, 10)
     ├── ServiceError
     │   └── BackendUnavailableError PostgreSQL or the object store unreachable (EIO, 11)
+    ├── PidCollisionError          this pid is another container's in LMDB's reader table (10)
     └── … the rest of modal's classes (TimeoutError, AuthError, …), which volfs never raises
         but which ported code may name in an ``except``.
 
@@ -273,3 +274,17 @@ def from_os_error(exc: OSError, what: str) -> Error:
     if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
         return StoreFullError(f"no space left on the store's disk while {what}")
     return Error(f"{what}: {exc.strerror or exc}")
+
+
+class PidCollisionError(Error):
+    """This process's pid is taken, in LMDB's reader table, by a process of another PID
+    namespace (another container) that has the store open.
+
+    LMDB marks each process that reads an environment alive with a POSIX lock on the byte
+    at offset <pid> of its lock file; two processes with one pid number in different
+    namespaces collide there, and the newcomer's first transaction fails (EAGAIN). The
+    same program with another pid succeeds: the CLI starts itself again, which gives it
+    one (:func:`volfs.cli._common.run`); the Python API raises this.
+    """
+
+    exit_code = 10

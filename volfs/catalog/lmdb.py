@@ -56,6 +56,7 @@ from volfs.errors import (
     AlreadyExistsError,
     CorruptionError,
     NotFoundError,
+    PidCollisionError,
     VolfsError,
     from_os_error,
 )
@@ -76,20 +77,6 @@ def close_environments(under: Path) -> int:
         for key in keys:
             _ENVS.pop(key).close()
     return len(keys)
-
-
-class PidCollisionError(VolfsError):
-    """This process's pid is taken, in LMDB's reader table, by a process of another PID
-    namespace (another container) that has the store open.
-
-    LMDB marks each process that reads an environment alive with a POSIX lock on the byte
-    at offset <pid> of its lock file; two processes with one pid number in different
-    namespaces collide there, and the newcomer's first transaction fails (EAGAIN). The
-    same program with another pid succeeds: the CLI starts itself again, which gives it
-    one (:func:`volfs.cli._common.run`); the Python API raises this.
-    """
-
-    exit_code = 10
 
 
 def _open_env(path: Path, *, durable: bool) -> lmdb.Environment:
@@ -148,10 +135,46 @@ def _name_key(environment: str, name: str) -> bytes:
     return environment.encode() + b"\0" + name.encode()
 
 
+class _TreeCache(OrderedDict[Digest, Tree]):
+    """Decoded trees, least recently used first, bounded in trees and in entries (the
+    newest tree stays, however large). Not thread-safe: the catalog holds its lock."""
+
+    def __init__(self, max_trees: int, max_entries: int) -> None:
+        super().__init__()
+        self.max_trees, self.max_entries = max_trees, max_entries
+        self.entries = 0
+
+    def put(self, digest: Digest, tree: Tree) -> None:
+        self.pop(digest, None)
+        self[digest] = tree
+        self.entries += len(tree.entries)
+        while len(self) > 1 and (len(self) > self.max_trees or self.entries > self.max_entries):
+            self.popitem(last=False)
+
+    def pop(self, digest: Digest, default: Tree | None = None) -> Tree | None:  # type: ignore[override]
+        tree = super().pop(digest, None)
+        if tree is None:
+            return default
+        self.entries -= len(tree.entries)
+        return tree
+
+    def popitem(self, last: bool = True) -> tuple[Digest, Tree]:
+        digest, tree = super().popitem(last)
+        self.entries -= len(tree.entries)
+        return digest, tree
+
+    def clear(self) -> None:
+        super().clear()
+        self.entries = 0
+
+
 class LmdbCatalog:
     """The :class:`volfs.catalog.Catalog` of an embedded store (module docstring)."""
 
     TREE_CACHE_SIZE = 4096
+    #: ...and at most about this many entries in all: a decoded entry costs ~0.5 KB, and a
+    #: mount's memory must follow what the kernel references, not every tree it listed.
+    TREE_CACHE_ENTRIES = 65_536
     #: Capability (see the interface): the trees are here, in LMDB, not in a shared bucket.
     bucket: ObjectStore | None = None
 
@@ -170,7 +193,7 @@ class LmdbCatalog:
         self._settings = self.env.open_db(b"settings")
         self._damaged = self.env.open_db(b"damaged")
         self._leases = self.runtime.open_db(b"leases")
-        self._tree_cache: OrderedDict[Digest, Tree] = OrderedDict()
+        self._tree_cache = _TreeCache(self.TREE_CACHE_SIZE, self.TREE_CACHE_ENTRIES)
         self._cache_lock = threading.Lock()
         #: Counters the tests assert on where cost matters.
         self.stats = {"trees_written": 0, "trees_read": 0}
@@ -246,9 +269,7 @@ class LmdbCatalog:
             raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
         self.stats["trees_read"] += 1
         with self._cache_lock:
-            self._tree_cache[digest] = tree
-            if len(self._tree_cache) > self.TREE_CACHE_SIZE:
-                self._tree_cache.popitem(last=False)
+            self._tree_cache.put(digest, tree)
         return tree
 
     def remember_trees(self, trees: Mapping[Digest, Tree]) -> None:
@@ -256,10 +277,7 @@ class LmdbCatalog:
         (a commit's new trees are the next commit's and the next reload's first reads)."""
         with self._cache_lock:
             for digest, tree in trees.items():
-                self._tree_cache[digest] = tree
-                self._tree_cache.move_to_end(digest)
-            while len(self._tree_cache) > self.TREE_CACHE_SIZE:
-                self._tree_cache.popitem(last=False)
+                self._tree_cache.put(digest, tree)
 
     def put_trees(self, trees: dict[Digest, bytes]) -> None:
         """Stores trees that no head names yet (a mount's view, for its next diff).

@@ -13,7 +13,9 @@ One module per command group, each defining its commands without knowing where t
 
 This file builds :data:`cli` and registers them (so the arrows point one way: this file
 imports the command modules, they import ``_common``, nothing imports this file back), and
-holds :func:`main`, the ``volfs`` console script (also ``python -m volfs``).
+holds :func:`main`, the ``volfs`` console script (also ``python -m volfs``). A command's
+module is imported when that command runs (or ``--help`` lists it): ``volfs commit``
+imports neither the API, the catalog, pyfuse3 nor trio, and starts in a few tens of ms.
 
 Must not: define commands or helpers of its own; hold behaviour (that belongs in
 :mod:`volfs.api` or, for mounts, :mod:`volfs.control` and :mod:`volfs.mount.launcher`).
@@ -21,18 +23,69 @@ Must not: define commands or helpers of its own; hold behaviour (that belongs in
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from volfs import __version__
-from volfs.cli import admin, entrypoint, fork, mount, stats, store, volume
 from volfs.cli._common import CliState, VolfsGroup, run
 
+#: Each command: the module that defines it and its attribute there.
+_COMMANDS = {
+    "volume": ("volume", "volume_group"),
+    "store": ("store", "store_group"),
+    "fsck": ("admin", "fsck_cmd"),
+    "gc": ("admin", "gc_cmd"),
+    "mount": ("mount", "mount_cmd"),
+    "unmount": ("mount", "unmount_cmd"),
+    "commit": ("mount", "commit_cmd"),
+    "reload": ("mount", "reload_cmd"),
+    "status": ("mount", "status_cmd"),
+    "recover": ("mount", "recover_cmd"),
+    "run": ("entrypoint", "run_cmd"),
+    "stats": ("stats", "stats_cmd"),
+}
+#: Commands of ``volfs volume`` defined in other modules.
+_VOLUME_COMMANDS = (
+    ("admin", "retention_cmd"),
+    ("admin", "rollback_cmd"),
+    ("fork", "fork_cmd"),
+    ("fork", "diff_cmd"),
+)
 
-@click.group(cls=VolfsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+def _load(module: str, attribute: str) -> click.Command:
+    command: click.Command = getattr(importlib.import_module(f"volfs.cli.{module}"), attribute)
+    if attribute == "volume_group" and isinstance(command, click.Group):
+        for other in _VOLUME_COMMANDS:
+            sub = _load(*other)
+            if sub.name not in command.commands:
+                command.add_command(sub)
+    return command
+
+
+class _LazyGroup(VolfsGroup):
+    """The root group, importing a command's module only when it is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = _COMMANDS.get(cmd_name)
+        return _load(*where) if where is not None else None
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        import volfs
+
+        click.echo(f"volfs, version {volfs.__version__}")
+        ctx.exit()
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--store",
     "store_path",
@@ -42,30 +95,18 @@ from volfs.cli._common import CliState, VolfsGroup, run
     help="The store directory (also VOLFS_STORE; default /var/lib/volfs as root, "
     "else $XDG_DATA_HOME/volfs).",
 )
-@click.version_option(__version__, prog_name="volfs")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, store_path: Path | None) -> None:
     """volfs: persistent volumes for containers, shaped like modal.Volume."""
     ctx.obj = CliState(store_path)
-
-
-for _command in (
-    volume.volume_group,
-    store.store_group,
-    admin.fsck_cmd,
-    admin.gc_cmd,
-    mount.mount_cmd,
-    mount.unmount_cmd,
-    mount.commit_cmd,
-    mount.reload_cmd,
-    mount.status_cmd,
-    mount.recover_cmd,
-    entrypoint.run_cmd,
-    stats.stats_cmd,
-):
-    cli.add_command(_command)
-for _command in (admin.retention_cmd, admin.rollback_cmd, fork.fork_cmd, fork.diff_cmd):
-    volume.volume_group.add_command(_command)
 
 
 def main(args: Sequence[str] | None = None, prog_name: str | None = None) -> NoReturn:

@@ -24,22 +24,21 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from volfs import control
-from volfs.catalog.lmdb import PidCollisionError
 from volfs.config import DEFAULT_ENVIRONMENT
-from volfs.errors import VolfsError
-from volfs.snapshots import commit
-from volfs.store import Store
+from volfs.errors import PidCollisionError, VolfsError
+
+if TYPE_CHECKING:  # imported when a command opens the store: `volfs commit` never does
+    from volfs.store import Store
 
 #: Show a progress bar for transfers at least this large (and only on a terminal).
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
@@ -182,6 +181,8 @@ def _respawn(argv: list[str], attempt: int) -> int:
     """Runs this command again in a child (a new pid), as this process: the same fds (a
     daemon's --ready-fd among them), its signals forwarded; returns its exit code."""
     env = {**os.environ, _RESPAWN_ENV: str(attempt)}
+    import subprocess  # rare: not imported by every command's start-up
+
     child = subprocess.Popen([sys.executable, "-m", "volfs", *argv], env=env, close_fds=False)
 
     def forward(signum: int, frame: object) -> None:
@@ -199,7 +200,8 @@ def interrupted_state() -> str:
     mount's daemon is that daemon's to finish."""
     if control.requests_sent:
         return "a mount's daemon finishes the request it was sent (see `volfs status`)"
-    if commit.landed:
+    commit = sys.modules.get("volfs.snapshots.commit")  # not imported: nothing committed
+    if commit is not None and commit.landed:
         return f"committed {commit.landed[-1]} before that"
     return "nothing was committed"
 
@@ -214,6 +216,8 @@ class CliState:
 
     def store(self) -> Store:
         if self._store is None:
+            from volfs.store import Store
+
             self._store = Store.open(self.store_path)
         return self._store
 

@@ -32,8 +32,6 @@ from volfs.cli._common import (
 )
 from volfs.config import DEFAULT_AUTOCOMMIT_SECONDS, default_store_path
 from volfs.errors import InvalidError, MountError, VolfsError
-from volfs.mount import daemon, launcher
-from volfs.mount import recover as recovery
 from volfs.names import check_volume_name
 from volfs.remote import store_identity
 
@@ -172,6 +170,11 @@ def mount_cmd(
     log_file: str | None,
 ) -> None:
     """Mount volume NAME at PATH; returns once the mount is ready."""
+    # Here, not at the top: the commands that only talk to a daemon start without pyfuse3
+    # and trio (`volfs commit` is run often, by scripts).
+    from volfs.mount import daemon, launcher
+    from volfs.mount import recover as recovery
+
     check_volume_name(name)
     if snapshot is not None and not snapshot.strip():  # an empty $VAR: not "the head, writable"
         raise InvalidError("--snapshot needs a snapshot id (see `volfs volume log NAME`)")
@@ -226,6 +229,9 @@ def mount_cmd(
 @click.option("--force", is_flag=True, help="Unmount even with files open.")
 def unmount_cmd(path: str, no_commit: bool, yes: bool, force: bool) -> None:
     """Commit, then unmount the volfs mount at PATH."""
+    from volfs.mount import launcher
+    from volfs.mount import recover as recovery
+
     real = os.path.realpath(path)
     if real not in control.volfs_mountpoints():
         raise InvalidError(f"{path} is not a volfs mount")
@@ -380,6 +386,8 @@ def status_cmd(ctx: click.Context, path: str | None, all_stores: bool, as_json: 
 @click.pass_context
 def recover_cmd(ctx: click.Context, discard: bool, yes: bool, as_json: bool) -> None:
     """Commit (or drop) what crashed mounts left uncommitted; detach their stale mounts."""
+    from volfs.mount import recover as recovery
+
     store = open_store(ctx)
     if discard and not yes:
         orphans = recovery.find_orphans(store)

@@ -34,6 +34,7 @@ import trio
 
 from volfs import control
 from volfs.catalog import Catalog, MountId, MountRecord, SnapshotRecord, new_id
+from volfs.config import max_nodes
 from volfs.core.tree import Entry, Kind
 from volfs.errors import (
     ConflictError,
@@ -134,6 +135,7 @@ class MountDaemon:
         self.read_only = options.read_only or bool(options.snapshot)
         # Checked before anything is created: a refused mount leaves no overlay behind.
         self.sub_path = _check_sub_path(catalog, base.root, options.sub_path, self.volume.name)
+        node_cap = max_nodes()
         self.mountpoint = os.path.realpath(options.path)
         self.mount_id = MountId(options.mount_id or new_id("mo"))
         self.overlay_dir = self.store.overlays_dir / self.mount_id
@@ -183,6 +185,7 @@ class MountDaemon:
             on_release=self._released,
             root_ino=root_ino,
             stats=self.stats,
+            node_cap=node_cap,
         )
         self._metrics: prometheus.MetricsServer | None = None
         self._opens: dict[int, tuple[int, str, bool]] = {}
@@ -214,7 +217,7 @@ class MountDaemon:
         if self.sub_path is None:
             return ROOT_INO
         node = self.overlay.resolve(self.sub_path)  # _check_sub_path saw it in this base
-        node.lookups += 1
+        self.overlay.table.looked_up(node)
         return node.ino
 
     # -- open handles ---------------------------------------------------------------------------
@@ -506,6 +509,8 @@ class MountDaemon:
             "log": self.options.log_file,
             "stats": self.stats_now(),
             **({"follow": self.follower.stats} if self.follower is not None else {}),
+            # What the mount holds in memory: the nodes of its inode table (tests read it).
+            "nodes": len(self.overlay.table),
         }
 
     # -- statistics -----------------------------------------------------------------------------

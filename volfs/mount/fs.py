@@ -29,7 +29,7 @@ import pyfuse3
 import trio
 
 from volfs.blobs import Digest
-from volfs.config import NAME_MAX
+from volfs.config import NAME_MAX, max_nodes
 from volfs.core.tree import Kind, stored_bytes
 from volfs.errors import CorruptionError, VolfsError
 from volfs.mount.inodes import Node
@@ -117,9 +117,13 @@ class VolfsOperations(pyfuse3.Operations):
         on_release: Callable[[int], None] | None = None,
         root_ino: int = pyfuse3.ROOT_INODE,
         stats: MountStats | None = None,
+        node_cap: int | None = None,
     ) -> None:
         super().__init__()
         self.overlay = overlay
+        #: Past this many nodes, the kernel is asked to forget entries (:meth:`_over_cap`).
+        self.node_cap = node_cap if node_cap is not None else max_nodes()
+        self._evict_above = self.node_cap
         #: The view's inode the kernel sees as the mount's root: the view's root, or the
         #: directory a sub-path mount serves (``MountOptions.sub_path``). Only the numbers are
         #: swapped; the view, its commits and reloads stay the whole volume's.
@@ -127,7 +131,8 @@ class VolfsOperations(pyfuse3.Operations):
         self.stats = stats if stats is not None else MountStats()
         self.control_info = control_info
         self._handles: dict[int, _Handle] = {}
-        self._dirs: dict[int, list[tuple[str, int]]] = {}
+        #: Open directories: their ino and their listing at opendir.
+        self._dirs: dict[int, tuple[int, list[tuple[str, int]]]] = {}
         self._next_fh = 1
         self._on_open = on_open
         self._on_release = on_release
@@ -171,8 +176,31 @@ class VolfsOperations(pyfuse3.Operations):
         return a
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
-        node.lookups += 1
+        table = self.overlay.table
+        table.looked_up(node)
+        if len(table) > self._evict_above:
+            self._over_cap()
         return self.attrs(node)
+
+    def _over_cap(self) -> None:
+        """The table passed its cap: asks the kernel to forget the entries of the directories
+        listed longest ago (as it would under memory pressure), down to three quarters of
+        the cap; their FORGETs then release the nodes. What the tree cannot give back (open
+        files, changes, hard links) is never asked for, so the cap can be passed by that.
+        Asked again only after the table grew by another eighth of the cap, or shrank."""
+        table = self.overlay.table
+        names = table.evictable(len(table) - self.node_cap * 3 // 4)
+        for parent, name in names:
+            pyfuse3.invalidate_entry_async(
+                self.kernel_ino(parent), os.fsencode(name), ignore_enoent=True
+            )
+        self._evict_above = len(table) + max(1, self.node_cap // 8)
+        log.info(
+            "%d nodes held, cap %d: asked the kernel to forget %d",
+            len(table),
+            self.node_cap,
+            len(names),
+        )
 
     def _fh(self, node: Node, write: bool, ctx_pid: int) -> int:
         fh = self._next_fh
@@ -210,6 +238,8 @@ class VolfsOperations(pyfuse3.Operations):
         try:
             for ino, count in inode_list:
                 self.overlay.forget(self._ino(ino), count)
+            if self.overlay.release_forgotten():
+                self._evict_above = max(self.node_cap, len(self.overlay.table))
         except Exception:
             log.exception("forget failed")
 
@@ -300,20 +330,28 @@ class VolfsOperations(pyfuse3.Operations):
         listing = list(self.overlay.children(node).items())
         fh = self._next_fh
         self._next_fh += 1
-        self._dirs[fh] = listing
+        self._dirs[fh] = (node.ino, listing)
         return fh
 
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing = self._dirs[fh]
+        directory, listing = self._dirs[fh]
+        table = self.overlay.table
         for index in range(start_id, len(listing)):
             name, ino = listing[index]
-            node = self.overlay.table.get(ino)
-            if node is None or not node.links:
+            node = table.get(ino)
+            if node is None:  # released since opendir (forgotten), or removed
+                try:
+                    node = self.overlay.lookup(directory, name)
+                except OSError:
+                    continue
+            elif not node.links:
                 continue  # removed since opendir
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(node), index + 1):
                 break
-            node.lookups += 1
+            table.looked_up(node)
+        if len(table) > self._evict_above:
+            self._over_cap()
 
     @_errors
     async def releasedir(self, fh: int) -> None:

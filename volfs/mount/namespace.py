@@ -26,7 +26,7 @@ from typing import Any
 from volfs.catalog import SnapshotRecord, VolumeRecord, entry_to_json
 from volfs.clock import now_ns
 from volfs.core.tree import Chunks, Entry, Kind
-from volfs.mount.inodes import ROOT_INO, Node
+from volfs.mount.inodes import NO_XATTRS, ROOT_INO, Node
 from volfs.mount.journal import Journal
 from volfs.mount.scratch import ScratchFile, ScratchStats, check_size, chunk_span
 from volfs.mount.view import ViewReader, check_name, os_error
@@ -206,12 +206,12 @@ class Namespace(ViewReader):
 
     def _attach(self, parent: Node, name: str, node: Node) -> None:
         self.children(parent)[name] = node.ino
-        node.links.add((parent.ino, name))
+        node.add_link(parent.ino, name)
         self._dir_changed(parent)
 
     def _detach(self, parent: Node, name: str, node: Node) -> None:
         del self.children(parent)[name]
-        node.links.discard((parent.ino, name))
+        node.remove_link(parent.ino, name)
         node.ctime_ns = now_ns()
         self._dir_changed(parent)
 
@@ -440,7 +440,7 @@ class Namespace(ViewReader):
         self._writable()
         if len(value) > MAX_XATTR_VALUE:
             raise os_error(errno.E2BIG)
-        node.xattrs[name] = value
+        node.xattrs = {**node.xattrs, name: value}  # NO_XATTRS is shared: never changed
         node.ctime_ns = now_ns()
         self.table.invalidate(node)
         self._log("setxattr", self.path_of(node), name, value.hex())
@@ -449,7 +449,7 @@ class Namespace(ViewReader):
         self._writable()
         if name not in node.xattrs:
             raise os_error(errno.ENODATA)
-        del node.xattrs[name]
+        node.xattrs = {key: v for key, v in node.xattrs.items() if key != name} or NO_XATTRS
         node.ctime_ns = now_ns()
         self.table.invalidate(node)
         self._log("removexattr", self.path_of(node), name)
@@ -555,8 +555,16 @@ class Namespace(ViewReader):
         node = self.table.get(ino)
         if node is None:
             return
-        node.lookups -= count
+        self.table.forget(node, count)
         self._maybe_drop(node)
+
+    def release_forgotten(self, *, force: bool = False) -> int:
+        """Releases the listings the kernel forgot (:meth:`InodeTable.release_forgotten`)
+        when enough was forgotten for it to pay, or now with ``force``; returns how many
+        nodes went. Called after each batch of FORGETs."""
+        if not force and not self.table.release_due():
+            return 0
+        return self.table.release_forgotten(self.catalog.has_tree)
 
     def close(self) -> None:
         super().close()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from volfs.catalog import SnapshotRecord
 from volfs.core.tree import META_FIELDS, Entry, Kind
 from volfs.errors import OpenFilesError
-from volfs.mount.inodes import ROOT_INO, Node
+from volfs.mount.inodes import NO_XATTRS, ROOT_INO, Node
 from volfs.mount.orphans import Orphans
 
 
@@ -117,7 +117,7 @@ class Rebasing(Orphans):
                 child.cached = entry
                 continue
             del node.children[name]
-            child.links.discard((node.ino, name))
+            child.remove_link(node.ino, name)
             out.append(Invalidation(node.ino, name))
             self._take_out(child, child_path, out)
             if entry is not None:
@@ -175,7 +175,7 @@ class Rebasing(Orphans):
         if node.kind is Kind.DIR:
             for name, child_ino in list((node.children or {}).items()):
                 child = self.table[child_ino]
-                child.links.discard((node.ino, name))
+                child.remove_link(node.ino, name)
                 out.append(Invalidation(node.ino, name))
                 self._take_out(child, f"{path}/{name}", out)
             node.children = {}
@@ -188,7 +188,7 @@ class Rebasing(Orphans):
 
     def _add_child(self, parent: Node, entry: Entry) -> None:
         child = self.table.from_entry(entry, reloading=True)
-        child.links.add((parent.ino, entry.name))
+        child.add_link(parent.ino, entry.name)
         assert parent.children is not None
         parent.children[entry.name] = child.ino
 
@@ -197,4 +197,4 @@ def _set_meta(node: Node, entry: Entry) -> None:
     """A committed entry's metadata on a node (link groups are not kept: see _rebase_dir)."""
     node.mode, node.uid, node.gid = entry.mode, entry.uid, entry.gid
     node.mtime_ns = node.ctime_ns = entry.mtime_ns
-    node.xattrs = dict(entry.xattrs)
+    node.xattrs = dict(entry.xattrs) if entry.xattrs else NO_XATTRS

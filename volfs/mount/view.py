@@ -80,9 +80,10 @@ class ViewReader:
             children: dict[str, int] = {}
             for entry in self.catalog.get_tree(node.base.tree).entries:
                 child = self.table.from_entry(entry)
-                child.links.add((node.ino, entry.name))
+                child.add_link(node.ino, entry.name)
                 children[entry.name] = child.ino
             node.children = children
+            self.table.listed[node.ino] = None
         return node.children
 
     def lookup(self, parent_ino: int, name: str) -> Node:
