@@ -50,3 +50,7 @@ def max_nodes() -> int:
     if not value.isdigit() or int(value) < 1:
         raise InvalidError(f"VOLFS_MAX_NODES must be a positive number of nodes, not {value!r}")
     return int(value)
+
+
+#: The levels ``volfs mount --log-level`` takes (the daemon's log, ``mount/logs.py``).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

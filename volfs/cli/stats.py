@@ -15,16 +15,17 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from volfs import control
 from volfs.cli._common import human_size
+from volfs.config import LOG_LEVELS
 from volfs.errors import InvalidError, VolfsError
-from volfs.mount import logs
-from volfs.mount.daemon import MountOptions
-from volfs.mount.metrics import parse_address
+
+if TYPE_CHECKING:  # the daemon's modules are imported by the commands that start one
+    from volfs.mount.daemon import MountOptions
 
 #: The opcodes ``volfs stats`` gives a column of their own; the rest are "other".
 COLUMN_OPS = ("lookup", "getattr", "read", "write")
@@ -37,7 +38,7 @@ MIB = 1 << 20
 def metrics_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--log-level",
-        type=click.Choice(logs.LEVELS, case_sensitive=False),
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
         default="INFO",
         show_default=True,
         help="The daemon's log level.",
@@ -65,6 +66,8 @@ def apply_options(
     log_file: str | None,
 ) -> None:
     """Checks the observability options (here, not in the daemon's log) into ``options``."""
+    from volfs.mount.metrics import parse_address
+
     if metrics is not None and metrics != "off":
         parse_address(metrics, public=metrics_public)
     options.metrics = metrics

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from volfs.config import LOG_LEVELS
+
 #: A log file is rotated past this size ...
 MAX_BYTES = 10 << 20
 #: ... and at most this many older ones are kept: a mount's logs never exceed ~60 MiB.
@@ -34,7 +36,7 @@ BACKUPS = 5
 #: How long the logs of a mount that ended cleanly are kept.
 RETENTION_SECONDS = 7 * 86400
 FORMAT = "%(asctime)s volfs[%(process)d] %(levelname)s %(message)s"
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LEVELS = LOG_LEVELS
 _ENDED = ".ended"
 
 
