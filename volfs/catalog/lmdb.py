@@ -19,6 +19,7 @@ Must not: know about PostgreSQL, buckets or FUSE; keep a transaction open past a
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -455,6 +456,22 @@ class LmdbCatalog:
                 db=self._volumes,
             )
         self.stats["trees_written"] += len(trees)
+
+    @contextmanager
+    def head_turn(self, volume_id: str) -> Iterator[None]:
+        """An exclusive ``flock`` on ``<store>/run/head-<volume>.lock``: held only across a
+        build, a merge and one LMDB transaction, and dropped by the kernel if its holder
+        dies, so waiting for it blocks on nothing slower than this machine's disk."""
+        if "/" in volume_id or volume_id.startswith("."):
+            raise NotFoundError(f"volume {volume_id!r} not found")
+        run = self._path / "run"
+        run.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(run / f"head-{volume_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # drops the lock
 
     def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
         """The head, then its parents; stops where retention dropped a parent."""

@@ -320,6 +320,8 @@ class MountDaemon:
             #: The head this commit merged onto: it holds the versions it overwrote.
             "previous": result.parent,
             "files_hashed": len(jobs),
+            #: Merges it took: more than 1 when a writer without a head turn moved the head.
+            "attempts": result.attempts,
         }
 
     async def reload(self, requester: int | None = None) -> dict[str, Any]:
