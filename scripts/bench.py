@@ -37,7 +37,7 @@ from mounting import mounted, run_volfs  # noqa: E402
 from volfs import control  # noqa: E402
 from volfs.blobs import put_stream  # noqa: E402
 from volfs.core.changes import Dir, Put  # noqa: E402
-from volfs.core.tree import Entry, Kind  # noqa: E402
+from volfs.core.tree import Entry, Kind, dense  # noqa: E402
 from volfs.snapshots.commit import commit_changes  # noqa: E402
 from volfs.store import Store  # noqa: E402
 
@@ -328,7 +328,8 @@ def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> No
     volume = store.catalog.find_volume("main", name) or store.catalog.create_volume(
         "main", name, "bench"
     )
-    chunks, size = put_stream(store.blobs, io.BytesIO(b"x" * 100))
+    digests, size = put_stream(store.blobs, io.BytesIO(b"x" * 100))
+    chunks = dense(digests)
     changes = {}
     for i in range(files):
         d = f"d{i // per_dir:05d}"
@@ -337,7 +338,7 @@ def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> No
         changes[(d, f"f{i:07d}")] = Put(
             Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=chunks)
         )
-    commit_changes(store, volume.id, lambda head: changes, origin="bench")
+    commit_changes(store.catalog, volume.id, lambda head: changes, origin="bench")
 
 
 def daemon_rss(pid: int) -> int:
@@ -532,6 +533,97 @@ def bench_ceiling(bench: Bench) -> None:
         )
 
 
+def distributed_machines(workdir: Path, count: int) -> list[Path] | None:
+    """``count`` store directories ("machines") on one fresh PostgreSQL database and bucket
+    prefix, from VOLFS_META_URL and VOLFS_S3_ENDPOINT (None if they are not set)."""
+    meta, endpoint = os.environ.get("VOLFS_META_URL"), os.environ.get("VOLFS_S3_ENDPOINT")
+    if not meta or not endpoint:
+        return None
+    import psycopg
+
+    suffix = os.urandom(4).hex()
+    with psycopg.connect(meta, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE volfs_bench_{suffix}")
+    machines = [workdir / f"machine-{suffix}-{i}" for i in range(count)]
+    bucket = os.environ.get("VOLFS_S3_BUCKET", "volfs")
+    for machine in machines:
+        run_volfs(
+            machine,
+            "store",
+            "init",
+            "--meta",
+            meta.rsplit("/", 1)[0] + f"/volfs_bench_{suffix}",
+            "--blobs",
+            f"s3://{bucket}/bench-{suffix}",
+            "--endpoint",
+            endpoint,
+        )
+    return machines
+
+
+def bench_writers(bench: Bench) -> None:
+    """N processes (containers) committing new files into one directory of one volume."""
+    from contention import run_writers
+
+    counts = [1, 8, 32] if bench.quick else [1, 8, 32, 100]
+    backends: list[tuple[str, list[Path]]] = [("local", [bench.store])]
+    machines = distributed_machines(bench.workdir, 4)
+    if machines is not None:
+        backends.append(("PostgreSQL + S3", machines))
+    for label, stores in backends:
+        for writers in counts:
+            volume = Store.open(stores[0]).catalog.create_volume(
+                "main", f"writers{writers}", "bench"
+            )
+            commits = max(3, (60 if bench.quick else 300) // writers)
+            runs = [run_writers(stores, volume.id, writers, commits) for _ in range(bench.rounds)]
+            curve = min(runs, key=lambda c: c.seconds)  # the least disturbed round
+            bench.rows.append(
+                Row(
+                    f"{writers} writers, commits ({label})",
+                    "commits/s",
+                    None,
+                    curve.commits_per_s,
+                    note=f"p50 {curve.latency(0.5) * 1000:.0f} ms, "
+                    f"p99 {curve.latency(0.99) * 1000:.0f} ms, "
+                    f"{curve.retries_per_commit:.2f} retries/commit",
+                )
+            )
+
+
+def bench_huge_directory(bench: Bench) -> None:
+    """One directory of 1,000,000 entries (100,000 with --quick): lookup, readdir, commit."""
+    files = 100_000 if bench.quick else 1_000_000
+    name = f"hugedir{files}"
+    build_volume(Store.open(bench.store), name, files, per_dir=files)
+    label = f"{files:,}-entry dir"
+    samples: dict[str, list[float]] = {"first": [], "next": [], "readdir": [], "rss": []}
+    for r in range(bench.rounds):
+        with volume_mount(bench, name, bench.workdir / "mnt-huge") as m:
+            big = m / "d00000"
+            samples["first"].append(timed(lambda: os.stat(big / f"f{files // 2 + r:07d}")))
+            samples["next"].append(timed(lambda: os.stat(big / f"f{files // 3 + r:07d}")))
+            listed: list[int] = []
+            samples["readdir"].append(timed(lambda: listed.append(sum(1 for _ in os.scandir(big)))))
+            assert listed == [files], listed
+            samples["rss"].append(daemon_rss(control.mount_info(str(m)).pid) / (1 << 20))
+    bench.rows += [
+        Row(f"{label}: first lookup in it", "ms", None, median(samples["first"]) * 1000, False),
+        Row(f"{label}: next lookup", "ms", None, median(samples["next"]) * 1000, False),
+        Row(f"{label}: readdir", "s", None, median(samples["readdir"]), False),
+        Row(f"{label}: daemon RSS after readdir", "MiB", None, median(samples["rss"]), False),
+    ]
+    with volume_mount(bench, name, bench.workdir / "mnt-huge") as m:
+        sock = control.mount_info(str(m)).socket
+        commits = []
+        for i in range(max(5, bench.rounds)):
+            (m / "d00000" / f"f{i:07d}").write_text(f"changed {i}")
+            commits.append(timed(lambda: control.call(sock, "commit")))
+        bench.rows.append(
+            Row(f"{label}: commit 1 changed file", "ms", None, median(commits) * 1000, False)
+        )
+
+
 WORKLOADS = {
     "sequential": bench_sequential,
     "small": bench_small_files,
@@ -539,6 +631,8 @@ WORKLOADS = {
     "commit": bench_commit_reload_mount,
     "dedup": bench_dedup,
     "ceiling": bench_ceiling,
+    "writers": bench_writers,
+    "hugedir": bench_huge_directory,
 }
 
 

@@ -20,6 +20,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from volfs.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 DIRECTORY = "shared"
@@ -54,6 +58,17 @@ class Curve:
     @property
     def retries_per_commit(self) -> float:
         return statistics.fmean(a - 1 for a in self.attempts)
+
+
+def committed_files(store: Store, volume_id: str) -> dict[str, bytes]:
+    """Every file of the volume's head, by path, with its content."""
+    from volfs.core.tree import Kind, walk
+
+    out = {}
+    for path, entry in walk(store.catalog, store.catalog.head(volume_id).root):
+        if entry.kind is Kind.FILE:
+            out["/".join(path)] = b"".join(store.blobs.get(d) for _, d in entry.chunks)
+    return out
 
 
 def run_writers(stores: Sequence[Path], volume_id: str, writers: int, commits: int) -> Curve:

@@ -11,25 +11,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from contention import DIRECTORY, content, file_name, run_writers
+from contention import DIRECTORY, committed_files, content, file_name, run_writers
 from mounting import mounted
 
 from volfs import control
-from volfs.core.tree import Kind, walk
 from volfs.store import Store
 
 WRITERS = 32
 COMMITS = 3
-
-
-def committed_files(store: Store, volume_id: str) -> dict[str, bytes]:
-    """Every file of the volume's head, by path, with its content."""
-    head = store.catalog.head(volume_id)
-    out = {}
-    for path, entry in walk(store.catalog, head.root):
-        if entry.kind is Kind.FILE:
-            out["/".join(path)] = b"".join(store.blobs.get(d) for _, d in entry.chunks)
-    return out
 
 
 @pytest.mark.timeout(300)
