@@ -13,6 +13,7 @@ Runs as root (it drops the page cache between cold runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -624,6 +625,52 @@ def bench_huge_directory(bench: Bench) -> None:
         )
 
 
+def bench_mount_writers(bench: Bench) -> None:
+    """Real mounts (one per container) that each write a file and commit, all at once."""
+    count, rounds = (4, 5) if bench.quick else (8, 10)
+    ensure_volume(bench, "mount-writers")
+    with contextlib.ExitStack() as stack:
+        mounts = [
+            stack.enter_context(
+                volume_mount(bench, "mount-writers", bench.workdir / f"mnt-writer{k}")
+            )
+            for k in range(count)
+        ]
+        sockets = [control.mount_info(str(m)).socket for m in mounts]
+        latencies: list[float] = []
+        attempts: list[int] = []
+        start = time.perf_counter()
+        for r in range(rounds):
+            for k, m in enumerate(mounts):
+                (m / f"m{k}-{r}").write_bytes(b"x" * 100)
+            barrier = threading.Barrier(count)
+
+            def commit(socket: str) -> None:
+                barrier.wait(timeout=60)
+                t0 = time.perf_counter()
+                attempts.append(control.call(socket, "commit")["attempts"])
+                latencies.append(time.perf_counter() - t0)
+
+            threads = [threading.Thread(target=commit, args=(s,)) for s in sockets]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        seconds = time.perf_counter() - start
+    latencies.sort()
+    bench.rows.append(
+        Row(
+            f"{count} mounts committing at once",
+            "commits/s",
+            None,
+            len(latencies) / seconds,
+            note=f"p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, "
+            f"p99 {latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000:.0f} ms, "
+            f"{statistics.fmean(attempts) - 1:.2f} retries/commit; rate over the rounds, writes included",
+        )
+    )
+
+
 WORKLOADS = {
     "sequential": bench_sequential,
     "small": bench_small_files,
@@ -632,6 +679,7 @@ WORKLOADS = {
     "dedup": bench_dedup,
     "ceiling": bench_ceiling,
     "writers": bench_writers,
+    "mountwriters": bench_mount_writers,
     "hugedir": bench_huge_directory,
 }
 

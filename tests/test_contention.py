@@ -7,14 +7,17 @@ attempts ``commit_changes`` reports (1 = merged once, onto the head it moved).
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import pytest
 from contention import DIRECTORY, committed_files, content, file_name, run_writers
 from mounting import mounted
+from test_commit import contents, put
 
-from volfs import control
+from volfs import control, locks
+from volfs.blobs import digest_of
 from volfs.store import Store
 
 WRITERS = 32
@@ -68,3 +71,28 @@ def test_mounts_committing_at_once_lose_nothing(store: Store, tmp_path: Path) ->
         assert attempts == [1] * (mounts * rounds)
     expected = {f"m{k}-{r}": content(k, r) for k in range(mounts) for r in range(rounds)}
     assert committed_files(store, volume.id) == expected
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_goes_ahead_without_its_turn_when_the_holder_is_frozen(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paused container holding the turn must not stop every other writer for good."""
+    volume = store.catalog.create_volume("main", "frozen", "test")
+    monkeypatch.setattr(type(store.catalog), "HEAD_TURN_TIMEOUT", 0.2)
+    turn = store.root / "run" / f"head-{volume.id}.lock"
+    turn.parent.mkdir(exist_ok=True)
+    frozen = locks.hold(turn)  # the frozen holder's turn
+    try:
+        result = put(store, volume, "mine", b"mine")
+        assert result.committed and result.attempts == 1
+        assert contents(store.catalog, store.catalog.head(volume.id).root) == {
+            "mine": digest_of(b"mine")
+        }
+    finally:
+        os.close(frozen)
+    # The thread left waiting for the turn takes it once it is free, and drops it at once.
+    for thread in threading.enumerate():
+        if thread.name == "head turn":
+            thread.join(timeout=10)
+    assert not locks.held(turn)
