@@ -5,8 +5,8 @@ it opens the store, says ``ready``, waits for ``go`` on stdin so that all start 
 then commits ``commits`` new files of its own into one shared directory, one commit each,
 and prints one JSON line: its commit latencies and the attempts each commit took.
 
-    python tests/contention.py STORE VOLUME_ID WRITER COMMITS    (one writer; run_writers
-                                                                   starts them)
+    python tests/contention.py STORE VOLUME_ID WRITER COMMITS    (one writer, as
+                                                                   run_writers starts it)
 """
 
 from __future__ import annotations
