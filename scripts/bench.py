@@ -13,6 +13,7 @@ Runs as root (it drops the page cache between cold runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -680,6 +681,143 @@ def bench_dedup(bench: Bench) -> None:
     )
 
 
+def distributed_machines(workdir: Path, count: int) -> list[Path] | None:
+    """``count`` store directories ("machines") on one fresh PostgreSQL database and bucket
+    prefix, from VOLFS_META_URL and VOLFS_S3_ENDPOINT (None if they are not set)."""
+    meta, endpoint = os.environ.get("VOLFS_META_URL"), os.environ.get("VOLFS_S3_ENDPOINT")
+    if not meta or not endpoint:
+        return None
+    import psycopg
+
+    suffix = os.urandom(4).hex()
+    with psycopg.connect(meta, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE volfs_bench_{suffix}")
+    machines = [workdir / f"machine-{suffix}-{i}" for i in range(count)]
+    bucket = os.environ.get("VOLFS_S3_BUCKET", "volfs")
+    for machine in machines:
+        run_volfs(
+            machine,
+            "store",
+            "init",
+            "--meta",
+            meta.rsplit("/", 1)[0] + f"/volfs_bench_{suffix}",
+            "--blobs",
+            f"s3://{bucket}/bench-{suffix}",
+            "--endpoint",
+            endpoint,
+        )
+    return machines
+
+
+def bench_writers(bench: Bench) -> None:
+    """N processes (containers) committing new files into one directory of one volume."""
+    from contention import run_writers
+
+    counts = [1, 8, 32] if bench.quick else [1, 8, 32, 100]
+    backends: list[tuple[str, list[Path]]] = [("local", [bench.store])]
+    machines = distributed_machines(bench.workdir, 4)
+    if machines is not None:
+        backends.append(("PostgreSQL + S3", machines))
+    for label, stores in backends:
+        for writers in counts:
+            volume = Store.open(stores[0]).catalog.create_volume(
+                "main", f"writers{writers}", "bench"
+            )
+            commits = max(3, (60 if bench.quick else 300) // writers)
+            runs = [run_writers(stores, volume.id, writers, commits) for _ in range(bench.rounds)]
+            curve = min(runs, key=lambda c: c.seconds)  # the least disturbed round
+            bench.rows.append(
+                Row(
+                    f"{writers} writers, commits ({label})",
+                    "commits/s",
+                    None,
+                    curve.commits_per_s,
+                    note=f"p50 {curve.latency(0.5) * 1000:.0f} ms, "
+                    f"p99 {curve.latency(0.99) * 1000:.0f} ms, "
+                    f"{curve.retries_per_commit:.2f} retries/commit",
+                )
+            )
+
+
+def bench_huge_directory(bench: Bench) -> None:
+    """One directory of 1,000,000 entries (100,000 with --quick): lookup, readdir, commit."""
+    files = 100_000 if bench.quick else 1_000_000
+    name = f"hugedir{files}"
+    build_volume(Store.open(bench.store), name, files, per_dir=files)
+    label = f"{files:,}-entry dir"
+    samples: dict[str, list[float]] = {"first": [], "next": [], "readdir": [], "rss": []}
+    for r in range(bench.rounds):
+        with volume_mount(bench, name, bench.workdir / "mnt-huge") as m:
+            big = m / "d00000"
+            samples["first"].append(timed(lambda: os.stat(big / f"f{files // 2 + r:07d}")))
+            samples["next"].append(timed(lambda: os.stat(big / f"f{files // 3 + r:07d}")))
+            listed: list[int] = []
+            samples["readdir"].append(timed(lambda: listed.append(sum(1 for _ in os.scandir(big)))))
+            assert listed == [files], listed
+            samples["rss"].append(daemon_rss(control.mount_info(str(m)).pid) / (1 << 20))
+    bench.rows += [
+        Row(f"{label}: first lookup in it", "ms", None, median(samples["first"]) * 1000, False),
+        Row(f"{label}: next lookup", "ms", None, median(samples["next"]) * 1000, False),
+        Row(f"{label}: readdir", "s", None, median(samples["readdir"]), False),
+        Row(f"{label}: daemon RSS after readdir", "MiB", None, median(samples["rss"]), False),
+    ]
+    with volume_mount(bench, name, bench.workdir / "mnt-huge") as m:
+        sock = control.mount_info(str(m)).socket
+        commits = []
+        for i in range(max(5, bench.rounds)):
+            (m / "d00000" / f"f{i:07d}").write_text(f"changed {i}")
+            commits.append(timed(lambda: control.call(sock, "commit")))
+        bench.rows.append(
+            Row(f"{label}: commit 1 changed file", "ms", None, median(commits) * 1000, False)
+        )
+
+
+def bench_mount_writers(bench: Bench) -> None:
+    """Real mounts (one per container) that each write a file and commit, all at once."""
+    count, rounds = (4, 5) if bench.quick else (8, 10)
+    ensure_volume(bench, "mount-writers")
+    with contextlib.ExitStack() as stack:
+        mounts = [
+            stack.enter_context(
+                volume_mount(bench, "mount-writers", bench.workdir / f"mnt-writer{k}")
+            )
+            for k in range(count)
+        ]
+        sockets = [control.mount_info(str(m)).socket for m in mounts]
+        latencies: list[float] = []
+        attempts: list[int] = []
+        start = time.perf_counter()
+        for r in range(rounds):
+            for k, m in enumerate(mounts):
+                (m / f"m{k}-{r}").write_bytes(b"x" * 100)
+            barrier = threading.Barrier(count)
+
+            def commit(socket: str) -> None:
+                barrier.wait(timeout=60)
+                t0 = time.perf_counter()
+                attempts.append(control.call(socket, "commit")["attempts"])
+                latencies.append(time.perf_counter() - t0)
+
+            threads = [threading.Thread(target=commit, args=(s,)) for s in sockets]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        seconds = time.perf_counter() - start
+    latencies.sort()
+    bench.rows.append(
+        Row(
+            f"{count} mounts committing at once",
+            "commits/s",
+            None,
+            len(latencies) / seconds,
+            note=f"p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, "
+            f"p99 {latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1000:.0f} ms, "
+            f"{statistics.fmean(attempts) - 1:.2f} retries/commit; rate over the rounds, writes included",
+        )
+    )
+
+
 WORKLOADS = {
     "sequential": bench_sequential,
     "small": bench_small_files,
@@ -688,6 +826,9 @@ WORKLOADS = {
     "dedup": bench_dedup,
     "memory": bench_memory,
     "cli": bench_cli_start,
+    "writers": bench_writers,
+    "mountwriters": bench_mount_writers,
+    "hugedir": bench_huge_directory,
 }
 
 

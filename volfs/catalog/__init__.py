@@ -264,6 +264,13 @@ class Catalog(Protocol):
         checking that ``source`` and its root tree still exist."""
         ...
 
+    def head_turn(self, volume_id: str) -> AbstractContextManager[None]:
+        """Held by a committer from reading the head to moving it: the committers of one
+        volume take turns instead of merging onto heads that keep moving under them. Only
+        a cost saver: the move stays a compare-and-swap, so a writer without a turn (or one
+        given up waiting) is still never lost."""
+        ...
+
     def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
         """The head, then its parents; stops where retention dropped a parent."""
         ...

@@ -19,6 +19,7 @@ Must not: know about PostgreSQL, buckets or FUSE; keep a transaction open past a
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -120,6 +121,37 @@ def _writing(env: lmdb.Environment, path: Path) -> Iterator[lmdb.Transaction]:
         if "No space" in str(exc) or _disk_full(path):
             raise from_os_error(OSError(28, str(exc)), "writing the catalog") from exc
         raise
+
+
+def _flock_within(fd: int, timeout: float) -> bool:
+    """Takes ``fd``'s exclusive flock within ``timeout`` seconds. False if not: the fd then
+    belongs to a thread still blocked on the lock, which closes it (dropping the lock)
+    once it gets it. A blocked flock cannot be given a timeout, hence the thread."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    got = threading.Event()
+    mutex = threading.Lock()
+    abandoned = False
+
+    def wait() -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with mutex:
+            if abandoned:
+                os.close(fd)
+            else:
+                got.set()
+
+    threading.Thread(target=wait, name="head turn", daemon=True).start()
+    if got.wait(timeout):
+        return True
+    with mutex:
+        if got.is_set():
+            return True
+        abandoned = True
+    return False
 
 
 def _disk_full(path: Path) -> bool:
@@ -474,6 +506,39 @@ class LmdbCatalog:
                 db=self._volumes,
             )
         self.stats["trees_written"] += len(trees)
+
+    #: How long a committer waits for its turn before it merges without one (a holder
+    #: that cannot be frozen forever: a paused container; the swap still guards the head).
+    HEAD_TURN_TIMEOUT = 30.0
+
+    @contextmanager
+    def head_turn(self, volume_id: str) -> Iterator[None]:
+        """An exclusive ``flock`` on ``<store>/run/head-<volume>.lock``: held across a build,
+        a merge and one LMDB transaction, and dropped by the kernel if its holder dies."""
+        if "/" in volume_id or volume_id.startswith("."):
+            raise NotFoundError(f"volume {volume_id!r} not found")
+        run = self._path / "run"
+        try:
+            run.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(
+                run / f"head-{volume_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:  # the commit itself reports what is wrong with the store
+            log.debug("committing to %s without a head turn: %s", volume_id, exc)
+            yield
+            return
+        if not _flock_within(fd, self.HEAD_TURN_TIMEOUT):
+            log.warning(
+                "committing to %s without a head turn: another writer has held it for %.0f s",
+                volume_id,
+                self.HEAD_TURN_TIMEOUT,
+            )
+            yield  # the fd now belongs to the thread still waiting for the lock
+            return
+        try:
+            yield
+        finally:
+            os.close(fd)  # drops the lock
 
     def history(self, volume_id: str, limit: int | None = None) -> Iterator[SnapshotRecord]:
         """The head, then its parents; stops where retention dropped a parent."""

@@ -99,6 +99,10 @@ T = TypeVar("T")
 #: Writers hold it shared from their first blob to their head move, ``volfs gc`` exclusive
 #: while it marks and deletes (see :meth:`PgCatalog.lease`, distgc.py).
 GC_LOCK = 0x766F6C6667  # "volfg"
+#: The class id of the head turns' advisory locks (two-key form: a keyspace of its own).
+HEAD_TURN_LOCKS = 0x766F6C68  # "volh"
+#: How long a committer waits for its turn before it merges without one (the swap guards).
+HEAD_TURN_TIMEOUT_MS = 30_000
 #: How long ``volfs gc`` waits for the commits in flight before giving up (seconds).
 GC_LOCK_WAIT = 300.0
 #: How often a mount's daemon refreshes its pins' heartbeat.
@@ -152,6 +156,10 @@ class PgCatalog:
         self._pins: dict[str, tuple[str, str, str | None]] = {}
         self._pin_lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
+        #: Head turns (:meth:`head_turn`): one at a time per process, on a session of their own.
+        self._turn_mutex = threading.Lock()
+        self._turn_conn: Any = None
+        self._turn_pid = 0
         self.machine = f"{socket.gethostname()}:{cache.root}"
 
     def check(self) -> None:
@@ -431,6 +439,54 @@ class PgCatalog:
         self.cache.cache_trees(trees)
         self._remember(snapshot)
         self.stats["trees_written"] += len(trees)
+
+    @contextmanager
+    def head_turn(self, volume_id: str) -> Iterator[None]:
+        """A session advisory lock per volume, taken inside a lease (the gc lock shared) so
+        that a turn never waits behind a gc that waits for the turn's holder. A holder that
+        dies releases it with its session; a turn not had within HEAD_TURN_TIMEOUT_MS, or
+        a broken session, only means this commit merges without one."""
+        with self.lease(f"head turn of {volume_id}"), self._turn_mutex:
+            conn = self._take_turn(volume_id)
+            try:
+                yield
+            finally:
+                if conn is not None:
+                    self._give_turn(conn, volume_id)
+
+    def _take_turn(self, volume_id: str) -> Any:
+        import psycopg
+
+        try:
+            if self._turn_conn is None or self._turn_pid != os.getpid() or self._turn_conn.closed:
+                self._turn_conn = self._session.connect()
+                self._turn_pid = os.getpid()
+                self._turn_conn.execute(f"SET lock_timeout = {HEAD_TURN_TIMEOUT_MS}")
+            self._turn_conn.execute(
+                "SELECT pg_advisory_lock(%s, hashtext(%s))", (HEAD_TURN_LOCKS, volume_id)
+            )
+        except (psycopg.Error, BackendUnavailableError) as exc:
+            log.warning("committing without a head turn: %s", first_line(exc))
+            self._drop_turn_conn()
+            return None
+        return self._turn_conn
+
+    def _give_turn(self, conn: Any, volume_id: str) -> None:
+        try:
+            conn.execute(
+                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (HEAD_TURN_LOCKS, volume_id)
+            )
+        except Exception as exc:  # the session is gone: so is its lock
+            log.debug("giving up a head turn: %s", exc)
+            self._drop_turn_conn()
+
+    def _drop_turn_conn(self) -> None:
+        conn, self._turn_conn = self._turn_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:  # already broken
+                log.debug("closing the head turn connection: %s", exc)
 
     def _swap_head(self, expected: SnapshotId, snapshot: SnapshotRecord) -> None:
         import psycopg

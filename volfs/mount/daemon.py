@@ -392,6 +392,8 @@ class MountDaemon:
             "previous": result.parent,
             "files_hashed": len(jobs),
             "bytes_hashed": written,
+            #: Merges it took: more than 1 when a writer without a head turn moved the head.
+            "attempts": result.attempts,
         }
 
     async def reload(

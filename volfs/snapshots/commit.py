@@ -11,14 +11,22 @@ The order follows the store format's invariants (README, "Store format"):
    is still the one merged onto (compare-and-swap);
 5. if another writer won the swap, go back to 2 with the new head.
 
+Steps 2 to 4 run in the volume's *head turn* (``Catalog.head_turn``): committers of one
+volume take turns, so a commit merges once instead of losing the swap again and again to
+the others (with 32 writers, each merge would otherwise be redone several times over, and
+the slowest writers starve). The swap stays the guard: a writer that moves the head
+without a turn (a rollback) only costs the others a retry.
+
 A crash before 4 leaves the old head; after 4, the new one. Nothing is ever half-applied.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from volfs.blobs import Digest
@@ -111,6 +119,27 @@ class _WithExtra:
         return tree
 
 
+_turns = threading.local()
+
+
+@contextmanager
+def _head_turn(catalog: Catalog, volume_id: str) -> Iterator[None]:
+    """The volume's head turn, unless this thread holds it already: a commit made from
+    inside a commit's build callback goes ahead (the outer one then retries on the new
+    head) instead of waiting forever for the turn its own thread holds."""
+    held: set[tuple[int, str]] = _turns.__dict__.setdefault("held", set())
+    key = (id(catalog), volume_id)
+    if key in held:
+        yield
+        return
+    with catalog.head_turn(volume_id):
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+
+
 def commit_changes(
     catalog: Catalog,
     volume_id: str,
@@ -133,37 +162,42 @@ def commit_changes(
         return CommitResult(None, attempts=attempt)
 
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        head = catalog.head(volume_id)
-        changes = build(head.root)
-        if not changes:
-            return nothing(attempt)
-        result = merge(_WithExtra(extra, catalog) if extra else catalog, head.root, changes)
-        if if_unchanged:
-            conflicts = sorted(
-                set(result.overwrites) | set(changed_since_seen(catalog, head.root, changes))
-            )
-            if conflicts:
-                paths = ", ".join(join_path(p) for p in conflicts[:5])
-                raise ConflictError(
-                    f"commit refused: changed by someone else since this mount's base: {paths}"
+        with _head_turn(catalog, volume_id):
+            head = catalog.head(volume_id)
+            changes = build(head.root)
+            if not changes:
+                return nothing(attempt)
+            result = merge(_WithExtra(extra, catalog) if extra else catalog, head.root, changes)
+            if if_unchanged:
+                conflicts = sorted(
+                    set(result.overwrites) | set(changed_since_seen(catalog, head.root, changes))
                 )
-        if result.root == head.root:
-            return nothing(attempt)
-        described = describe(changes)
-        snapshot = SnapshotRecord(
-            SnapshotId(new_id("sn")),
-            head.volume_id,
-            result.root,
-            head.id,
-            time.time(),
-            origin,
-            overwrites=[{"path": join_path(p), "previous": head.id} for p in result.overwrites],
-            changed=described[:MAX_CHANGES_RECORDED],
-            changed_count=len(described),
-        )
-        try:
-            catalog.advance_head(head.id, snapshot, {**extra, **result.writer.pending})
-        except HeadMoved:
+                if conflicts:
+                    paths = ", ".join(join_path(p) for p in conflicts[:5])
+                    raise ConflictError(
+                        f"commit refused: changed by someone else since this mount's base: {paths}"
+                    )
+            if result.root == head.root:
+                return nothing(attempt)
+            described = describe(changes)
+            snapshot = SnapshotRecord(
+                SnapshotId(new_id("sn")),
+                head.volume_id,
+                result.root,
+                head.id,
+                time.time(),
+                origin,
+                overwrites=[{"path": join_path(p), "previous": head.id} for p in result.overwrites],
+                changed=described[:MAX_CHANGES_RECORDED],
+                changed_count=len(described),
+            )
+            try:
+                catalog.advance_head(head.id, snapshot, {**extra, **result.writer.pending})
+            except HeadMoved:
+                moved = True  # a writer that does not take turns (a rollback) won the swap
+            else:
+                moved = False
+        if moved:
             time.sleep(random.uniform(0, 0.002 * min(attempt, 20)))
             continue
         catalog.remember_trees(result.writer.decoded)
