@@ -67,6 +67,11 @@ class ObjectStore(Protocol):
         """Fails with one line if the bucket cannot be reached."""
         ...
 
+    def connect(self) -> None:
+        """Gets the client ready (no request): a daemon calls it at start, off its loop, so
+        that its first read or commit does not pay for it."""
+        ...
+
 
 class BlobBatch(Protocol):
     """Blobs added together and made durable together by :meth:`flush`.
@@ -83,6 +88,10 @@ class BlobBatch(Protocol):
         ``adopt``: the path ``fd`` was opened from, whose inode the caller promises will
         never change again; the backend may hard-link it in instead of copying.
         """
+        ...
+
+    def add(self, data: bytes) -> Digest:
+        """The blob of ``data`` (at most a chunk: a caller holds it in memory anyway)."""
         ...
 
     def flush(self) -> None: ...
@@ -164,9 +173,10 @@ class BlobStore(Protocol):
 
 
 def put_stream(
-    store: BlobStore, stream: BinaryIO, chunk_size: int = CHUNK_SIZE
+    batch: BlobBatch, stream: BinaryIO, chunk_size: int = CHUNK_SIZE
 ) -> tuple[tuple[Digest, ...], int]:
-    """Splits a stream into chunk blobs; returns (chunk digests, total size).
+    """Splits a stream into chunk blobs of ``batch`` (durable once it is flushed); returns
+    (chunk digests, total size).
 
     The digests are dense (one per chunk, in order); a tree entry lists them as
     ``tree.dense(digests)``.
@@ -177,7 +187,7 @@ def put_stream(
         data = _read_full(stream, chunk_size)
         if not data:
             break
-        chunks.append(store.put(data))
+        chunks.append(batch.add(data))
         total += len(data)
         if len(data) < chunk_size:
             break

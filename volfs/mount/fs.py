@@ -5,9 +5,10 @@ builds the reply. Errors become errnos in one place (:func:`_errors`): ``OSError
 ``VolfsError`` keep their errno; anything unexpected is logged once with its traceback
 and answered with EIO, so a bug never ends ``pyfuse3.main`` (and never unmounts).
 
-Which chunks a read has verified first, and which one ahead of it, is the view's policy
+Which chunks a read has verified first, and which ahead of it, is the view's policy
 (:meth:`~volfs.mount.view.ViewReader.read_plan`); this adapter only carries it out: in
-worker threads, one check per chunk however many reads wait for it.
+worker threads (AHEAD_THREADS at most for the checks ahead), one check per chunk however
+many reads wait for it; it tells the view whether a handle reads sequentially.
 
 Committed content is immutable, so every open keeps the kernel page cache and entries
 and attributes are cached for minutes: the view only changes under the kernel at
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 300.0
 XATTR_CONTROL = "user.volfs.control"
+#: A read starting this close to where the handle's last read ended is sequential.
+SEQUENTIAL_SLACK = 4 * 1024 * 1024
+#: Worker threads verifying (for remote blobs: fetching) chunks ahead of readers at once.
+AHEAD_THREADS = 8
 _KIND_BITS = {
     Kind.FILE: stat.S_IFREG,
     Kind.DIR: stat.S_IFDIR,
@@ -75,11 +80,13 @@ def _errors(handler: F) -> F:
 
 
 class _Handle:
-    __slots__ = ("node", "write")
+    __slots__ = ("node", "read_end", "write")
 
     def __init__(self, node: Node, write: bool) -> None:
         self.node = node
         self.write = write
+        #: Where the last read ended: a read starting near it is sequential.
+        self.read_end = 0
 
 
 class VolfsOperations(pyfuse3.Operations):
@@ -113,6 +120,8 @@ class VolfsOperations(pyfuse3.Operations):
         #: Starts a background task (the daemon's nursery); None: verify inline, no read-ahead.
         self.spawn: Callable[..., Any] | None = None
         self._verifying: dict[Digest, trio.Event] = {}
+        #: Bounds the checks run ahead of readers (each holds at most a chunk in memory).
+        self._ahead_limiter = trio.CapacityLimiter(AHEAD_THREADS)
 
     # -- helpers -----------------------------------------------------------------------------
     def _ino(self, inode: int) -> int:
@@ -363,9 +372,13 @@ class VolfsOperations(pyfuse3.Operations):
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        node = self._handles[fh].node
+        handle = self._handles[fh]
+        node = handle.node
         if self.spawn is not None:  # else no read-ahead: read() verifies inline
-            plan = self.overlay.read_plan(node, off, size)
+            # The kernel's own read-ahead may answer a little out of order.
+            sequential = abs(off - handle.read_end) <= SEQUENTIAL_SLACK
+            handle.read_end = max(handle.read_end, off + size) if sequential else off + size
+            plan = self.overlay.read_plan(node, off, size, sequential=sequential)
             for digest in plan.ahead:
                 if digest not in self._verifying:
                     self.spawn(self._verify_quietly, digest)
@@ -373,7 +386,7 @@ class VolfsOperations(pyfuse3.Operations):
                 await self._verify(digest)
         return self.overlay.read(node, off, size)
 
-    async def _verify(self, digest: Digest) -> None:
+    async def _verify(self, digest: Digest, limiter: trio.CapacityLimiter | None = None) -> None:
         """Verifies a chunk in a worker thread; concurrent readers of it wait for one check."""
         running = self._verifying.get(digest)
         if running is not None:
@@ -383,7 +396,7 @@ class VolfsOperations(pyfuse3.Operations):
             return None
         done = self._verifying[digest] = trio.Event()
         try:
-            await trio.to_thread.run_sync(self.overlay.verify_chunk, digest)
+            await trio.to_thread.run_sync(self.overlay.verify_chunk, digest, limiter=limiter)
             del self._verifying[digest]
         finally:
             done.set()
@@ -391,7 +404,7 @@ class VolfsOperations(pyfuse3.Operations):
 
     async def _verify_quietly(self, digest: Digest) -> None:
         try:
-            await self._verify(digest)
+            await self._verify(digest, self._ahead_limiter)
         except (VolfsError, OSError) as exc:
             # A read-ahead: the read that needs this chunk reports the error to its caller.
             log.debug("read-ahead check of chunk %s failed: %s", digest, exc)
