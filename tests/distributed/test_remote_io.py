@@ -1,8 +1,8 @@
-"""The distributed data path's request counts: uploads at commit, fetches on cold reads.
+"""The distributed data path's request counts: uploads, and fetches on cold reads.
 
 Uploads are counted in-process with boto3's event hooks on the store's own client (how
-many PUTs, how many at once, whether they start before ``flush``); cold reads through a
-real mount on the second machine, with ``VOLFS_S3_TRACE`` (one line per request).
+many PUTs of blobs, how many at once); cold reads through a real mount on the second
+machine, with ``VOLFS_S3_TRACE`` (one line per request).
 """
 
 from __future__ import annotations
@@ -35,80 +35,69 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) ->
 
 
 class PutCounter:
-    """Counts a client's PutObject requests: all, in flight now, most in flight at once.
-    ``gate`` cleared holds every PUT before it is sent."""
+    """Counts a client's PutObject requests of blobs: all, in flight now, most in flight at
+    once. ``gate`` cleared holds every one before it is sent."""
 
     def __init__(self, client: Any) -> None:
         self.lock = threading.Lock()
-        self.started = self.in_flight = self.most = 0
+        self.keys: list[str] = []
+        self.in_flight = self.most = 0
         self.gate = threading.Event()
         self.gate.set()
-        client.meta.events.register("before-call.s3.PutObject", self._before)
+        client.meta.events.register("before-parameter-build.s3.PutObject", self._before)
         client.meta.events.register("after-call.s3.PutObject", self._after)
 
-    def _before(self, **_: Any) -> None:
+    def _before(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        if "/blobs/" not in params["Key"]:
+            return
+        context["counted"] = True
         with self.lock:
-            self.started += 1
+            self.keys.append(params["Key"])
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)
         self.gate.wait(60)
 
-    def _after(self, **_: Any) -> None:
-        with self.lock:
-            self.in_flight -= 1
+    def _after(self, context: dict[str, Any], **_: Any) -> None:
+        if context.get("counted"):
+            with self.lock:
+                self.in_flight -= 1
 
 
-@pytest.fixture
-def store(cluster: Cluster) -> Store:
-    return Store.open(cluster.machines[0])
-
-
-def blob_file(tmp_path: Path, i: int, size: int = 4096) -> int:
-    path = tmp_path / f"blob{i}"
-    path.write_bytes(i.to_bytes(4, "big") * (size // 4))
-    return os.open(path, os.O_RDONLY)
-
-
-def test_commit_uploads_each_new_blob_once_while_hashing_with_bounded_requests(
-    store: Store, tmp_path: Path
+def test_put_uploads_blobs_in_parallel_bounded_and_each_once(
+    cluster: Cluster, tmp_path: Path
 ) -> None:
-    puts = PutCounter(store.blobs.bucket.client)
-    batch = store.blobs.batch()
-    fds = [blob_file(tmp_path, i) for i in range(40 + 2 * UPLOAD_THREADS)]
-    digests = set()
-    for fd in fds[:40] + fds[:10]:  # ten of them twice: the same digest is sent once
-        digests.add(batch.add_range(fd, 0, 4096)[0])
-    # The uploads began as the blobs were added, before the commit's flush.
-    wait_for(lambda: puts.started == 40, "uploaded before flush")
-    batch.flush()
-    assert puts.started == 40 == len(digests)
-    for d in digests:
-        assert store.blobs.bucket.head("blobs", d) == 4096
+    from volfs import Volume
 
-    # However many blobs a commit adds, only UPLOAD_THREADS wait for the bucket at once:
-    # the next add_range waits for a free one (memory stays bounded).
-    puts.gate.clear()  # every PUT now waits at the gate
-    batch = store.blobs.batch()
-    added = []
+    m1 = cluster.machines[0]
+    source = tmp_path / "source"
+    source.mkdir()
+    distinct = 3 * UPLOAD_THREADS
+    for i in range(distinct + 10):  # ten files repeat others: their blob is sent once
+        (source / f"f{i:03}").write_text(f"content {i % distinct}")
+    vol = Volume.from_name("vol", create_if_missing=True, store=m1)
+    puts = PutCounter(Store.open(m1).blobs.bucket.client)
+    puts.gate.clear()  # every blob PUT waits at the gate
 
-    def add_all() -> None:
-        for fd in fds:  # the first 40 are in the bucket: nothing to send for them
-            added.append(batch.add_range(fd, 0, 4096)[0])
+    def upload() -> None:
+        with vol.batch_upload() as batch:
+            batch.put_directory(source, "/")
 
-    adder = threading.Thread(target=add_all)
-    adder.start()
+    uploader = threading.Thread(target=upload)
+    uploader.start()
     try:
+        # Uploaded in parallel, UPLOAD_THREADS at once: the rest wait for a free one.
         wait_for(lambda: puts.in_flight == UPLOAD_THREADS, "UPLOAD_THREADS PUTs in flight")
-        assert len(added) == 40 + UPLOAD_THREADS  # the next one waits for a free upload
-        assert adder.is_alive()
+        assert len(puts.keys) == UPLOAD_THREADS
     finally:
         puts.gate.set()
-        adder.join(60)
-    batch.flush()
-    assert len(added) == len(fds) and puts.started == len(fds)
+        uploader.join(120)
+    assert len(puts.keys) == distinct == len(set(puts.keys))
     assert puts.most == UPLOAD_THREADS
-    for fd in fds:
-        os.close(fd)
+    assert len(vol.listdir("/")) == distinct + 10
+    # The same content again: the bucket has every blob, nothing is sent.
+    with vol.batch_upload(force=True) as batch:
+        batch.put_directory(source, "/")
+    assert len(puts.keys) == distinct
 
 
 def blob_gets(trace: Path) -> list[str]:
