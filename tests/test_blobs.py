@@ -162,9 +162,7 @@ def test_put_stream_splits_at_the_chunk_size(
     blobs: LocalBlobStore, length: int, want: list[int]
 ) -> None:
     data = bytes(range(256))[:length] if length <= 256 else os.urandom(length)
-    batch = blobs.batch()
-    chunks, size = put_stream(batch, io.BytesIO(data), chunk_size=16)
-    batch.flush()
+    chunks, size = put_stream(blobs, io.BytesIO(data), chunk_size=16)
     assert size == length
     assert [blobs.size(d) for d in chunks] == want  # no empty trailing chunk on a multiple
     assert b"".join(iter_content(blobs, chunks)) == data
@@ -177,9 +175,7 @@ def test_put_stream_reassembles_from_short_reads(
 ) -> None:
     root = tmp_path_factory.mktemp("stream")
     store = LocalBlobStore(root / "blobs", root / "tmp")
-    batch = store.batch()
-    chunks, size = put_stream(batch, TrickleStream(data, step), chunk_size=chunk_size)  # type: ignore[arg-type]
-    batch.flush()
+    chunks, size = put_stream(store, TrickleStream(data, step), chunk_size=chunk_size)  # type: ignore[arg-type]
     assert size == len(data)
     sizes = [store.size(d) for d in chunks]
     assert all(s == chunk_size for s in sizes[:-1])

@@ -1,28 +1,21 @@
-"""The distributed data path's request counts: uploads, and fetches on cold reads.
-
-Uploads are counted in-process with boto3's event hooks on the store's own client (how
-many PUTs of blobs, how many at once); cold reads through a real mount on the second
-machine, with ``VOLFS_S3_TRACE`` (one line per request).
+"""The distributed data path's request counts: fetches on cold reads, through a real
+mount on the second machine, with ``VOLFS_S3_TRACE`` (one line per request).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cluster import Cluster
 from mounting import mounted, run_volfs
 
 from volfs.blobs import Digest, digest_of
-from volfs.blobs.s3 import UPLOAD_THREADS
 from volfs.config import CHUNK_SIZE
 from volfs.mount.view import REMOTE_CHUNKS_AHEAD, REMOTE_FILES_AHEAD
-from volfs.store import Store
 
 pytestmark = [pytest.mark.mount, pytest.mark.timeout(300)]
 
@@ -32,72 +25,6 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) ->
     while not predicate():
         assert time.monotonic() < deadline, f"still not {what} after {timeout}s"
         time.sleep(0.02)
-
-
-class PutCounter:
-    """Counts a client's PutObject requests of blobs: all, in flight now, most in flight at
-    once. ``gate`` cleared holds every one before it is sent."""
-
-    def __init__(self, client: Any) -> None:
-        self.lock = threading.Lock()
-        self.keys: list[str] = []
-        self.in_flight = self.most = 0
-        self.gate = threading.Event()
-        self.gate.set()
-        client.meta.events.register("before-parameter-build.s3.PutObject", self._before)
-        client.meta.events.register("after-call.s3.PutObject", self._after)
-
-    def _before(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        if "/blobs/" not in params["Key"]:
-            return
-        context["counted"] = True
-        with self.lock:
-            self.keys.append(params["Key"])
-            self.in_flight += 1
-            self.most = max(self.most, self.in_flight)
-        self.gate.wait(60)
-
-    def _after(self, context: dict[str, Any], **_: Any) -> None:
-        if context.get("counted"):
-            with self.lock:
-                self.in_flight -= 1
-
-
-def test_put_uploads_blobs_in_parallel_bounded_and_each_once(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    from volfs import Volume
-
-    m1 = cluster.machines[0]
-    source = tmp_path / "source"
-    source.mkdir()
-    distinct = 3 * UPLOAD_THREADS
-    for i in range(distinct + 10):  # ten files repeat others: their blob is sent once
-        (source / f"f{i:03}").write_text(f"content {i % distinct}")
-    vol = Volume.from_name("vol", create_if_missing=True, store=m1)
-    puts = PutCounter(Store.open(m1).blobs.bucket.client)
-    puts.gate.clear()  # every blob PUT waits at the gate
-
-    def upload() -> None:
-        with vol.batch_upload() as batch:
-            batch.put_directory(source, "/")
-
-    uploader = threading.Thread(target=upload)
-    uploader.start()
-    try:
-        # Uploaded in parallel, UPLOAD_THREADS at once: the rest wait for a free one.
-        wait_for(lambda: puts.in_flight == UPLOAD_THREADS, "UPLOAD_THREADS PUTs in flight")
-        assert len(puts.keys) == UPLOAD_THREADS
-    finally:
-        puts.gate.set()
-        uploader.join(120)
-    assert len(puts.keys) == distinct == len(set(puts.keys))
-    assert puts.most == UPLOAD_THREADS
-    assert len(vol.listdir("/")) == distinct + 10
-    # The same content again: the bucket has every blob, nothing is sent.
-    with vol.batch_upload(force=True) as batch:
-        batch.put_directory(source, "/")
-    assert len(puts.keys) == distinct
 
 
 def blob_gets(trace: Path) -> list[str]:

@@ -86,8 +86,6 @@ class VolumeUploadContextManager:
         #: Held from the first stored blob to the commit: gc keeps what the batch stored.
         self._lease = contextlib.ExitStack()
         self._leased = False
-        #: The content stored so far, made durable (and uploaded) before the commit.
-        self._blobs: blobs.BlobBatch | None = None
         #: Entered by ``async with``: the uploads asked for, run in a worker thread when
         #: the block ends (as modal's batch does its work in ``__aexit__``), so that
         #: ``put_file`` never blocks the event loop.
@@ -130,17 +128,8 @@ class VolumeUploadContextManager:
             return
         self._done = True
         with self._lease:
-            stored, self._blobs = self._blobs, None
             if exc_type is not None:
-                if stored is not None:
-                    stored.discard()
                 return  # the block failed: publish nothing
-            if stored is not None:
-                try:
-                    stored.flush()  # a head names content only once it is durable
-                except BaseException:
-                    stored.discard()
-                    raise
             if self._files or self._dirs:
                 self.result = self._commit(self._build, "api:put")
 
@@ -379,9 +368,7 @@ class VolumeUploadContextManager:
         if not self._leased:
             self._lease.enter_context(self._store.catalog.lease("api:put batch"))
             self._leased = True
-        if self._blobs is None:
-            self._blobs = self._store.blobs.batch()
-        digests, size = blobs.put_stream(self._blobs, reader)
+        digests, size = blobs.put_stream(self._store.blobs, reader)
         entry = Entry(
             parts[-1],
             Kind.FILE,

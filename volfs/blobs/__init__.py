@@ -90,10 +90,6 @@ class BlobBatch(Protocol):
         """
         ...
 
-    def add(self, data: bytes) -> Digest:
-        """The blob of ``data`` (at most a chunk: a caller holds it in memory anyway)."""
-        ...
-
     def flush(self) -> None: ...
 
     def discard(self) -> None:
@@ -173,10 +169,9 @@ class BlobStore(Protocol):
 
 
 def put_stream(
-    batch: BlobBatch, stream: BinaryIO, chunk_size: int = CHUNK_SIZE
+    store: BlobStore, stream: BinaryIO, chunk_size: int = CHUNK_SIZE
 ) -> tuple[tuple[Digest, ...], int]:
-    """Splits a stream into chunk blobs of ``batch`` (durable once it is flushed); returns
-    (chunk digests, total size).
+    """Splits a stream into chunk blobs; returns (chunk digests, total size).
 
     The digests are dense (one per chunk, in order); a tree entry lists them as
     ``tree.dense(digests)``.
@@ -187,7 +182,7 @@ def put_stream(
         data = _read_full(stream, chunk_size)
         if not data:
             break
-        chunks.append(batch.add(data))
+        chunks.append(store.put(data))
         total += len(data)
         if len(data) < chunk_size:
             break

@@ -314,33 +314,6 @@ class LocalBlobBatch:
         self.store.stats["bytes_written"] += len(data)
         return digest, len(data)
 
-    def add(self, data: bytes) -> Digest:
-        """The blob of ``data`` (written to a temp file now, made durable by ``flush``)."""
-        digest = digest_of(data)
-        if digest in self._pending or self.store.freshen(digest):
-            return digest
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.store.tmp_dir, prefix="blob-")
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, 0o444)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-            raise from_os_error(exc, f"writing blob {digest}") from exc
-        self._pending[digest] = tmp
-        self.store.stats["blobs_written"] += 1
-        self.store.stats["bytes_written"] += len(data)
-        return digest
-
     def _link(self, fd: int, path: str) -> str | None:
         """A new name in the temp dir for ``fd``'s inode, found by ``path``, its mtime now
         (gc's grace window counts from it); None where ``path`` names another inode by now
@@ -359,10 +332,6 @@ class LocalBlobBatch:
         os.utime(tmp)
         os.chmod(tmp, 0o444)
         return tmp
-
-    def pending_path(self, digest: Digest) -> str | None:
-        """The temp file a blob added (and not flushed) is in, None if not added here."""
-        return self._pending.get(digest)
 
     def flush(self) -> None:
         if not self._pending:

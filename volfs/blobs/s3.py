@@ -18,11 +18,11 @@ bounded (``cache_size``): past it, the least recently used blobs are evicted. Ev
 always safe: every blob a head names is in the bucket, and a blob not uploaded yet is
 named by no head (its commit has not landed; its bytes are still in the mount's scratch).
 
-Commit writes (and ``volume put``'s) go through :class:`S3Batch`: like the local batch
-(the bytes land in the cache first), then ``flush`` uploads what the bucket lacks, each
-digest once, UPLOAD_THREADS at a time (each holding one blob, at most a chunk, in
-memory). A failure to reach the bucket raises :class:`BackendUnavailableError` (one
-line) and changes no head.
+Commit writes go through :class:`S3Batch`: like the local batch (the bytes land in the
+cache first), then ``flush`` uploads what the bucket lacks, each digest once,
+UPLOAD_THREADS at a time (each holding one blob, at most a chunk, in memory). A failure
+to reach the bucket raises :class:`BackendUnavailableError` (one line) and changes no
+head.
 
 Concurrency: the boto3 client is thread-safe and created lazily per process (it must not
 cross a fork). ``VOLFS_S3_TRACE=<file>`` appends one line per request to that file (the
@@ -528,21 +528,12 @@ class S3Batch:
         before = self.local.new_blobs
         digest, size = self.local.add_range(fd, offset, length, adopt=adopt)
         if size:
-            self._note(digest, size, self.local.new_blobs > before)
+            if self.local.new_blobs > before:
+                self._new.add(digest)
+                self._bytes += size
+            else:
+                self._seen.add(digest)
         return digest, size
-
-    def add(self, data: bytes) -> Digest:
-        before = self.local.new_blobs
-        digest = self.local.add(data)
-        self._note(digest, len(data), self.local.new_blobs > before)
-        return digest
-
-    def _note(self, digest: Digest, size: int, new: bool) -> None:
-        if new:
-            self._new.add(digest)
-            self._bytes += size
-        else:
-            self._seen.add(digest)
 
     def flush(self) -> None:
         """Durable in the cache, then in the bucket; raises (changing no head) if it cannot."""
