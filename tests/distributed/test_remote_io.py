@@ -14,8 +14,7 @@ from cluster import Cluster
 from mounting import mounted, run_volfs
 
 from volfs.blobs import Digest, digest_of
-from volfs.config import CHUNK_SIZE
-from volfs.mount.view import REMOTE_CHUNKS_AHEAD, REMOTE_FILES_AHEAD
+from volfs.mount.view import REMOTE_FILES_AHEAD
 
 pytestmark = [pytest.mark.mount, pytest.mark.timeout(300)]
 
@@ -32,16 +31,12 @@ def blob_gets(trace: Path) -> list[str]:
     return [line.split()[-1] for line in lines if line.split()[1] == "GET" and "/blobs/" in line]
 
 
-def test_cold_reads_fetch_ahead_of_sequential_readers_and_each_blob_once(
+def test_reading_small_files_in_order_fetches_the_next_ones_ahead_and_each_once(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     m1, m2 = cluster.machines
     source = tmp_path / "source"
     (source / "d").mkdir(parents=True)
-    chunks = REMOTE_CHUNKS_AHEAD + 2
-    with open(source / "big.bin", "wb") as f:
-        for i in range(chunks):
-            f.write(i.to_bytes(4, "big") * (CHUNK_SIZE // 4))
     count = 3 * REMOTE_FILES_AHEAD
     for i in range(count):
         (source / "d" / f"f{i:03}").write_text(f"small file {i}")
@@ -50,18 +45,6 @@ def test_cold_reads_fetch_ahead_of_sequential_readers_and_each_blob_once(
     trace = tmp_path / "trace"
     monkeypatch.setenv("VOLFS_S3_TRACE", str(trace))
     with mounted(m2, "vol", tmp_path / "r") as r:
-        # A sequential reader of a large file: the next REMOTE_CHUNKS_AHEAD chunks come
-        # ahead of it, and every chunk is fetched once.
-        with open(r.path / "big.bin", "rb") as f:
-            assert f.read(1 << 20) == (0).to_bytes(4, "big") * (1 << 18)
-            wait_for(lambda: len(blob_gets(trace)) == 1 + REMOTE_CHUNKS_AHEAD, "read ahead")
-            rest = f.read()
-        assert len(rest) == chunks * CHUNK_SIZE - (1 << 20)
-        assert rest[-4:] == (chunks - 1).to_bytes(4, "big")
-        gets = blob_gets(trace)
-        assert len(gets) == chunks == len(set(gets))
-        trace.unlink()
-
         d = r.path / "d"
         names = sorted(os.listdir(d))
         # One small file read on its own fetches only itself.

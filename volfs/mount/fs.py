@@ -5,10 +5,9 @@ builds the reply. Errors become errnos in one place (:func:`_errors`): ``OSError
 ``VolfsError`` keep their errno; anything unexpected is logged once with its traceback
 and answered with EIO, so a bug never ends ``pyfuse3.main`` (and never unmounts).
 
-Which chunks a read has verified first, and which ahead of it, is the view's policy
+Which chunks a read has verified first, and which one ahead of it, is the view's policy
 (:meth:`~volfs.mount.view.ViewReader.read_plan`); this adapter only carries it out: in
-worker threads (AHEAD_THREADS at most for the checks ahead), one check per chunk however
-many reads wait for it; it tells the view whether a handle reads sequentially.
+worker threads, one check per chunk however many reads wait for it.
 
 Committed content is immutable, so every open keeps the kernel page cache and entries
 and attributes are cached for minutes: the view only changes under the kernel at
@@ -39,8 +38,6 @@ log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 300.0
 XATTR_CONTROL = "user.volfs.control"
-#: A read starting this close to where the handle's last read ended is sequential.
-SEQUENTIAL_SLACK = 4 * 1024 * 1024
 #: Worker threads verifying (for remote blobs: fetching) chunks ahead of readers at once.
 AHEAD_THREADS = 8
 _KIND_BITS = {
@@ -80,13 +77,11 @@ def _errors(handler: F) -> F:
 
 
 class _Handle:
-    __slots__ = ("node", "read_end", "write")
+    __slots__ = ("node", "write")
 
     def __init__(self, node: Node, write: bool) -> None:
         self.node = node
         self.write = write
-        #: Where the last read ended: a read starting near it is sequential.
-        self.read_end = 0
 
 
 class VolfsOperations(pyfuse3.Operations):
@@ -372,13 +367,9 @@ class VolfsOperations(pyfuse3.Operations):
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        handle = self._handles[fh]
-        node = handle.node
+        node = self._handles[fh].node
         if self.spawn is not None:  # else no read-ahead: read() verifies inline
-            # The kernel's own read-ahead may answer a little out of order.
-            sequential = abs(off - handle.read_end) <= SEQUENTIAL_SLACK
-            handle.read_end = max(handle.read_end, off + size) if sequential else off + size
-            plan = self.overlay.read_plan(node, off, size, sequential=sequential)
+            plan = self.overlay.read_plan(node, off, size)
             for digest in plan.ahead:
                 if digest not in self._verifying:
                     self.spawn(self._verify_quietly, digest)
