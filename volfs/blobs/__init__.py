@@ -67,11 +67,6 @@ class ObjectStore(Protocol):
         """Fails with one line if the bucket cannot be reached."""
         ...
 
-    def connect(self) -> None:
-        """Gets the client ready (no request): a daemon calls it at start, off its loop, so
-        that its first read or commit does not pay for it."""
-        ...
-
 
 class BlobBatch(Protocol):
     """Blobs added together and made durable together by :meth:`flush`.

@@ -258,12 +258,6 @@ class Bucket:
                 return
             token = page.get("NextContinuationToken")
 
-    def connect(self) -> None:
-        """Builds the client now: botocore loads S3's service model to build one, which
-        takes a second or more of CPU (measured 1.5-2.7 s under load, paid by the first
-        read or commit of a mount, with every worker thread waiting on the lock)."""
-        self.client  # noqa: B018 (the property builds it)
-
     def check(self) -> None:
         """Fails with one line if the bucket cannot be reached."""
         self._note("HEAD", self.key("bucket", "00"))

@@ -547,8 +547,6 @@ class MountDaemon:
                     self.ops.spawn = inner.start_soon
                     inner.start_soon(self._fuse_main)
                     inner.start_soon(trio.to_thread.run_sync, self._tune_bdi)
-                    if self.store.blobs.bucket is not None:
-                        inner.start_soon(trio.to_thread.run_sync, self.store.blobs.bucket.connect)
                     inner.start_soon(self._autocommit)
                     inner.start_soon(self._sync_handles)
                     if ready_fd is not None:
