@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 CACHE_TIMEOUT = 300.0
 XATTR_CONTROL = "user.volfs.control"
+#: Worker threads verifying (for remote blobs: fetching) chunks ahead of readers at once.
+AHEAD_THREADS = 8
 _KIND_BITS = {
     Kind.FILE: stat.S_IFREG,
     Kind.DIR: stat.S_IFDIR,
@@ -139,6 +141,8 @@ class VolfsOperations(pyfuse3.Operations):
         #: Starts a background task (the daemon's nursery); None: verify inline, no read-ahead.
         self.spawn: Callable[..., Any] | None = None
         self._verifying: dict[Digest, trio.Event] = {}
+        #: Bounds the checks run ahead of readers (each holds at most a chunk in memory).
+        self._ahead_limiter = trio.CapacityLimiter(AHEAD_THREADS)
 
     # -- helpers -----------------------------------------------------------------------------
     def _ino(self, inode: int) -> int:
@@ -439,7 +443,7 @@ class VolfsOperations(pyfuse3.Operations):
             stats.blob_read_bytes += len(data)
         return data
 
-    async def _verify(self, digest: Digest) -> None:
+    async def _verify(self, digest: Digest, limiter: trio.CapacityLimiter | None = None) -> None:
         """Verifies a chunk in a worker thread; concurrent readers of it wait for one check."""
         running = self._verifying.get(digest)
         if running is not None:
@@ -449,7 +453,7 @@ class VolfsOperations(pyfuse3.Operations):
             return None
         done = self._verifying[digest] = trio.Event()
         try:
-            await trio.to_thread.run_sync(self.overlay.verify_chunk, digest)
+            await trio.to_thread.run_sync(self.overlay.verify_chunk, digest, limiter=limiter)
             del self._verifying[digest]
         finally:
             done.set()
@@ -457,7 +461,7 @@ class VolfsOperations(pyfuse3.Operations):
 
     async def _verify_quietly(self, digest: Digest) -> None:
         try:
-            await self._verify(digest)
+            await self._verify(digest, self._ahead_limiter)
         except (VolfsError, OSError) as exc:
             # A read-ahead: the read that needs this chunk reports the error to its caller.
             log.debug("read-ahead check of chunk %s failed: %s", digest, exc)
