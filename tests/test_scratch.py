@@ -341,28 +341,33 @@ def test_a_scratch_file_from_before_anchors_is_found_again(tmp_path: Path) -> No
     assert scratch.pread(CHUNK_SIZE + 10, 0) == b"x" * 10 + bytes(CHUNK_SIZE - 10) + b"y" * 3
 
 
-def test_a_format_2_anchor_from_the_previous_daemon_is_read(tmp_path: Path) -> None:
-    """An overlay a daemon of the previous version left: its anchor has no flags byte."""
+@pytest.fixture
+def small_blobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Blobs]:
+    """Committed chunks of SMALL bytes, the scratch module's chunk size set to match."""
+    monkeypatch.setattr(volfs.mount.scratch, "CHUNK_SIZE", SMALL)
     blobs = _Blobs(tmp_path / "blobs")
     blobs.directory.mkdir()
+    yield blobs
+    blobs.close()
+
+
+def test_a_format_2_anchor_from_the_previous_daemon_is_read(
+    tmp_path: Path, small_blobs: _Blobs
+) -> None:
+    """An overlay a daemon of the previous version left: its anchor has no flags byte."""
+    blobs = small_blobs
     committed = os.urandom(3 * SMALL)
-    original = volfs.mount.scratch.CHUNK_SIZE
-    volfs.mount.scratch.CHUNK_SIZE = SMALL
-    try:
-        base = blobs.chunks(committed, SMALL)
-        (tmp_path / "f3").write_bytes(
-            b"VS2\n"
-            + struct.pack("<QI", len(committed), 2)
-            + b"".join(struct.pack("<Q16s", i, bytes.fromhex(d)) for i, d in base[:2])
-        )
-        (tmp_path / "f3.2").write_bytes(b"new")  # chunk 2 rewritten, chunks 0-1 as committed
-        scratch = ScratchFile.existing(str(tmp_path), "f3", blobs.open, ScratchStats())
-        expected = committed[: 2 * SMALL] + b"new" + bytes(SMALL - 3)
-        assert scratch.pread(1 << 10, 0) == expected
-        scratch.close()
-    finally:
-        volfs.mount.scratch.CHUNK_SIZE = original
-        blobs.close()
+    base = blobs.chunks(committed, SMALL)
+    (tmp_path / "f3").write_bytes(
+        b"VS2\n"
+        + struct.pack("<QI", len(committed), 2)
+        + b"".join(struct.pack("<Q16s", i, bytes.fromhex(d)) for i, d in base[:2])
+    )
+    (tmp_path / "f3.2").write_bytes(b"new")  # chunk 2 rewritten, chunks 0-1 as committed
+    scratch = ScratchFile.existing(str(tmp_path), "f3", blobs.open, ScratchStats())
+    expected = committed[: 2 * SMALL] + b"new" + bytes(SMALL - 3)
+    assert scratch.pread(1 << 10, 0) == expected
+    scratch.close()
 
 
 def _no_blobs(digest: Digest) -> int:
@@ -496,78 +501,71 @@ _CHANGES_TRIED: dict[str, tuple[str, int, bytes]] = {
 @pytest.mark.parametrize("change", sorted(_CHANGES_TRIED))
 @pytest.mark.parametrize("setup", sorted(_SETUPS))
 def test_a_crash_at_any_step_of_a_change_leaves_the_file_before_or_after_it(
-    tmp_path: Path, setup: str, change: str
+    tmp_path: Path, small_blobs: _Blobs, setup: str, change: str
 ) -> None:
     """What ext4 promises a process killed in write(2) or truncate(2), and what recovery
     needs of a mount killed in one: the file is as before the call or as after it (a write
     may land in part), never with bytes it did not hold, and no committed blob changes."""
-    blobs = _Blobs(tmp_path / "blobs")
-    blobs.directory.mkdir()
+    blobs = small_blobs
     committed = os.urandom(3 * SMALL)
-    original = volfs.mount.scratch.CHUNK_SIZE
-    volfs.mount.scratch.CHUNK_SIZE = SMALL
-    try:
-        prepared = tmp_path / "prepared"
-        prepared.mkdir()
-        scratch = ScratchFile.create(
-            str(prepared),
-            "f1",
-            blobs.open,
-            ScratchStats(),
-            base=blobs.chunks(committed, SMALL),
-            size=len(committed),
-        )
-        for op, number, data in _SETUPS[setup]:
-            if op == "write":
-                scratch.pwrite(data, number)
-            else:  # frozen and linked, as a commit adopting the segments leaves them
-                segments, _, _ = scratch.freeze()
-                for index, fd, path in segments:
-                    os.link(path, blobs.directory / f"linked-{index}")
-                    os.close(fd)
-        if change == "write past a shrink":
-            scratch.truncate(_CHANGES_TRIED[change][1])
-        scratch.close()
-        op, number, data = _CHANGES_TRIED[change]
-        linked = {p: p.read_bytes() for p in blobs.directory.iterdir()}
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    scratch = ScratchFile.create(
+        str(prepared),
+        "f1",
+        blobs.open,
+        ScratchStats(),
+        base=blobs.chunks(committed, SMALL),
+        size=len(committed),
+    )
+    for op, number, data in _SETUPS[setup]:
+        if op == "write":
+            scratch.pwrite(data, number)
+        else:  # frozen and linked, as a commit adopting the segments leaves them
+            segments, _, _ = scratch.freeze()
+            for index, fd, path in segments:
+                os.link(path, blobs.directory / f"linked-{index}")
+                os.close(fd)
+    if change == "write past a shrink":
+        scratch.truncate(_CHANGES_TRIED[change][1])
+    scratch.close()
+    op, number, data = _CHANGES_TRIED[change]
+    linked = {p: p.read_bytes() for p in blobs.directory.iterdir()}
 
-        def apply(directory: Path) -> None:
-            found = ScratchFile.existing(str(directory), "f1", blobs.open, ScratchStats())
-            if op == "truncate":
-                found.truncate(number)
-            else:
-                found.pwrite(data, number if op == "write" else 40)
+    def apply(directory: Path) -> None:
+        found = ScratchFile.existing(str(directory), "f1", blobs.open, ScratchStats())
+        if op == "truncate":
+            found.truncate(number)
+        else:
+            found.pwrite(data, number if op == "write" else 40)
+        found.close()
+
+    def content(directory: Path) -> bytes:
+        found = ScratchFile.existing(str(directory), "f1", blobs.open, ScratchStats())
+        try:
+            return found.pread(1 << 20, 0)
+        finally:
             found.close()
 
-        def content(directory: Path) -> bytes:
-            found = ScratchFile.existing(str(directory), "f1", blobs.open, ScratchStats())
-            try:
-                return found.pread(1 << 20, 0)
-            finally:
-                found.close()
-
-        before = content(prepared)
-        done = tmp_path / "done"
-        shutil.copytree(prepared, done)
-        apply(done)
-        after = content(done)
-        assert after != before
-        step = 1
-        while True:
-            crashed = tmp_path / f"crash{step}"
-            shutil.copytree(prepared, crashed)
-            finished = _die_at(step, lambda: apply(crashed))
-            got = content(crashed)
-            assert _could_be(got, before, after, torn=op != "truncate"), (
-                f"a crash at step {step} of {change} left {got!r}\n"
-                f"before: {before!r}\nafter:  {after!r}"
-            )
-            for path, held in linked.items():
-                assert path.read_bytes() == held, f"a crash at step {step} changed a blob"
-            if finished:
-                break
-            step += 1
-        assert step > 1
-    finally:
-        volfs.mount.scratch.CHUNK_SIZE = original
-        blobs.close()
+    before = content(prepared)
+    done = tmp_path / "done"
+    shutil.copytree(prepared, done)
+    apply(done)
+    after = content(done)
+    assert after != before
+    step = 1
+    while True:
+        crashed = tmp_path / f"crash{step}"
+        shutil.copytree(prepared, crashed)
+        finished = _die_at(step, lambda: apply(crashed))
+        got = content(crashed)
+        assert _could_be(got, before, after, torn=op != "truncate"), (
+            f"a crash at step {step} of {change} left {got!r}\n"
+            f"before: {before!r}\nafter:  {after!r}"
+        )
+        for path, held in linked.items():
+            assert path.read_bytes() == held, f"a crash at step {step} changed a blob"
+        if finished:
+            break
+        step += 1
+    assert step > 1
