@@ -230,6 +230,15 @@ def counting(fs: CeilingFS, counts: Counter[str]) -> None:
     """Counts every request ``fs`` answers (or refuses), by kind."""
 
     def wrap(name: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        if not inspect.iscoroutinefunction(handler):  # forget: pyfuse3 calls it, no reply
+
+            @functools.wraps(handler)
+            def counted_now(*args: Any) -> Any:
+                counts[name] += 1
+                return handler(*args)
+
+            return counted_now
+
         @functools.wraps(handler)
         async def counted(*args: Any) -> Any:
             counts[name] += 1
