@@ -25,7 +25,7 @@ from volfs.blobs import Digest, digest_of
 from volfs.config import CHUNK_SIZE
 from volfs.mount.inodes import ROOT_INO
 from volfs.mount.overlay import Overlay
-from volfs.mount.scratch import ScratchFile, ScratchStats
+from volfs.mount.scratch import REMOVER, ScratchFile, ScratchStats
 from volfs.store import Store
 
 pytestmark = pytest.mark.timeout(120)
@@ -147,6 +147,7 @@ def test_a_scratch_file_reads_back_what_was_written_and_frozen_segments_never_ch
         again = ScratchFile.existing(str(directory), "f1", store.open, stats)
         assert again.size == len(model) and again.pread(len(model), 0) == bytes(model)
         scratch.unlink()
+        REMOVER.wait()  # the files go in the background
         assert os.listdir(directory) == []
     finally:
         volfs.mount.scratch.CHUNK_SIZE = original

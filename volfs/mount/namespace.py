@@ -28,7 +28,7 @@ from volfs.clock import now_ns
 from volfs.core.tree import Chunks, Entry, Kind
 from volfs.mount.inodes import NO_XATTRS, ROOT_INO, Node
 from volfs.mount.journal import Journal
-from volfs.mount.scratch import ScratchFile, ScratchStats, check_size, chunk_span
+from volfs.mount.scratch import REMOVER, ScratchFile, ScratchStats, check_size, chunk_span
 from volfs.mount.view import ViewReader, check_name, os_error
 from volfs.store import Store
 
@@ -574,6 +574,7 @@ class Namespace(ViewReader):
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        REMOVER.wait()  # the overlay may be removed next: nothing still removing inside it
 
 
 def _not_deleted(directory: Node) -> None:

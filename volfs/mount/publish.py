@@ -32,7 +32,7 @@ from volfs.core.changes import Dir, Put, diff
 from volfs.core.tree import Chunks, Entry, Kind, Tree, TreeWriter, chunk_span, lookup
 from volfs.mount.inodes import ROOT_INO, Node
 from volfs.mount.orphans import Orphans
-from volfs.mount.scratch import ScratchFile, has_data
+from volfs.mount.scratch import REMOVER, ScratchFile, has_data
 from volfs.snapshots.commit import CommitResult, commit_changes
 
 
@@ -370,6 +370,7 @@ class Publishing(Orphans):
             pending = self.build_view(self.hash_files(self.prepare_commit()))
             result = self.publish(pending, if_unchanged=if_unchanged, origin=origin)
             self.finish_commit(pending)
+        REMOVER.wait()  # run to its end: the committed files' scratch files are gone too
         return result
 
 
