@@ -684,9 +684,11 @@ class TreeWriter:
         """Stores ``tree`` (a directory past :data:`SPLIT_ABOVE` entries as its leaves and
         an index over them) and returns its digest."""
         if tree.leaves is None and len(tree) > SPLIT_ABOVE:
-            index = Tree(leaves=tuple(self.put_leaf(leaf) for leaf in _cut(_raw_sorted(tree))))
-            digest = self._put(_encode_index(index.leaves or ()))
-            self._decoded[digest] = tree  # the flat tree in memory answers faster
+            leaves = tuple(self.put_leaf(leaf) for leaf in _cut(_raw_sorted(tree)))
+            digest = self._put(_encode_index(leaves))
+            # Kept split, as it is read back: whoever reads it next (a mount's listing, a
+            # catalog's cache) holds a leaf at a time, not the whole directory.
+            self._decoded.setdefault(digest, Tree(leaves=leaves, load=self.get_tree))
             return digest
         digest = self._put(encode(tree))
         self._decoded.setdefault(digest, tree)
