@@ -365,7 +365,7 @@ class SplitDirMachine(RuleBasedStateMachine):
         if isinstance(children, Listing) and not children.complete:
             cursor = children.cursor()
             listed = list(cursor.names_from(0))
-            assert sorted(name for _, name in listed) == sorted(view)
+            assert sorted(name for _, name, _ in listed) == sorted(view)
             if middle < len(listed):  # a readdir that resumes where the last one stopped
                 offset = listed[middle - 1][0] if middle else 0
                 assert list(cursor.names_from(offset)) == listed[middle:]

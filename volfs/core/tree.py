@@ -33,6 +33,16 @@ Canonical encoding, format 2 (all integers little-endian)::
 Format 1 (``VT1``: dense chunk lists, no links, files, dirs and symlinks only) is still
 read; every tree written is format 2.
 
+**Split directories** (format 3): a directory of more than :data:`SPLIT_ABOVE` entries
+is stored as an index over leaves, each leaf a format 2 tree of a run of its entries::
+
+    index   := b"VX3\\n" u32:count leaf*     first names ascending
+    leaf    := u16:len first_name u32:entries digest16 u64:size u64:files u64:links
+
+A leaf ends after each name whose xxh3-64 is 0 modulo :data:`LEAF_TARGET` (and at the
+directory's end): the leaves are a function of the names, so a directory has one encoding
+however it was built, and :meth:`Tree.updated` rewrites only the leaves a change touches.
+
 Names are raw bytes on disk; in Python they are ``str`` through ``os.fsdecode`` (so any
 Linux name round-trips). Pure: no I/O but through a :class:`TreeStore`.
 """
@@ -405,6 +415,10 @@ _CHUNK = struct.Struct("<Q16s")
 _CHUNK_PACK = _CHUNK.pack
 _NO_XATTRS = _U16(0)
 _FILE, _DIR, _SYMLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK
+_KINDS = [Kind(1), *Kind]  # by value (0 is not a kind: refused before indexing)
+_U16_FROM = struct.Struct("<H").unpack_from
+_U32_FROM = struct.Struct("<I").unpack_from
+_CHUNK_FROM = _CHUNK.unpack_from
 
 
 def _fsencode(name: str) -> bytes:
@@ -548,7 +562,7 @@ def _decode(data: bytes, version: int) -> Tree:
     entries: list[Entry] = []
     previous = b""
     for _ in range(count):
-        (n,) = struct.unpack_from("<H", data, pos)
+        (n,) = _U16_FROM(data, pos)
         pos += 2
         raw_name = data[pos : pos + n]
         if entries and raw_name <= previous:
@@ -561,22 +575,26 @@ def _decode(data: bytes, version: int) -> Tree:
             kind, mode, uid, gid, mtime_ns, size, link = _HEAD.unpack_from(data, pos)
             pos += _HEAD.size
             if link:
-                (nlink,) = struct.unpack_from("<I", data, pos)
+                (nlink,) = _U32_FROM(data, pos)
                 pos += 4
         else:
             kind, mode, uid, gid, mtime_ns, size = _HEAD_V1.unpack_from(data, pos)
             pos += _HEAD_V1.size
             if kind > Kind.SYMLINK:
                 raise ValueError(f"kind {kind} in a format 1 tree")
-        kind = Kind(kind)
+        kind = _KINDS[kind] if 0 < kind < len(_KINDS) else Kind(kind)  # Kind() raises
         chunks: Chunks = ()
         tree: Digest | None = None
         files = links = rdev = 0
         target = ""
-        if kind is Kind.FILE:
-            (nchunks,) = struct.unpack_from("<I", data, pos)
+        if kind is _FILE:
+            (nchunks,) = _U32_FROM(data, pos)
             pos += 4
-            if version == 2:
+            if version == 2 and nchunks == 1:  # most files: one chunk
+                index, raw = _CHUNK_FROM(data, pos)
+                chunks = ((index, Digest(raw.hex())),)
+                pos += _CHUNK.size
+            elif version == 2:
                 chunks = tuple(
                     (index, Digest(raw.hex()))
                     for index, raw in _CHUNK.iter_unpack(data[pos : pos + _CHUNK.size * nchunks])
@@ -600,22 +618,22 @@ def _decode(data: bytes, version: int) -> Tree:
                 (links,) = struct.unpack_from("<Q", data, pos)
                 pos += 8
         elif kind is Kind.SYMLINK:
-            (n,) = struct.unpack_from("<H", data, pos)
+            (n,) = _U16_FROM(data, pos)
             pos += 2
             target = os.fsdecode(data[pos : pos + n])
             pos += n
         elif kind is Kind.CHAR_DEVICE or kind is Kind.BLOCK_DEVICE:
             (rdev,) = struct.unpack_from("<Q", data, pos)
             pos += 8
-        (nx,) = struct.unpack_from("<H", data, pos)
+        (nx,) = _U16_FROM(data, pos)
         pos += 2
         xattrs = []
         for _ in range(nx):
-            (n,) = struct.unpack_from("<H", data, pos)
+            (n,) = _U16_FROM(data, pos)
             pos += 2
             key = os.fsdecode(data[pos : pos + n])
             pos += n
-            (vn,) = struct.unpack_from("<I", data, pos)
+            (vn,) = _U32_FROM(data, pos)
             pos += 4
             xattrs.append((key, data[pos : pos + vn]))
             pos += vn

@@ -21,7 +21,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterator
 from time import perf_counter_ns
 from typing import Any, TypeVar
 
@@ -347,9 +347,7 @@ class VolfsOperations(pyfuse3.Operations):
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         directory, listing = self._dirs[fh]
         if isinstance(listing, Cursor):
-            names: Iterable[tuple[int, str, int]] = (
-                (offset, name, 0) for offset, name in listing.names_from(start_id)
-            )
+            names = self._streamed(directory, listing, start_id)
         else:
             names = ((i + 1, *listing[i]) for i in range(start_id, len(listing)))
         table = self.overlay.table
@@ -367,6 +365,19 @@ class VolfsOperations(pyfuse3.Operations):
             table.looked_up(node)
         if len(table) > self._evict_above:
             self._over_cap()
+
+    def _streamed(
+        self, directory: int, cursor: Cursor, start: int
+    ) -> Iterator[tuple[int, str, int]]:
+        """A huge directory's (offset, name, ino) from ``start``, a node made for each name
+        as it is listed (0 if it is gone: the caller looks it up)."""
+        for offset, name, entry in cursor.names_from(start):
+            node = self.overlay.table.get(directory)
+            children = node.children if node is not None else None
+            ino = None
+            if isinstance(children, Listing):
+                ino = children.node_of(name, entry, cursor.tree)
+            yield offset, name, ino or 0
 
     @_errors
     async def releasedir(self, fh: int) -> None:

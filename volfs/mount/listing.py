@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
 
-from volfs.core.tree import Tree
+from volfs.core.tree import Entry, Tree
 
 if TYPE_CHECKING:
     from volfs.mount.inodes import InodeTable
@@ -44,10 +44,10 @@ class Listing(MutableMapping[str, int]):
         """The names that have a node, without loading any (what the kernel may hold)."""
         return self._loaded
 
-    def _load(self, name: str) -> int | None:
+    def _load(self, name: str, entry: Entry | None = None) -> int | None:
         if name in self._removed or self.complete:
             return None
-        entry = self.tree.get(name)
+        entry = entry or self.tree.get(name)
         if entry is None:
             return None
         node = self._table.from_entry(entry)
@@ -60,6 +60,14 @@ class Listing(MutableMapping[str, int]):
         if ino is None:
             ino = self._load(name)
         return default if ino is None else ino
+
+    def node_of(self, name: str, entry: Entry | None, tree: Tree) -> int | None:
+        """:meth:`get`, given the entry ``tree`` has for ``name`` (a readdir's cursor has
+        it): no second search of the tree, unless the listing moved to another since."""
+        ino = self._loaded.get(name)
+        if ino is None and entry is not None and tree is self.tree:
+            ino = self._load(name, entry)
+        return ino if ino is not None else self.get(name)
 
     def __getitem__(self, name: str) -> int:
         ino = self.get(name)
@@ -132,19 +140,21 @@ class Cursor:
     def __init__(self, tree: Tree, removed: frozenset[str], added: list[str]) -> None:
         self.tree, self.removed, self.added = tree, removed, added
 
-    def names_from(self, offset: int) -> Iterator[tuple[int, str]]:
-        """(the offset after it, name) of every name from ``offset`` on."""
+    def names_from(self, offset: int) -> Iterator[tuple[int, str, Entry | None]]:
+        """(the offset after it, name, its tree entry or None if added here) of every name
+        from ``offset`` on."""
         tree = self.tree
         count = len(tree.leaves) if tree.leaves is not None else 1  # a flat tree: one leaf
         first, position = divmod(offset, 1 << LEAF_BITS)
         for i in range(first, count):
             entries = tree.leaf(i).entries if tree.leaves is not None else tree.entries
             for p in range(position if i == first else 0, len(entries)):
-                if entries[p].name not in self.removed:
-                    yield (i << LEAF_BITS) + p + 1, entries[p].name
+                entry = entries[p]
+                if entry.name not in self.removed:
+                    yield (i << LEAF_BITS) + p + 1, entry.name, entry
         start = count << LEAF_BITS
         for k in range(max(offset - start, 0), len(self.added)):
-            yield start + k + 1, self.added[k]
+            yield start + k + 1, self.added[k], None
 
 
 def loaded(children: MutableMapping[str, int]) -> MutableMapping[str, int]:
