@@ -13,23 +13,21 @@ No pyfuse3 and no trio; single-threaded (the trio loop), like the inode table.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, MutableMapping
 
 from volfs.core.tree import Entry, Tree
 
-if TYPE_CHECKING:
-    from volfs.mount.inodes import InodeTable
+NodeMaker = Callable[[Entry], int]
+"""Makes the node of a committed entry, named in the directory; returns its ino."""
 
 
 class Listing(MutableMapping[str, int]):
     """Name -> ino of a directory committed as a split tree (module docstring)."""
 
-    __slots__ = ("_count", "_dir", "_loaded", "_removed", "_table", "complete", "tree")
+    __slots__ = ("_count", "_loaded", "_make", "_removed", "complete", "tree")
 
-    def __init__(self, table: InodeTable, directory: int, tree: Tree) -> None:
-        self._table = table
-        self._dir = directory
+    def __init__(self, make: NodeMaker, tree: Tree) -> None:
+        self._make = make
         self.tree = tree
         #: The names with a node: asked for, or added here.
         self._loaded: dict[str, int] = {}
@@ -50,10 +48,8 @@ class Listing(MutableMapping[str, int]):
         entry = entry or self.tree.get(name)
         if entry is None:
             return None
-        node = self._table.from_entry(entry)
-        node.add_link(self._dir, name)
-        self._loaded[name] = node.ino
-        return node.ino
+        ino = self._loaded[name] = self._make(entry)
+        return ino
 
     def get(self, name: str, default: int | None = None) -> int | None:  # type: ignore[override]
         ino = self._loaded.get(name)
@@ -106,9 +102,7 @@ class Listing(MutableMapping[str, int]):
         for entry in self.tree.iter_entries():
             name = entry.name
             if name not in self._loaded and name not in self._removed:
-                node = self._table.from_entry(entry)
-                node.add_link(self._dir, name)
-                self._loaded[name] = node.ino
+                self._loaded[name] = self._make(entry)
         self.complete = True
 
     def cursor(self) -> Cursor:

@@ -17,6 +17,7 @@ or trio. Every method is synchronous and runs on one thread (the trio loop), exc
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -93,17 +94,18 @@ class ViewReader:
         if node.children is None:
             assert node.base is not None and node.base.tree is not None
             tree = self.catalog.get_tree(node.base.tree)
+            make = functools.partial(self._child, node.ino)
             if tree.is_split:
-                node.children = Listing(self.table, node.ino, tree)
+                node.children = Listing(make, tree)
             else:
-                children: dict[str, int] = {}
-                for entry in tree.entries:
-                    child = self.table.from_entry(entry)
-                    child.add_link(node.ino, entry.name)
-                    children[entry.name] = child.ino
-                node.children = children
+                node.children = {entry.name: make(entry) for entry in tree.entries}
             self.table.listed[node.ino] = None
         return node.children
+
+    def _child(self, parent_ino: int, entry: Entry) -> int:
+        child = self.table.from_entry(entry)
+        child.add_link(parent_ino, entry.name)
+        return child.ino
 
     def lookup(self, parent_ino: int, name: str) -> Node:
         parent = self.node(parent_ino)
