@@ -496,7 +496,7 @@ def build_volume(store: Store, name: str, files: int, per_dir: int = 1000) -> No
         if i % per_dir == 0:
             changes[(d,)] = Dir(Entry(d, Kind.DIR, 0o755), None, frozenset({"mode"}))
         changes[(d, f"f{i:07d}")] = Put(
-            Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=dense(chunks))
+            Entry(f"f{i:07d}", Kind.FILE, 0o644, size=size, chunks=chunks)
         )
     commit_changes(store.catalog, volume.id, lambda head: changes, origin="bench")
 

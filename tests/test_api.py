@@ -166,7 +166,7 @@ def test_ephemeral_volumes_of_killed_processes_are_swept(store: Store) -> None:
 
 def test_info_reports_size_files_head_and_format(vol: Volume) -> None:
     info = vol.info()
-    assert (info.name, info.size, info.files, info.format_version) == ("vol", 0, 0, 2)
+    assert (info.name, info.size, info.files, info.format_version) == ("vol", 0, 0, 3)
     put(vol, {"a": b"12345", "d/b": b"678", "d/e/c": b""})
     info = vol.info()
     assert (info.size, info.files) == (8, 3)

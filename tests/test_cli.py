@@ -149,7 +149,7 @@ def test_create_list_and_info(store: Store) -> None:
         v["name"] for v in json.loads(ok("volume", "list", "--env", "dev", "--json").stdout)
     ] == ["elsewhere"]
     info = json.loads(ok("volume", "info", "one", "--json").stdout)
-    assert info["name"] == "one" and info["files"] == 0 and info["format_version"] == 2
+    assert info["name"] == "one" and info["files"] == 0 and info["format_version"] == 3
     assert "Files:" in ok("volume", "info", "one").stdout
 
 

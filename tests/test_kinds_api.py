@@ -367,12 +367,12 @@ def test_a_format_1_store_opens_upgrades_in_place_and_reads_its_old_trees(tmp_pa
     data = os.urandom(CHUNK_SIZE + 4321)  # two dense chunks in the VT1 tree
     volume_id, root_digest = _make_format_1_store(path, data)
     store = Store(path)  # a fresh open of the whole store, as the next process would
-    assert (path / "format").read_text() == "volfs-store 2\n"
+    assert (path / "format").read_text() == "volfs-store 3\n"
     assert not [p for p in path.iterdir() if p.name.startswith("format.")]  # no temp left
-    assert store.format_version == 2 and store.catalog.format_version == 2
-    assert store.catalog.get_volume_by_id(volume_id).format_version == 2
+    assert store.format_version == 3 and store.catalog.format_version == 3
+    assert store.catalog.get_volume_by_id(volume_id).format_version == 3
     vol = Volume.from_name("old", store=store)
-    assert vol.info().format_version == 2
+    assert vol.info().format_version == 3
     assert b"".join(vol.read_file("d/big.bin")) == data
     assert b"".join(vol.read_file("d/ln")) == data  # the VT1 symlink, followed
     assert [(e.path, e.type, e.link) for e in vol.listdir("d")] == [
@@ -388,18 +388,18 @@ def test_a_format_1_store_opens_upgrades_in_place_and_reads_its_old_trees(tmp_pa
     assert fsck(store).clean
 
 
-def test_a_new_store_is_format_2(tmp_path: Path) -> None:
+def test_a_new_store_is_format_3(tmp_path: Path) -> None:
     store = Store(tmp_path / "new")
-    assert (tmp_path / "new" / "format").read_text() == "volfs-store 2\n"
-    assert store.catalog.format_version == 2
+    assert (tmp_path / "new" / "format").read_text() == "volfs-store 3\n"
+    assert store.catalog.format_version == 3
     Volume.objects.create("v", store=store)
-    assert Volume.from_name("v", store=store).info().format_version == 2
+    assert Volume.from_name("v", store=store).info().format_version == 3
     future = tmp_path / "future"  # a store of a format this volfs does not know: refused
     future.mkdir()
-    (future / "format").write_text("volfs-store 3\n")
-    with pytest.raises(volfs.VolfsError, match="format 3; this volfs reads formats 1 to 2"):
+    (future / "format").write_text("volfs-store 4\n")
+    with pytest.raises(volfs.VolfsError, match="format 4; this volfs reads formats 1 to 3"):
         Store(future)
-    assert (future / "format").read_text() == "volfs-store 3\n"
+    assert (future / "format").read_text() == "volfs-store 4\n"
 
 
 def test_the_snapshot_root_keeps_its_link_count(vol: Volume, store: Store) -> None:

@@ -7,7 +7,7 @@ This docstring is the one authoritative schema. Two LMDB environments live in a 
 =============  ====================================  ==========================================
 database       key                                   value
 =============  ====================================  ==========================================
-``meta``       ``b"format_version"``                 ascii integer (currently ``2``)
+``meta``       ``b"format_version"``                 ascii integer (currently ``3``)
 ``names``      ``env + b"\\0" + name``                volume id, ascii (``vo-…``)
 ``volumes``    volume id                             JSON :class:`VolumeRecord`
 ``snapshots``  snapshot id (``sn-…``)                JSON :class:`SnapshotRecord`

@@ -27,7 +27,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,7 @@ class _TreeCache(OrderedDict[Digest, Tree]):
     def put(self, digest: Digest, tree: Tree) -> None:
         self.pop(digest, None)
         self[digest] = tree
-        self.entries += len(tree.entries)
+        self.entries += tree.weight
         while len(self) > 1 and (len(self) > self.max_trees or self.entries > self.max_entries):
             self.popitem(last=False)
 
@@ -187,12 +187,12 @@ class _TreeCache(OrderedDict[Digest, Tree]):
         tree = super().pop(digest, None)
         if tree is None:
             return default
-        self.entries -= len(tree.entries)
+        self.entries -= tree.weight
         return tree
 
     def popitem(self, last: bool = True) -> tuple[Digest, Tree]:
         digest, tree = super().popitem(last)
-        self.entries -= len(tree.entries)
+        self.entries -= tree.weight
         return digest, tree
 
     def clear(self) -> None:
@@ -226,9 +226,12 @@ class LmdbCatalog:
         self._damaged = self.env.open_db(b"damaged")
         self._leases = self.runtime.open_db(b"leases")
         self._tree_cache = _TreeCache(self.TREE_CACHE_SIZE, self.TREE_CACHE_ENTRIES)
+        #: Where split trees read their leaves: this catalog, or the catalog it caches for
+        #: (the distributed catalog, whose leaves may be only in the bucket).
+        self.load_leaf: Callable[[Digest], Tree] = self.get_tree
         self._cache_lock = threading.Lock()
         #: Counters the tests assert on where cost matters.
-        self.stats = {"trees_written": 0, "trees_read": 0}
+        self.stats = {"trees_written": 0, "trees_read": 0, "tree_bytes_read": 0}
         with self.env.begin() as txn:
             stored = txn.get(b"format_version", db=self._meta)
         if stored is None or int(stored) < FORMAT_VERSION:
@@ -295,11 +298,12 @@ class LmdbCatalog:
         # Verify like a blob (xxh3 costs little next to decoding): a damaged tree must
         # fail loudly, never list wrong entries.
         try:
-            tree = decode_verified(raw, digest)
+            tree = decode_verified(raw, digest, self.load_leaf)
         except ValueError as exc:
             log.error("tree %s in the catalog is damaged (%s)", digest, exc)
             raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
         self.stats["trees_read"] += 1
+        self.stats["tree_bytes_read"] += len(raw)
         with self._cache_lock:
             self._tree_cache.put(digest, tree)
         return tree
@@ -309,6 +313,8 @@ class LmdbCatalog:
         (a commit's new trees are the next commit's and the next reload's first reads)."""
         with self._cache_lock:
             for digest, tree in trees.items():
+                if tree.leaves is not None:  # read its leaves from here, not from its writer
+                    tree = Tree(leaves=tree.leaves, load=self.load_leaf)
                 self._tree_cache.put(digest, tree)
 
     def put_trees(self, trees: dict[Digest, bytes]) -> None:
@@ -852,9 +858,15 @@ class LmdbSweep:
         if raw is None:
             return None
         try:
-            return decode_verified(bytes(raw), digest)
+            return decode_verified(bytes(raw), digest, self._leaf)
         except ValueError as exc:
             raise CorruptionError(f"tree {digest} is damaged ({exc})") from None
+
+    def _leaf(self, digest: Digest) -> Tree:
+        tree = self.tree(digest)
+        if tree is None:
+            raise CorruptionError(f"tree {digest}, a leaf of a split directory, is missing")
+        return tree
 
     def fresh_trees(self) -> dict[Digest, float]:
         return {

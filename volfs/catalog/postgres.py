@@ -82,7 +82,14 @@ from volfs.catalog.records import (
     new_volume_records,
 )
 from volfs.catalog.watch import HEAD_CHANNEL, ListenWatch
-from volfs.core.tree import EMPTY_TREE, Kind, Tree, decode, decode_verified, encode, tree_digest
+from volfs.core.tree import (
+    EMPTY_TREE,
+    Tree,
+    decode_verified,
+    encode,
+    references,
+    tree_digest,
+)
 from volfs.errors import (
     AlreadyExistsError,
     BackendUnavailableError,
@@ -130,6 +137,7 @@ class PgCatalog:
     def __init__(self, cache: LmdbCatalog, meta_url: str, bucket: ObjectStore) -> None:
         #: This machine's LMDB catalog: cached trees, views' trees, the runtime tables.
         self.cache = cache
+        cache.load_leaf = self.get_tree  # a split tree's leaves may be only in the bucket
         self.meta_url = meta_url
         #: Capability (see the interface): the trees' shared home.
         self.bucket = bucket
@@ -223,9 +231,7 @@ class PgCatalog:
         check: set[Digest] = set()
 
         def children(raw: bytes) -> None:
-            for entry in decode(raw).entries:
-                if entry.kind is Kind.DIR and entry.tree and entry.tree not in todo:
-                    check.add(entry.tree)
+            check.update(d for d in references(raw) if d not in todo)
 
         for raw in trees.values():
             children(raw)

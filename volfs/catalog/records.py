@@ -25,9 +25,10 @@ from volfs.blobs import Digest
 from volfs.core.tree import EMPTY_TREE, Entry, Kind, tree_digest
 from volfs.errors import VolfsError
 
-#: The store format this code writes (README, "Store format"); format 1 stores are read and
-#: upgraded when opened (their VT1 trees stay as they are: tree.py decodes both).
-FORMAT_VERSION = 2
+#: The store format this code writes (README, "Store format"); format 1 and 2 stores are
+#: read and upgraded when opened (their trees stay as they are: tree.py decodes them all).
+#: 2: sparse files, special kinds, hard links (VT2); 3: huge directories split (VX3).
+FORMAT_VERSION = 3
 VolumeId = NewType("VolumeId", str)
 SnapshotId = NewType("SnapshotId", str)
 MountId = NewType("MountId", str)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from volfs.core.tree import META_FIELDS, Entry, Kind, TreeStore
+from volfs.core.tree import META_FIELDS, Entry, Kind, TreeStore, differing
 
 Path = tuple[str, ...]
 
@@ -83,7 +83,8 @@ def _diff_dir(store: TreeStore, old: Entry, new: Entry, path: Path, out: Changes
     old_tree = store.get_tree(old.tree)
     new_tree = store.get_tree(new.tree)
     changed = False
-    for entry in new_tree.entries:
+    new_side, old_side = differing(old_tree, new_tree)
+    for entry in new_side:
         before = old_tree.get(entry.name)
         if before is entry or before == entry:
             continue  # most of a changed directory: the very entry object the view kept
@@ -103,7 +104,7 @@ def _diff_dir(store: TreeStore, old: Entry, new: Entry, path: Path, out: Changes
         elif fields := meta_diff(before, entry):
             out[child] = SetMeta(entry, fields)
             changed = True
-    for entry in old_tree.entries:
+    for entry in old_side:
         if new_tree.get(entry.name) is None:
             out[path + (entry.name,)] = Remove(entry)
             changed = True

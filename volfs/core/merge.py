@@ -141,15 +141,15 @@ def _apply_meta(entry: Entry, source: Entry, fields: frozenset[str]) -> Entry:
 def _apply_children(
     writer: TreeWriter, tree: Tree, node: _Node, path: Path, result: MergeResult
 ) -> Tree:
-    entries = {e.name: e for e in tree.entries}
+    # Only the changed names are looked up and replaced: in a split directory that reads
+    # and rewrites the leaves they fall in, not the directory.
+    changed: dict[str, Entry | None] = {}
     for name, child in node.children.items():
-        child_path = path + (name,)
-        new = _apply(writer, entries.get(name), child, child_path, result)
-        if new is None:
-            entries.pop(name, None)
-        else:
-            entries[name] = new.with_(name=name) if new.name != name else new
-    return Tree.of(entries)
+        head = tree.get(name)
+        new = _apply(writer, head, child, path + (name,), result)
+        if new is not head:
+            changed[name] = new
+    return tree.updated(changed, writer)
 
 
 def _apply(
@@ -230,18 +230,18 @@ def _remove(
     # Remove what the writer saw of this directory; keep what others added meanwhile.
     seen_tree = writer.get_tree(seen.tree) if seen.kind is Kind.DIR and seen.tree else EMPTY_TREE
     assert head.tree is not None
-    entries = {}
-    for entry in writer.get_tree(head.tree).entries:
-        before = seen_tree.get(entry.name)
-        if before is None:
-            entries[entry.name] = entry
-            continue
-        kept = _remove(writer, entry, before, path + (entry.name,), result)
-        if kept is not None:
-            entries[entry.name] = kept
-    if not entries:
+    head_tree = writer.get_tree(head.tree)
+    changed: dict[str, Entry | None] = {}
+    for before in seen_tree.iter_entries():
+        entry = head_tree.get(before.name)
+        if entry is not None:
+            kept = _remove(writer, entry, before, path + (before.name,), result)
+            if kept is not entry:
+                changed[before.name] = kept
+    tree = head_tree.updated(changed, writer)
+    if not len(tree):
         return None
-    return writer.dir_entry(head, Tree.of(entries))
+    return writer.dir_entry(head, tree)
 
 
 # --- hard-link groups ---------------------------------------------------------------------------

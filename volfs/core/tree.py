@@ -33,6 +33,16 @@ Canonical encoding, format 2 (all integers little-endian)::
 Format 1 (``VT1``: dense chunk lists, no links, files, dirs and symlinks only) is still
 read; every tree written is format 2.
 
+**Split directories** (format 3): a directory of more than :data:`SPLIT_ABOVE` entries
+is stored as an index over leaves, each leaf a format 2 tree of a run of its entries::
+
+    index   := b"VX3\\n" u32:count leaf*     first names ascending
+    leaf    := u16:len first_name u32:entries digest16 u64:size u64:files u64:links
+
+A leaf ends after each name whose xxh3-64 is 0 modulo :data:`LEAF_TARGET` (and at the
+directory's end): the leaves are a function of the names, so a directory has one encoding
+however it was built, and :meth:`Tree.updated` rewrites only the leaves a change touches.
+
 Names are raw bytes on disk; in Python they are ``str`` through ``os.fsdecode`` (so any
 Linux name round-trips). Pure: no I/O but through a :class:`TreeStore`.
 """
@@ -43,17 +53,24 @@ import dataclasses
 import os
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from operator import itemgetter
 from typing import Protocol
+
+import xxhash
 
 from volfs.blobs import Digest, digest_of
 from volfs.config import CHUNK_SIZE
 
 MAGIC = b"VT2\n"
 MAGIC_V1 = b"VT1\n"
+MAGIC_INDEX = b"VX3\n"
+#: A directory of more entries than this is stored split: an index block over leaves.
+SPLIT_ABOVE = 4096
+#: The mean entries per leaf of a split directory (see :func:`_is_boundary`).
+LEAF_TARGET = 1024
 #: Sizes are u64 in the encoding; a directory's total saturates here instead of wrapping.
 MAX_TOTAL = (1 << 64) - 1
 
@@ -161,22 +178,118 @@ def dense(digests: tuple[Digest, ...] | list[Digest]) -> Chunks:
     return tuple(enumerate(digests))
 
 
-@dataclass(frozen=True)
-class Tree:
-    entries: tuple[Entry, ...]
-    _index: dict[str, Entry] = dataclasses.field(init=False, repr=False, compare=False)
+TreeLoader = Callable[[Digest], "Tree"]
+"""Reads a stored tree by digest (a catalog's ``get_tree``): how a split tree reads its leaves."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {e.name: e for e in self.entries})
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """One block of a split directory: its first name, digest and what it holds."""
+
+    first: str
+    digest: Digest
+    count: int
+    size: int
+    files: int
+    links: int
+
+
+def _no_loader(digest: Digest) -> Tree:
+    raise ValueError(f"leaf {digest} of a split tree read without a tree store")
+
+
+class Tree:
+    """One directory's listing, sorted by raw name bytes.
+
+    Either **flat** (its entries in memory: every directory up to :data:`SPLIT_ABOVE`
+    entries, and any tree being built) or **split** (read back from an index block: its
+    :class:`Leaf` list, each leaf a flat tree read through ``load`` when needed). Both
+    answer the same questions; a split tree answers ``get`` by reading one leaf and
+    ``totals``/``len`` from its index alone.
+    """
+
+    __slots__ = ("_entries", "_index", "_firsts", "leaves", "_load")
+
+    def __init__(
+        self,
+        entries: tuple[Entry, ...] = (),
+        *,
+        leaves: tuple[Leaf, ...] | None = None,
+        load: TreeLoader | None = None,
+    ) -> None:
+        self._entries = entries
+        self.leaves = leaves
+        self._load = load or _no_loader
+        self._index: dict[str, Entry] | None = None
+        self._firsts: list[bytes] | None = None
+
+    @property
+    def is_split(self) -> bool:
+        return self.leaves is not None
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every entry, in order (a split tree reads each of its leaves)."""
+        if self.leaves is None:
+            return self._entries
+        return tuple(self.iter_entries())
+
+    def iter_entries(self) -> Iterator[Entry]:
+        """Every entry, in order, one leaf at a time (a listing that streams)."""
+        if self.leaves is None:
+            yield from self._entries
+            return
+        for i in range(len(self.leaves)):
+            yield from self.leaf(i).entries
+
+    def leaf(self, i: int) -> Tree:
+        """Leaf ``i`` of a split tree, checked against what the index says of it."""
+        assert self.leaves is not None
+        ref = self.leaves[i]
+        tree = self._load(ref.digest)
+        if tree.is_split or len(tree) != ref.count or tree._entries[0].name != ref.first:
+            raise ValueError(f"leaf {ref.digest} does not hold what its index says")
+        return tree
 
     def get(self, name: str) -> Entry | None:
-        return self._index.get(name)
+        if self.leaves is None:
+            if self._index is None:
+                self._index = {e.name: e for e in self._entries}
+            return self._index.get(name)
+        i = self._leaf_of(_fsencode(name))
+        return self.leaf(i).get(name) if i >= 0 else None
+
+    def _leaf_of(self, raw: bytes) -> int:
+        """The leaf whose range holds the name ``raw`` (-1: before the first)."""
+        assert self.leaves is not None
+        if self._firsts is None:
+            self._firsts = [_fsencode(ref.first) for ref in self.leaves]
+        return bisect_right(self._firsts, raw) - 1
 
     def names(self) -> list[str]:
-        return [e.name for e in self.entries]
+        return [e.name for e in self.iter_entries()]
 
     def __len__(self) -> int:
-        return len(self.entries)
+        if self.leaves is None:
+            return len(self._entries)
+        return sum(ref.count for ref in self.leaves)
+
+    @property
+    def weight(self) -> int:
+        """What this object holds in memory, in entries (a cache's measure)."""
+        return len(self._entries) if self.leaves is None else len(self.leaves)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Tree):
+            return NotImplemented
+        return self.entries == other.entries
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if self.leaves is None:
+            return f"Tree({self._entries!r})"
+        return f"Tree(<split: {len(self)} entries in {len(self.leaves)} leaves>)"
 
     @staticmethod
     def of(entries: Mapping[str, Entry] | list[Entry]) -> Tree:
@@ -186,8 +299,13 @@ class Tree:
 
     def totals(self) -> tuple[int, int, int]:
         """(bytes, files, link-group names) below this tree: what its directory entry carries."""
+        if self.leaves is not None:
+            size = sum(ref.size for ref in self.leaves)
+            files = sum(ref.files for ref in self.leaves)
+            links = sum(ref.links for ref in self.leaves)
+            return min(size, MAX_TOTAL), files, links
         size = files = links = 0
-        for e in self.entries:
+        for e in self._entries:
             if e.kind is Kind.DIR:
                 size += e.size
                 files += e.files
@@ -199,6 +317,90 @@ class Tree:
                 if e.link:
                     links += 1
         return min(size, MAX_TOTAL), files, links
+
+    def updated(self, changes: Mapping[str, Entry | None], writer: TreeWriter) -> Tree:
+        """This tree with ``changes`` applied (an entry per name; None removes the name).
+
+        A split tree reads and rewrites only the leaves the changed names fall in (and the
+        next one where a change removed the name a leaf ended on): a change in a directory
+        of millions of entries costs a leaf and the index, not the directory."""
+        if self.leaves is None:
+            entries = {e.name: e for e in self._entries}
+            _apply_changes(entries, changes)
+            return Tree.of(entries)
+        if not changes:
+            return self
+        by_leaf: dict[int, dict[str, Entry | None]] = {}
+        for name, entry in changes.items():
+            i = max(self._leaf_of(_fsencode(name)), 0)
+            by_leaf.setdefault(i, {})[name] = entry
+        leaves = list(self.leaves)
+        out: list[Leaf] = []
+        i = 0
+        while i < len(leaves):
+            if i not in by_leaf:
+                out.append(leaves[i])
+                i += 1
+                continue
+            entries = {e.name: e for e in self.leaf(i).entries}
+            _apply_changes(entries, by_leaf[i])
+            i += 1
+            run = sorted(((_fsencode(n), e) for n, e in entries.items()), key=itemgetter(0))
+            # A leaf ends on a boundary name (or the directory's end): if the change removed
+            # that name, the next leaf belongs to this one until a boundary comes again.
+            while i < len(leaves) and not (run and _is_boundary(run[-1][0])):
+                entries = {e.name: e for e in self.leaf(i).entries}
+                _apply_changes(entries, by_leaf.get(i, {}))
+                run += sorted(((_fsencode(n), e) for n, e in entries.items()), key=itemgetter(0))
+                i += 1
+            out += [writer.put_leaf(leaf) for leaf in _cut(run)]
+        if sum(ref.count for ref in out) <= SPLIT_ABOVE:
+            return Tree(tuple(e for ref in out for e in writer.get_tree(ref.digest).entries))
+        return Tree(leaves=tuple(out), load=writer.get_tree)
+
+
+def differing(old: Tree, new: Tree) -> tuple[Iterator[Entry], Iterator[Entry]]:
+    """The entries of ``new`` and of ``old`` that may differ between them: all, unless
+    both are split, then those outside the leaves they share (a shared leaf holds the
+    same entries in both), so comparing two versions of a huge directory reads only the
+    leaves a change touched."""
+    if old.leaves is None or new.leaves is None:
+        return new.iter_entries(), old.iter_entries()
+    shared = {ref.digest for ref in old.leaves} & {ref.digest for ref in new.leaves}
+    return _outside(new, shared), _outside(old, shared)
+
+
+def _outside(tree: Tree, shared: set[Digest]) -> Iterator[Entry]:
+    assert tree.leaves is not None
+    for i, ref in enumerate(tree.leaves):
+        if ref.digest not in shared:
+            yield from tree.leaf(i).entries
+
+
+def _apply_changes(entries: dict[str, Entry], changes: Mapping[str, Entry | None]) -> None:
+    for name, entry in changes.items():
+        if entry is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = entry if entry.name == name else entry.with_(name=name)
+
+
+def _is_boundary(raw_name: bytes) -> bool:
+    """A leaf of a split directory ends on each name this holds for (about one in
+    :data:`LEAF_TARGET`): the leaves follow from the names alone, so equal directories
+    get equal leaves however they were built, and a change moves no boundary but its own."""
+    return xxhash.xxh3_64_intdigest(raw_name) % LEAF_TARGET == 0
+
+
+def _cut(run: list[tuple[bytes, Entry]]) -> Iterator[Tree]:
+    """Sorted (raw name, entry) pairs cut into leaves after every boundary name."""
+    start = 0
+    for i, (raw, _) in enumerate(run):
+        if _is_boundary(raw):
+            yield Tree(tuple(e for _, e in run[start : i + 1]))
+            start = i + 1
+    if start < len(run):
+        yield Tree(tuple(e for _, e in run[start:]))
 
 
 EMPTY_TREE = Tree(())
@@ -213,6 +415,10 @@ _CHUNK = struct.Struct("<Q16s")
 _CHUNK_PACK = _CHUNK.pack
 _NO_XATTRS = _U16(0)
 _FILE, _DIR, _SYMLINK = Kind.FILE, Kind.DIR, Kind.SYMLINK
+_KINDS = [Kind(1), *Kind]  # by value (0 is not a kind: refused before indexing)
+_U16_FROM = struct.Struct("<H").unpack_from
+_U32_FROM = struct.Struct("<I").unpack_from
+_CHUNK_FROM = _CHUNK.unpack_from
 
 
 def _fsencode(name: str) -> bytes:
@@ -223,7 +429,73 @@ def _name_key(entry: Entry) -> bytes:
     return entry.name.encode("utf-8", "surrogateescape")
 
 
+def _raw_sorted(tree: Tree) -> list[tuple[bytes, Entry]]:
+    items = [(_fsencode(e.name), e) for e in tree.entries]
+    items.sort(key=itemgetter(0))
+    return items
+
+
 def encode(tree: Tree) -> bytes:
+    """The block ``tree`` is stored as: a split tree's index, or a flat tree's listing.
+
+    A flat tree of more than :data:`SPLIT_ABOVE` entries has no single block (its leaves
+    are blocks of their own): :meth:`TreeWriter.put_tree` stores it."""
+    if tree.leaves is not None:
+        return _encode_index(tree.leaves)
+    if len(tree._entries) > SPLIT_ABOVE:
+        raise ValueError(f"a directory of {len(tree)} entries is stored split: use a TreeWriter")
+    return _encode_listing(tree)
+
+
+_LEAF = struct.Struct("<I16sQQQ")
+
+
+def _encode_index(leaves: tuple[Leaf, ...]) -> bytes:
+    out = [MAGIC_INDEX, _U32(len(leaves))]
+    for ref in leaves:
+        first = _fsencode(ref.first)
+        out += [
+            _U16(len(first)),
+            first,
+            _LEAF.pack(ref.count, bytes.fromhex(ref.digest), ref.size, ref.files, ref.links),
+        ]
+    return b"".join(out)
+
+
+def _decode_index(data: bytes, load: TreeLoader | None) -> Tree:
+    (count,) = struct.unpack_from("<I", data, 4)
+    pos = 8
+    leaves: list[Leaf] = []
+    previous = b""
+    for _ in range(count):
+        (n,) = struct.unpack_from("<H", data, pos)
+        first = data[pos + 2 : pos + 2 + n]
+        pos += 2 + n
+        if leaves and first <= previous:
+            raise ValueError("index leaves out of order")
+        previous = first
+        entries, raw, size, files, links = _LEAF.unpack_from(data, pos)
+        pos += _LEAF.size
+        if not entries:
+            raise ValueError("an empty leaf in an index")
+        leaves.append(Leaf(os.fsdecode(first), Digest(raw.hex()), entries, size, files, links))
+    if pos != len(data):
+        raise ValueError("trailing bytes after index")
+    if sum(ref.count for ref in leaves) <= SPLIT_ABOVE:
+        raise ValueError("an index over a directory small enough for one block")
+    return Tree(leaves=tuple(leaves), load=load)
+
+
+def references(data: bytes) -> list[Digest]:
+    """The trees a stored block names: a listing's subdirectories, an index's leaves."""
+    if data[:4] == MAGIC_INDEX:
+        tree = decode(data)
+        assert tree.leaves is not None
+        return [ref.digest for ref in tree.leaves]
+    return [e.tree for e in decode(data).entries if e.kind is Kind.DIR and e.tree is not None]
+
+
+def _encode_listing(tree: Tree) -> bytes:
     # Sort here, not only in Tree.of: the encoding must be canonical however the Tree was
     # built (a Tree(...) with unsorted entries or xattrs would otherwise get another digest).
     # The hot path of every commit (a 1,000-entry directory each time one file in it
@@ -270,12 +542,15 @@ def encode(tree: Tree) -> bytes:
     return b"".join(out)
 
 
-def decode(data: bytes) -> Tree:
-    """The tree ``data`` encodes (format 2, or 1); ValueError if it is not a canonical one."""
+def decode(data: bytes, load: TreeLoader | None = None) -> Tree:
+    """The tree ``data`` encodes (a listing of format 2 or 1, or an index whose leaves
+    ``load`` reads); ValueError if it is not a canonical one."""
     magic = data[:4]
-    if magic != MAGIC and magic != MAGIC_V1:
+    if magic != MAGIC and magic != MAGIC_V1 and magic != MAGIC_INDEX:
         raise ValueError("not a volfs tree (bad magic)")
     try:
+        if magic == MAGIC_INDEX:
+            return _decode_index(data, load)
         return _decode(data, version=2 if magic == MAGIC else 1)
     except struct.error as exc:
         raise ValueError(f"truncated tree: {exc}") from None
@@ -287,7 +562,7 @@ def _decode(data: bytes, version: int) -> Tree:
     entries: list[Entry] = []
     previous = b""
     for _ in range(count):
-        (n,) = struct.unpack_from("<H", data, pos)
+        (n,) = _U16_FROM(data, pos)
         pos += 2
         raw_name = data[pos : pos + n]
         if entries and raw_name <= previous:
@@ -300,22 +575,26 @@ def _decode(data: bytes, version: int) -> Tree:
             kind, mode, uid, gid, mtime_ns, size, link = _HEAD.unpack_from(data, pos)
             pos += _HEAD.size
             if link:
-                (nlink,) = struct.unpack_from("<I", data, pos)
+                (nlink,) = _U32_FROM(data, pos)
                 pos += 4
         else:
             kind, mode, uid, gid, mtime_ns, size = _HEAD_V1.unpack_from(data, pos)
             pos += _HEAD_V1.size
             if kind > Kind.SYMLINK:
                 raise ValueError(f"kind {kind} in a format 1 tree")
-        kind = Kind(kind)
+        kind = _KINDS[kind] if 0 < kind < len(_KINDS) else Kind(kind)  # Kind() raises
         chunks: Chunks = ()
         tree: Digest | None = None
         files = links = rdev = 0
         target = ""
-        if kind is Kind.FILE:
-            (nchunks,) = struct.unpack_from("<I", data, pos)
+        if kind is _FILE:
+            (nchunks,) = _U32_FROM(data, pos)
             pos += 4
-            if version == 2:
+            if version == 2 and nchunks == 1:  # most files: one chunk
+                index, raw = _CHUNK_FROM(data, pos)
+                chunks = ((index, Digest(raw.hex())),)
+                pos += _CHUNK.size
+            elif version == 2:
                 chunks = tuple(
                     (index, Digest(raw.hex()))
                     for index, raw in _CHUNK.iter_unpack(data[pos : pos + _CHUNK.size * nchunks])
@@ -339,22 +618,22 @@ def _decode(data: bytes, version: int) -> Tree:
                 (links,) = struct.unpack_from("<Q", data, pos)
                 pos += 8
         elif kind is Kind.SYMLINK:
-            (n,) = struct.unpack_from("<H", data, pos)
+            (n,) = _U16_FROM(data, pos)
             pos += 2
             target = os.fsdecode(data[pos : pos + n])
             pos += n
         elif kind is Kind.CHAR_DEVICE or kind is Kind.BLOCK_DEVICE:
             (rdev,) = struct.unpack_from("<Q", data, pos)
             pos += 8
-        (nx,) = struct.unpack_from("<H", data, pos)
+        (nx,) = _U16_FROM(data, pos)
         pos += 2
         xattrs = []
         for _ in range(nx):
-            (n,) = struct.unpack_from("<H", data, pos)
+            (n,) = _U16_FROM(data, pos)
             pos += 2
             key = os.fsdecode(data[pos : pos + n])
             pos += n
-            (vn,) = struct.unpack_from("<I", data, pos)
+            (vn,) = _U32_FROM(data, pos)
             pos += 4
             xattrs.append((key, data[pos : pos + vn]))
             pos += vn
@@ -383,14 +662,16 @@ def _decode(data: bytes, version: int) -> Tree:
     return Tree(tuple(entries))
 
 
-def decode_verified(raw: bytes, digest: Digest) -> Tree:
+def decode_verified(raw: bytes, digest: Digest, load: TreeLoader | None = None) -> Tree:
     """Decodes stored tree bytes after checking them against their name (ValueError if not)."""
     if digest_of(raw) != digest:
         raise ValueError("digest mismatch")
-    return decode(raw)
+    return decode(raw, load)
 
 
 def tree_digest(tree: Tree) -> Digest:
+    if tree.leaves is None and len(tree) > SPLIT_ABOVE:
+        return TreeWriter(MemoryTreeStore()).put_tree(tree)
     return digest_of(encode(tree))
 
 
@@ -418,11 +699,29 @@ class TreeWriter:
         return self._decoded
 
     def put_tree(self, tree: Tree) -> Digest:
-        data = encode(tree)
+        """Stores ``tree`` (a directory past :data:`SPLIT_ABOVE` entries as its leaves and
+        an index over them) and returns its digest."""
+        if tree.leaves is None and len(tree) > SPLIT_ABOVE:
+            leaves = tuple(self.put_leaf(leaf) for leaf in _cut(_raw_sorted(tree)))
+            digest = self._put(_encode_index(leaves))
+            # Kept split, as it is read back: whoever reads it next (a mount's listing, a
+            # catalog's cache) holds a leaf at a time, not the whole directory.
+            self._decoded.setdefault(digest, Tree(leaves=leaves, load=self.get_tree))
+            return digest
+        digest = self._put(encode(tree))
+        self._decoded.setdefault(digest, tree)
+        return digest
+
+    def put_leaf(self, leaf: Tree) -> Leaf:
+        """Stores one leaf of a split directory; its entry in the index."""
+        digest = self._put(_encode_listing(leaf))
+        self._decoded.setdefault(digest, leaf)
+        size, files, links = leaf.totals()
+        return Leaf(leaf._entries[0].name, digest, len(leaf), size, files, links)
+
+    def _put(self, data: bytes) -> Digest:
         digest = digest_of(data)
-        if digest not in self.pending:
-            self.pending[digest] = data
-            self._decoded[digest] = tree
+        self.pending.setdefault(digest, data)
         return digest
 
     def dir_entry(self, template: Entry, tree: Tree) -> Entry:
@@ -453,7 +752,7 @@ class MemoryTreeStore:
 
     def absorb(self, writer: TreeWriter) -> None:
         for digest, data in writer.pending.items():
-            self.trees[digest] = decode(data)
+            self.trees[digest] = decode(data, self.get_tree)
 
 
 def lookup(store: TreeStore, root: Entry, parts: tuple[str, ...]) -> Entry | None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from volfs.core.changes import Path, meta_diff
-from volfs.core.tree import Entry, Kind, TreeStore
+from volfs.core.tree import Entry, Kind, TreeStore, differing
 
 
 class ChangeKind(StrEnum):
@@ -69,7 +69,8 @@ def _below(store: TreeStore, old: Entry, new: Entry, path: Path) -> Iterator[Dif
         return
     assert old.tree is not None and new.tree is not None
     old_tree, new_tree = store.get_tree(old.tree), store.get_tree(new.tree)
-    for name in sorted(set(old_tree.names()) | set(new_tree.names())):
+    new_side, old_side = differing(old_tree, new_tree)
+    for name in sorted({e.name for e in new_side} | {e.name for e in old_side}):
         before, after = old_tree.get(name), new_tree.get(name)
         if before == after:
             continue

@@ -205,6 +205,37 @@ class _Checker:
 
     # -- trees -----------------------------------------------------------------------------------
     def _read(self, digest: Digest) -> Tree | None:
+        """The directory ``digest`` names, verified; a split one with all its leaves read,
+        verified and checked against its index (each leaf counts as a tree checked)."""
+        tree = self._read_block(digest)
+        if tree is None or tree.leaves is None:
+            return tree
+        entries: list[Entry] = []
+        for ref in tree.leaves:
+            leaf = self._read_block(ref.digest)
+            if leaf is None:  # reported; where it is found is the directory's path
+                self.at.setdefault((digest, None), []).extend(self.at.pop((ref.digest, None), []))
+                return None
+            self.bad[ref.digest] = False
+            first = leaf.entries[0].name if len(leaf) else None
+            if leaf.is_split or (first, len(leaf), leaf.totals()) != (
+                ref.first,
+                ref.count,
+                (ref.size, ref.files, ref.links),
+            ):
+                self._problem(
+                    Problem(
+                        "tree-damaged",
+                        digest,
+                        f"leaf {ref.digest} does not hold what the index says of it",
+                    ),
+                    (digest, None),
+                )
+                return None
+            entries += leaf.entries
+        return Tree(tuple(entries))
+
+    def _read_block(self, digest: Digest) -> Tree | None:
         raw = self.store.catalog.get_tree_raw(digest)
         if raw is None:
             self._problem(
@@ -500,9 +531,9 @@ class _BucketChecker(_Checker):
         self.blob_size[digest] = size
         return size
 
-    def _read(self, digest: Digest) -> Tree | None:
+    def _read_block(self, digest: Digest) -> Tree | None:
         if digest == EMPTY_TREE_DIGEST:  # built into every catalog, never uploaded
-            return super()._read(digest)
+            return super()._read_block(digest)
         if digest not in self.listed_trees:
             self._problem(
                 Problem("tree-missing", digest, "the tree is missing from the object store"),

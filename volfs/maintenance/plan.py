@@ -274,6 +274,9 @@ class Marker:
                     f"tree {current} (under {where}) is missing; run `volfs fsck`"
                 )
             self.trees.add(current)
+            if tree.leaves is not None:  # a split directory: its leaves are trees to mark
+                stack += [ref.digest for ref in tree.leaves if ref.digest not in self.trees]
+                continue
             for entry in tree.entries:
                 if entry.kind is Kind.FILE:
                     self.blobs.update(

@@ -513,6 +513,7 @@ class MountDaemon:
             **({"follow": self.follower.stats} if self.follower is not None else {}),
             # What the mount holds in memory: the nodes of its inode table (tests read it).
             "nodes": len(self.overlay.table),
+            "catalog": dict(self.store.catalog.stats),
         }
 
     # -- statistics -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from time import perf_counter_ns
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from volfs.config import NAME_MAX, max_nodes
 from volfs.core.tree import Kind, stored_bytes
 from volfs.errors import CorruptionError, VolfsError
 from volfs.mount.inodes import Node
+from volfs.mount.listing import Cursor, Listing
 from volfs.mount.overlay import Overlay
 from volfs.mount.stats import BUCKETS, MountStats, op_index
 
@@ -134,7 +135,7 @@ class VolfsOperations(pyfuse3.Operations):
         self.control_info = control_info
         self._handles: dict[int, _Handle] = {}
         #: Open directories: their ino and their listing at opendir.
-        self._dirs: dict[int, tuple[int, list[tuple[str, int]]]] = {}
+        self._dirs: dict[int, tuple[int, list[tuple[str, int]] | Cursor]] = {}
         self._next_fh = 1
         self._on_open = on_open
         self._on_release = on_release
@@ -331,7 +332,12 @@ class VolfsOperations(pyfuse3.Operations):
     @_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self.overlay.node(self._ino(inode))
-        listing = list(self.overlay.children(node).items())
+        children = self.overlay.children(node)
+        listing: list[tuple[str, int]] | Cursor
+        if isinstance(children, Listing) and not children.complete:
+            listing = children.cursor()  # a huge directory: listed leaf by leaf
+        else:
+            listing = list(children.items())
         fh = self._next_fh
         self._next_fh += 1
         self._dirs[fh] = (node.ino, listing)
@@ -340,22 +346,38 @@ class VolfsOperations(pyfuse3.Operations):
     @_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         directory, listing = self._dirs[fh]
+        if isinstance(listing, Cursor):
+            names = self._streamed(directory, listing, start_id)
+        else:
+            names = ((i + 1, *listing[i]) for i in range(start_id, len(listing)))
         table = self.overlay.table
-        for index in range(start_id, len(listing)):
-            name, ino = listing[index]
+        for offset, name, ino in names:
             node = table.get(ino)
-            if node is None:  # released since opendir (forgotten), or removed
+            if node is None:  # released since opendir (forgotten), removed, or not loaded
                 try:
                     node = self.overlay.lookup(directory, name)
                 except OSError:
                     continue
             elif not node.links:
                 continue  # removed since opendir
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(node), index + 1):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), self.attrs(node), offset):
                 break
             table.looked_up(node)
         if len(table) > self._evict_above:
             self._over_cap()
+
+    def _streamed(
+        self, directory: int, cursor: Cursor, start: int
+    ) -> Iterator[tuple[int, str, int]]:
+        """A huge directory's (offset, name, ino) from ``start``, a node made for each name
+        as it is listed (0 if it is gone: the caller looks it up)."""
+        for offset, name, entry in cursor.names_from(start):
+            node = self.overlay.table.get(directory)
+            children = node.children if node is not None else None
+            ino = None
+            if isinstance(children, Listing):
+                ino = children.node_of(name, entry, cursor.tree)
+            yield offset, name, ino or 0
 
     @_errors
     async def releasedir(self, fh: int) -> None:

@@ -33,13 +33,14 @@ No pyfuse3 here; single-threaded (the trio loop).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from volfs.blobs import Digest
 from volfs.clock import now_ns
 from volfs.core.tree import Chunks, Entry, Kind
+from volfs.mount.listing import loaded
 
 if TYPE_CHECKING:
     from volfs.mount.scratch import ScratchFile
@@ -50,6 +51,9 @@ NO_XATTRS: Mapping[str, bytes] = MappingProxyType({})
 
 Link = tuple[int, str]
 """One name of a node: (parent ino, name)."""
+
+Children = MutableMapping[str, int]
+"""A directory's names: a dict, or a huge directory's :class:`~volfs.mount.listing.Listing`."""
 
 
 class Node:
@@ -103,7 +107,7 @@ class Node:
         #: Bumped on every content change: a commit hashing off the loop notices writes.
         self.version = 0
         #: Directories: name -> ino, or None while not loaded from ``base``.
-        self.children: dict[str, int] | None = None
+        self.children: Children | None = None
         #: The committed entry this node was loaded from (directories load children from it).
         self.base: Entry | None = None
         #: Names of this node (see ``links``): None, one Link, or a set of several.
@@ -292,21 +296,21 @@ class InodeTable:
         whether a tree is in the catalog (a tree built by a commit that failed is not).
         Returns how many nodes went."""
         self._forgotten = 0
-        loaded: list[Node] = []  # directories with a listing, each before its subdirectories
+        listed: list[Node] = []  # directories with a listing, each before its subdirectories
         root = self._nodes[ROOT_INO]
         stack = [root] if root.children is not None else []
         while stack:
             directory = stack.pop()
-            loaded.append(directory)
+            listed.append(directory)
             assert directory.children is not None
-            for ino in directory.children.values():
+            for ino in loaded(directory.children).values():
                 child = self._nodes[ino]
                 if child.children is not None:
                     stack.append(child)
         released = 0
-        for directory in reversed(loaded):
-            children = directory.children
-            assert children is not None
+        for directory in reversed(listed):
+            assert directory.children is not None
+            children = loaded(directory.children)
             entry = directory.cached
             if entry is None or entry.tree is None:
                 continue  # changed: its listing exists only here
@@ -337,7 +341,7 @@ class InodeTable:
             directory = self._nodes.get(ino)
             if directory is None or directory.children is None or directory.cached is None:
                 continue
-            for name, child_ino in directory.children.items():
+            for name, child_ino in loaded(directory.children).items():
                 child = self._nodes[child_ino]
                 if child.lookups > 0 and _releasable(child, referenced=True):
                     names.append((ino, name))

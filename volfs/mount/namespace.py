@@ -26,7 +26,7 @@ from typing import Any
 from volfs.catalog import SnapshotRecord, VolumeRecord, entry_to_json
 from volfs.clock import now_ns
 from volfs.core.tree import Chunks, Entry, Kind
-from volfs.mount.inodes import NO_XATTRS, ROOT_INO, Node
+from volfs.mount.inodes import NO_XATTRS, ROOT_INO, Children, Node
 from volfs.mount.journal import Journal
 from volfs.mount.scratch import REMOVER, ScratchFile, ScratchStats, check_size, chunk_span
 from volfs.mount.view import ViewReader, check_name, os_error
@@ -195,7 +195,7 @@ class Namespace(ViewReader):
         parent.mtime_ns = parent.ctime_ns = now_ns()
         self.table.invalidate(parent)
 
-    def _check_new_name(self, parent: Node, name: str) -> dict[str, int]:
+    def _check_new_name(self, parent: Node, name: str) -> Children:
         self._writable()
         _not_deleted(parent)
         children = self.children(parent)

@@ -31,6 +31,7 @@ from volfs.blobs import BlobBatch, Digest
 from volfs.core.changes import Dir, Put, diff
 from volfs.core.tree import Chunks, Entry, Kind, Tree, TreeWriter, chunk_span, lookup
 from volfs.mount.inodes import ROOT_INO, Node
+from volfs.mount.listing import Listing
 from volfs.mount.orphans import Orphans
 from volfs.mount.scratch import REMOVER, ScratchFile, has_data
 from volfs.snapshots.commit import CommitResult, commit_changes
@@ -213,6 +214,10 @@ class Publishing(Orphans):
                     files=node.base.files,
                     links=node.base.links,
                 )
+            elif isinstance(node.children, Listing) and not node.children.complete:
+                entry, clean = self._listing_entry(
+                    meta, node.children, writer, results, dry, held, path
+                )
             else:
                 entries = []
                 for child_name, child_ino in node.children.items():
@@ -294,6 +299,38 @@ class Publishing(Orphans):
         if clean and not dry:
             node.cached = entry
         return entry, clean
+
+    def _listing_entry(
+        self,
+        meta: Entry,
+        listing: Listing,
+        writer: TreeWriter,
+        results: dict[int, HashResult],
+        dry: bool,
+        held: _Held | None,
+        path: tuple[str, ...],
+    ) -> tuple[Entry, bool]:
+        """A huge directory as an entry: its tree with only the names this mount loaded,
+        added or removed put in (the leaves they fall in rewritten, no more)."""
+        names, removed = listing.changes()
+        changes: dict[str, Entry | None] = dict.fromkeys(removed)
+        clean = True
+        for child_name in names:
+            child = self.table[listing.loaded[child_name]]
+            child_path = (*path, child_name)
+            if held is not None and child.writers and child.kind is Kind.FILE:
+                clean = False
+                changes[child_name] = held.committed(child_path)
+                continue
+            cached = child.cached
+            if cached is not None and cached.with_(name=child_name) == listing.tree.get(child_name):
+                continue  # as loaded: the tree has it
+            child_entry, child_clean = self._entry(
+                child, child_name, writer, results, dry, held, child_path
+            )
+            changes[child_name] = child_entry
+            clean = clean and child_clean
+        return writer.dir_entry(meta, listing.tree.updated(changes, writer)), clean
 
     def publish(
         self, pending: PendingCommit, *, if_unchanged: bool = False, origin: str = "mount"

@@ -28,9 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from volfs.catalog import SnapshotRecord
-from volfs.core.tree import META_FIELDS, Entry, Kind
+from volfs.core.tree import META_FIELDS, Entry, Kind, differing
 from volfs.errors import OpenFilesError
 from volfs.mount.inodes import NO_XATTRS, ROOT_INO, Node
+from volfs.mount.listing import Listing, loaded
 from volfs.mount.orphans import Orphans
 
 
@@ -89,7 +90,7 @@ class Rebasing(Orphans):
             return
         assert new.tree is not None
         tree = self.catalog.get_tree(new.tree)
-        for name, child_ino in list(node.children.items()):
+        for name, child_ino in list(loaded(node.children).items()):
             child = self.table[child_ino]
             entry = tree.get(name)
             child_path = f"{path}/{name}" if path else name
@@ -122,6 +123,15 @@ class Rebasing(Orphans):
             self._take_out(child, child_path, out)
             if entry is not None:
                 self._add_child(node, entry)
+        if isinstance(node.children, Listing):
+            # A huge directory loads the rest of its names when asked; the kernel forgets
+            # the names that came (it may hold them as not existing), found leaf by leaf.
+            assert old.tree is not None
+            added, _ = differing(self.catalog.get_tree(old.tree), tree)
+            for entry in added:
+                out.append(Invalidation(node.ino, entry.name))
+            node.children.rebased(tree)
+            return
         for entry in tree.entries:
             if entry.name not in node.children:
                 self._add_child(node, entry)
@@ -157,7 +167,7 @@ class Rebasing(Orphans):
                 continue
             assert entry.tree is not None
             tree = self.catalog.get_tree(entry.tree)
-            for name, ino in node.children.items():
+            for name, ino in loaded(node.children).items():
                 child = self.table[ino]
                 if child.cached is not None:
                     continue
@@ -173,7 +183,7 @@ class Rebasing(Orphans):
         is emptied, and what was loaded below it taken out too (the kernel may still hold
         any of them: a cwd, an open file)."""
         if node.kind is Kind.DIR:
-            for name, child_ino in list((node.children or {}).items()):
+            for name, child_ino in list(loaded(node.children or {}).items()):
                 child = self.table[child_ino]
                 child.remove_link(node.ino, name)
                 out.append(Invalidation(node.ino, name))

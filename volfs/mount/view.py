@@ -17,6 +17,7 @@ or trio. Every method is synchronous and runs on one thread (the trio loop), exc
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from volfs.blobs import Digest
 from volfs.config import CHUNK_SIZE, NAME_MAX
 from volfs.core.tree import Entry, Kind, chunk_at
-from volfs.mount.inodes import ROOT_INO, InodeTable, Node
+from volfs.mount.inodes import ROOT_INO, Children, InodeTable, Node
+from volfs.mount.listing import Listing
 from volfs.store import Store
 
 BLOB_FD_CACHE = 256
@@ -71,7 +73,7 @@ class ViewReader:
         self._blob_fds: OrderedDict[Digest, int] = OrderedDict()
         self._verified_chunks: set[Digest] = set()
         #: parent ino -> (its children dict, its names in order, name -> position).
-        self._sibling_orders: OrderedDict[int, tuple[dict[str, int], list[str], dict[str, int]]] = (
+        self._sibling_orders: OrderedDict[int, tuple[Children, list[str], dict[str, int]]] = (
             OrderedDict()
         )
         #: (parent ino, position) of the last small remote file read.
@@ -84,19 +86,26 @@ class ViewReader:
             raise os_error(errno.ENOENT, f"inode {ino}")
         return node
 
-    def children(self, node: Node) -> dict[str, int]:
+    def children(self, node: Node) -> Children:
+        """A directory's name -> ino, loaded from its tree on first use: whole, or for a
+        split (huge) directory a :class:`Listing` that loads one name at a time."""
         if node.kind is not Kind.DIR:
             raise os_error(errno.ENOTDIR)
         if node.children is None:
             assert node.base is not None and node.base.tree is not None
-            children: dict[str, int] = {}
-            for entry in self.catalog.get_tree(node.base.tree).entries:
-                child = self.table.from_entry(entry)
-                child.add_link(node.ino, entry.name)
-                children[entry.name] = child.ino
-            node.children = children
+            tree = self.catalog.get_tree(node.base.tree)
+            make = functools.partial(self._child, node.ino)
+            if tree.is_split:
+                node.children = Listing(make, tree)
+            else:
+                node.children = {entry.name: make(entry) for entry in tree.entries}
             self.table.listed[node.ino] = None
         return node.children
+
+    def _child(self, parent_ino: int, entry: Entry) -> int:
+        child = self.table.from_entry(entry)
+        child.add_link(parent_ino, entry.name)
+        return child.ino
 
     def lookup(self, parent_ino: int, name: str) -> Node:
         parent = self.node(parent_ino)
@@ -209,8 +218,8 @@ class ViewReader:
             return []
         parent_ino, name = min(node.links)
         parent = self.table.get(parent_ino)
-        if parent is None or parent.children is None:
-            return []
+        if parent is None or parent.children is None or isinstance(parent.children, Listing):
+            return []  # not loaded, or a huge directory: its order would load all of it
         order = self._sibling_orders.get(parent_ino)
         if order is None or order[0] is not parent.children:
             names = list(parent.children)

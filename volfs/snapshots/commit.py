@@ -115,7 +115,7 @@ class _WithExtra:
         raw = self.extra.get(digest)
         if raw is None:
             return self.base.get_tree(digest)
-        tree = self._decoded[digest] = decode(raw)
+        tree = self._decoded[digest] = decode(raw, self.get_tree)
         return tree
 
 
