@@ -615,31 +615,85 @@ def bench_memory(bench: Bench) -> None:
         bench.rows.append(Row(label, "MiB", None, rss / (1 << 20), False, note=note))
 
 
+def _run_counted(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, user + sys CPU) of one run of ``command``, in seconds. CPU is what holds
+    steady on a shared machine; wall is what a script waits for."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    assert proc.stderr is not None
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {proc.stderr.read().decode().strip()}")
+    proc.stderr.close()
+    return wall, usage.ru_utime + usage.ru_stime
+
+
 def bench_cli_start(bench: Bench) -> None:
-    """Wall time of `volfs commit` with nothing to commit: the CLI's start-up, mostly."""
+    """`volfs commit` with nothing to commit, as a script runs it (the console script): its
+    cost is the CLI's start-up, mostly. In the same loop, interleaved, the floors: a bare
+    Python start in this environment, without `site` (-S), and one that imports click."""
     ensure_volume(bench, "empty")
     runs = 20 if bench.quick else 50
     env = {**os.environ, "VOLFS_STORE": str(bench.store)}
+    python = sys.executable
+    volfs_script = str(Path(python).parent / "volfs")
     with volume_mount(bench, "empty", bench.workdir / "mnt-cli") as path:
-        command = [sys.executable, "-m", "volfs", "commit", str(path)]
-        subprocess.run(command, env=env, check=True, capture_output=True)  # warm the caches
-        samples = sorted(
-            timed(lambda: subprocess.run(command, env=env, check=True, capture_output=True))
-            for _ in range(runs)
-        )
-        python = median(
-            [timed(lambda: subprocess.run([sys.executable, "-c", "pass"])) for _ in range(runs)]
-        )
-    bench.rows.append(
-        Row(
-            "`volfs commit` no-op, wall",
-            "ms",
-            None,
-            median(samples) * 1000,
-            False,
-            note=f"p90 {samples[int(runs * 0.9)] * 1000:.0f} ms; `python -c pass` {python * 1000:.0f} ms",
-        )
+        commands = {
+            "commit PATH": [volfs_script, "commit", str(path)],
+            "commit": [volfs_script, "commit"],
+            "python -c pass": [python, "-c", "pass"],
+            "python -S -c pass": [python, "-S", "-c", "pass"],
+            "import click": [python, "-c", "import click"],
+        }
+        samples: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+        for round_ in range(runs + 1):
+            for key, command in commands.items():
+                sample = _run_counted(command, env)
+                if round_:  # the first round warms the page cache
+                    samples[key].append(sample)
+    load = os.getloadavg()[0]
+
+    def ms(key: str, index: int) -> float:
+        return median([s[index] for s in samples[key]]) * 1000
+
+    floors = (
+        f"same loop: python -c pass {ms('python -c pass', 0):.0f} ms wall, "
+        f"-S {ms('python -S -c pass', 0):.0f}, import click {ms('import click', 0):.0f}"
     )
+    if os.environ.get("PYTHONDONTWRITEBYTECODE") and not any(
+        (ROOT / "volfs" / "__pycache__").glob("*.pyc")
+    ):
+        floors += "; PYTHONDONTWRITEBYTECODE: volfs is compiled at every start"
+    for key in ("commit PATH", "commit"):
+        walls = sorted(s[0] for s in samples[key])
+        bench.rows.append(
+            Row(
+                f"`volfs {key}` no-op, wall",
+                "ms",
+                None,
+                ms(key, 0),
+                False,
+                note=f"p90 {walls[int(runs * 0.9)] * 1000:.0f} ms; load {load:.1f}"
+                + (f"; {floors}" if key == "commit PATH" else ""),
+            )
+        )
+        bench.rows.append(
+            Row(
+                f"`volfs {key}` no-op, CPU",
+                "ms",
+                None,
+                ms(key, 1),
+                False,
+                note="user+sys"
+                + (
+                    f"; python -c pass {ms('python -c pass', 1):.0f} ms, "
+                    f"-S {ms('python -S -c pass', 1):.0f}, import click {ms('import click', 1):.0f}"
+                    if key == "commit PATH"
+                    else ""
+                ),
+            )
+        )
 
 
 def _mount_time(bench: Bench, name: str) -> tuple[float, int]:

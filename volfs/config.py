@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # every command imports this module; most never need a path object
+    from pathlib import Path
 
 DEFAULT_ENVIRONMENT = "main"
 #: Files are split into chunks of this size. 8 MiB like Modal's blocks: large enough that a
@@ -25,6 +28,8 @@ MAX_NODES = 200_000
 
 
 def default_store_path() -> Path:
+    from pathlib import Path
+
     explicit = os.environ.get("VOLFS_STORE")
     if explicit:
         return Path(explicit)

@@ -31,14 +31,14 @@ import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volfs import errors
 from volfs.errors import MountError, PermissionDeniedError, VolfsError
 
 if TYPE_CHECKING:  # the server's; a client (``volfs commit``) starts without trio
+    from pathlib import Path
+
     import trio
 
 PROTOCOL_VERSION = 1
@@ -50,8 +50,9 @@ FSTYPE = "fuse.volfs"
 Handler = Callable[[dict[str, Any], "Peer"], Awaitable[dict[str, Any]]]
 
 
-@dataclass(frozen=True)
-class Peer:
+# The records here are NamedTuples, not frozen dataclasses: building one of those costs a
+# client a few ms of its start-up, and `volfs commit` is mostly start-up (test_cli_start).
+class Peer(NamedTuple):
     pid: int
     uid: int
     gid: int
@@ -206,8 +207,7 @@ def call(socket_path: str, op: str, timeout: float | None = 600.0, **args: Any) 
     raise cls(reply.get("error", "unknown error"))
 
 
-@dataclass(frozen=True)
-class MountInfo:
+class MountInfo(NamedTuple):
     path: str
     socket: str
     mount_id: str
@@ -220,8 +220,7 @@ class MountInfo:
     store: str | None = None
 
 
-@dataclass(frozen=True)
-class Unreachable:
+class Unreachable(NamedTuple):
     """A volfs mount whose daemon does not answer (hung, or gone): only its path is known."""
 
     path: str

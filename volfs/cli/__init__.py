@@ -3,19 +3,22 @@
 One module per command group, each defining its commands without knowing where they hang:
 
 - :mod:`~volfs.cli.volume`: ``volfs volume …`` (mirrors ``modal volume``)
-- :mod:`~volfs.cli.mount`: ``mount``, ``unmount``, ``commit``, ``reload``, ``status``, ``recover``
+- :mod:`~volfs.cli.mount`: ``mount``, ``unmount``, ``recover``
+- :mod:`~volfs.cli.control`: ``commit``, ``reload``, ``status`` (they only talk to daemons)
 - :mod:`~volfs.cli.admin`: ``fsck``, ``gc``, ``volume retention``, ``volume rollback``
 - :mod:`~volfs.cli.fork`: ``volume fork``, ``volume diff``
 - :mod:`~volfs.cli.stats`: ``volfs stats`` (and the observability options of ``mount``)
 - :mod:`~volfs.cli.store`: ``volfs store init`` / ``info`` (distributed mode)
 - :mod:`~volfs.cli._common`: what they share — the error boundary that makes every error
   one ``Error: …`` line and an exit code, the store, options, tables and JSON
+- :mod:`~volfs.cli._logs`: where the log records of the layers below go (``warning: …``)
 
 This file builds :data:`cli` and registers them (so the arrows point one way: this file
 imports the command modules, they import ``_common``, nothing imports this file back), and
 holds :func:`main`, the ``volfs`` console script (also ``python -m volfs``). A command's
-module is imported when that command runs (or ``--help`` lists it): ``volfs commit``
-imports neither the API, the catalog, pyfuse3 nor trio, and starts in a few tens of ms.
+module is imported when that command runs (or ``--help`` lists it), and gets the CLI's log
+handler then, unless it is one of :data:`_QUIET`: ``volfs commit`` imports neither the API,
+the catalog, pyfuse3, trio, pathlib nor logging, and starts in a few tens of ms.
 
 Must not: define commands or helpers of its own; hold behaviour (that belongs in
 :mod:`volfs.api` or, for mounts, :mod:`volfs.control` and :mod:`volfs.mount.launcher`).
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -40,9 +42,9 @@ _COMMANDS = {
     "gc": ("admin", "gc_cmd"),
     "mount": ("mount", "mount_cmd"),
     "unmount": ("mount", "unmount_cmd"),
-    "commit": ("mount", "commit_cmd"),
-    "reload": ("mount", "reload_cmd"),
-    "status": ("mount", "status_cmd"),
+    "commit": ("control", "commit_cmd"),
+    "reload": ("control", "reload_cmd"),
+    "status": ("control", "status_cmd"),
     "recover": ("mount", "recover_cmd"),
     "run": ("entrypoint", "run_cmd"),
     "stats": ("stats", "stats_cmd"),
@@ -56,7 +58,16 @@ _VOLUME_COMMANDS = (
 )
 
 
+#: The command modules that import nothing that logs: they run without the log handler, and
+#: so without the logging module (which costs `volfs commit` a tenth of its start-up).
+_QUIET = frozenset({"control"})
+
+
 def _load(module: str, attribute: str) -> click.Command:
+    if module not in _QUIET:
+        from volfs.cli import _logs
+
+        _logs.install()
     command: click.Command = getattr(importlib.import_module(f"volfs.cli.{module}"), attribute)
     if attribute == "volume_group" and isinstance(command, click.Group):
         for other in _VOLUME_COMMANDS:
@@ -89,7 +100,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 @click.option(
     "--store",
     "store_path",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
     envvar="VOLFS_STORE",
     metavar="PATH",
     help="The store directory (also VOLFS_STORE; default /var/lib/volfs as root, "
@@ -104,7 +115,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     help="Show the version and exit.",
 )
 @click.pass_context
-def cli(ctx: click.Context, store_path: Path | None) -> None:
+def cli(ctx: click.Context, store_path: str | None) -> None:
     """volfs: persistent volumes for containers, shaped like modal.Volume."""
     ctx.obj = CliState(store_path)
 

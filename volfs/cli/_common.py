@@ -7,11 +7,13 @@ Owns:
   command into one ``Error: …`` line on stderr and the error's ``exit_code`` — never a
   traceback (``VOLFS_DEBUG=1`` shows one for an unexpected exception) — and :func:`run`
   does the same for what fails outside a command (usage errors exit 2, as click does);
-- where a CLI process's log records go (:class:`CliLogHandler`);
 - the store the root group's ``--store`` names (:class:`CliState`, :func:`open_store`) and
   the options several groups take (:func:`env_option`, :func:`json_option`);
 - output helpers: :func:`table`, :func:`print_json`, :func:`human_size`,
   :func:`local_time`, :func:`progress_bar`.
+
+Every command imports this, `volfs commit` too, whose cost is mostly its start-up: what
+this imports at the top, every command pays for (tests/test_cli_start.py counts it).
 
 Must not: define commands, or import a command module or the package's ``__init__``
 (they import this); hold behaviour of its own (that belongs in :mod:`volfs.api` or, for
@@ -21,19 +23,15 @@ mounts, :mod:`volfs.control` and :mod:`volfs.mount.launcher`); talk to LMDB or b
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from volfs import control
 from volfs.config import DEFAULT_ENVIRONMENT
 from volfs.errors import PidCollisionError, VolfsError
 
@@ -92,20 +90,6 @@ class VolfsGroup(click.Group):
             ) from None
 
 
-class CliLogHandler(logging.Handler):
-    """Where the log records of a CLI process go. A command reports the error that ends it
-    as its one ``Error:`` line, so ERROR records (the blob store logs the damage it finds)
-    would only repeat it, as a second line; warnings show as ``warning: …``. A daemon
-    configures the root logger and keeps every record in its log instead."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno < logging.ERROR and not logging.getLogger().handlers:
-            click.echo(f"warning: {record.getMessage()}", err=True)
-
-
 def run(group: click.Group, args: Sequence[str] | None, prog_name: str | None) -> NoReturn:
     """Runs ``group`` as a console script and exits with its code.
 
@@ -113,9 +97,6 @@ def run(group: click.Group, args: Sequence[str] | None, prog_name: str | None) -
     happens outside them, so even those end as one ``Error:`` line — and, when the command
     line asked for ``--json``, also as a JSON object on stdout, where its reader looks.
     """
-    logger = logging.getLogger("volfs")
-    if not any(isinstance(h, CliLogHandler) for h in logger.handlers):
-        logger.addHandler(CliLogHandler())
     argv = list(args) if args is not None else sys.argv[1:]
     as_json = "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
     stdout = sys.stdout = _Watched(sys.stdout)
@@ -181,7 +162,8 @@ def _respawn(argv: list[str], attempt: int) -> int:
     """Runs this command again in a child (a new pid), as this process: the same fds (a
     daemon's --ready-fd among them), its signals forwarded; returns its exit code."""
     env = {**os.environ, _RESPAWN_ENV: str(attempt)}
-    import subprocess  # rare: not imported by every command's start-up
+    import signal  # rare: not imported by every command's start-up
+    import subprocess
 
     child = subprocess.Popen([sys.executable, "-m", "volfs", *argv], env=env, close_fds=False)
 
@@ -198,7 +180,8 @@ def interrupted_state() -> str:
     """What an interrupted command leaves: every write of this process is one atomic
     commit, so either it landed (and is named) or nothing did; a request already sent to a
     mount's daemon is that daemon's to finish."""
-    if control.requests_sent:
+    control = sys.modules.get("volfs.control")  # not imported: no request sent
+    if control is not None and control.requests_sent:
         return "a mount's daemon finishes the request it was sent (see `volfs status`)"
     commit = sys.modules.get("volfs.snapshots.commit")  # not imported: nothing committed
     if commit is not None and commit.landed:
@@ -210,7 +193,7 @@ def interrupted_state() -> str:
 class CliState:
     """What the root group's options leave for the commands below it."""
 
-    def __init__(self, store_path: Path | None) -> None:
+    def __init__(self, store_path: str | None) -> None:
         self.store_path = store_path
         self._store: Store | None = None
 
@@ -257,6 +240,16 @@ def stdin_is_terminal() -> bool:
 
 
 # -- output -------------------------------------------------------------------------------
+def say(message: str) -> None:
+    """A result: stdout (what a script captures)."""
+    click.echo(message)
+
+
+def warn(message: str) -> None:
+    """A diagnostic: stderr."""
+    click.echo(message, err=True)
+
+
 def human_size(n: int) -> str:
     """``n`` bytes as people read them: ``512 B``, ``1.5 KiB``, … ``2.0 TiB``."""
     size = float(n)
@@ -310,7 +303,6 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None] | Non
 
 __all__ = [
     "PROGRESS_MIN_BYTES",
-    "CliLogHandler",
     "CliState",
     "UserError",
     "VolfsGroup",
@@ -322,6 +314,8 @@ __all__ = [
     "print_json",
     "progress_bar",
     "run",
+    "say",
     "stdin_is_terminal",
     "table",
+    "warn",
 ]
