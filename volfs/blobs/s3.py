@@ -307,6 +307,9 @@ class S3BlobStore:
         self._uploading: dict[Digest, Future[None]] = {}
         #: Blobs uploaded ahead and not named by a commit yet (values unused: an ordered set).
         self._sent_ahead: OrderedDict[Digest, None] = OrderedDict()
+        #: Guards the uploads ahead (not ``_lock``: an eviction's scan holds that one, and
+        #: :meth:`upload_ahead` is called on a mount's loop).
+        self._ahead_lock = threading.Lock()
         self._ahead_pending = 0
         self._ahead_pool: ThreadPoolExecutor | None = None
         self._ahead_pid = 0
@@ -392,7 +395,7 @@ class S3BlobStore:
         lease, so gc may have deleted it by the commit: the commit checks it with a HEAD
         under its lease, as it checks any blob it did not upload itself (bucket_gc.py).
         """
-        with self._lock:
+        with self._ahead_lock:
             take = self._ahead_pending < AHEAD_UPLOADS
             if take:
                 self._ahead_pending += 1
@@ -405,12 +408,12 @@ class S3BlobStore:
             self._ahead_executor().submit(self._upload_ahead, fd, length)
         except BaseException:
             os.close(fd)
-            with self._lock:
+            with self._ahead_lock:
                 self._ahead_pending -= 1
             raise
 
     def _ahead_executor(self) -> ThreadPoolExecutor:
-        with self._lock:
+        with self._ahead_lock:
             if self._ahead_pool is None or self._ahead_pid != os.getpid():  # not across a fork
                 self._ahead_pool = ThreadPoolExecutor(
                     AHEAD_UPLOADS, thread_name_prefix="volfs-upload-ahead"
@@ -429,12 +432,12 @@ class S3BlobStore:
             if len(data) != length:
                 return  # shrunk meanwhile: the commit will see what it is
             digest = digest_of(data)
-            with self._lock:
+            with self._ahead_lock:
                 if digest in self._remote or digest in self._uploading or self.cache.has(digest):
                     return  # the commit checks that the bucket (still) has it
                 done = self._uploading[digest] = Future()
             self.bucket.put("blobs", digest, data)
-            with self._lock:
+            with self._ahead_lock:
                 self._sent_ahead[digest] = None
                 if len(self._sent_ahead) > AHEAD_REMEMBERED:
                     self._sent_ahead.popitem(last=False)
@@ -442,7 +445,7 @@ class S3BlobStore:
         except (VolfsError, OSError) as exc:  # the commit uploads it, or reports the failure
             log.debug("upload ahead of blob %s failed: %s", digest, exc)
         finally:
-            with self._lock:
+            with self._ahead_lock:
                 self._ahead_pending -= 1
                 if done is not None:
                     del self._uploading[digest]
@@ -451,7 +454,7 @@ class S3BlobStore:
 
     def _wait_for_ahead(self, digest: Digest) -> None:
         """Waits for an upload ahead of this blob that is under way (it may have failed)."""
-        with self._lock:
+        with self._ahead_lock:
             running = self._uploading.get(digest)
         if running is not None:
             running.result()
@@ -536,7 +539,7 @@ class S3BlobStore:
         def one(item: tuple[Digest, bool]) -> None:
             digest, known_new = item
             self._wait_for_ahead(digest)
-            with self._lock:
+            with self._ahead_lock:
                 if self._sent_ahead.pop(digest, 0) is None:
                     known_new = False  # uploaded ahead, outside a lease: check it's there
             if digest in self._remote:

@@ -544,8 +544,12 @@ class ScratchFile:
         bytes will likely change it again, and its upload ahead would be wasted."""
         if self._on_full is None or index in self._sent_ahead:
             return
+        try:
+            ahead = os.dup(fd)
+        except OSError:  # out of fds: the hint is not worth failing the write for
+            return
         self._sent_ahead.add(index)
-        self._on_full(os.dup(fd), CHUNK_SIZE)
+        self._on_full(ahead, CHUNK_SIZE)
         self._stats.segments_sent_ahead += 1
 
     def truncate(self, size: int) -> None:
