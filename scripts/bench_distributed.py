@@ -17,11 +17,13 @@ Phases, per workload:
 
 Workloads: ``large`` (4 files of 64 MiB) and ``small`` (2,000 files of 4 KiB).
 
-    scripts/bench-distributed [--json FILE] [--small N] [--large-mib N]
+    scripts/bench-distributed [--json FILE] [--small N] [--large-mib N] [--rounds N]
                               [--systems local,volfs,juicefs] [--baseline DIR]
 
 ``--baseline DIR`` adds a ``volfs@base`` column: distributed volfs run from another
 checkout (e.g. ``git archive`` of the commit before a change), measured in the same run.
+``--rounds N`` runs every system N times, in reversed order every other round (the first
+system of a run is often slower), and prints the median of each figure.
 Needs ``VOLFS_META_URL``, ``VOLFS_S3_ENDPOINT`` and the AWS_* keys (scripts/bench-distributed
 starts the services from ../shared/services). Runs as root (it drops the page cache).
 """
@@ -35,6 +37,7 @@ import os
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -247,6 +250,7 @@ def main() -> None:
     parser.add_argument("--large-mib", type=int, default=64)
     parser.add_argument("--systems", default="local,volfs,juicefs")
     parser.add_argument("--baseline", type=Path, help="A checkout to measure as volfs@base.")
+    parser.add_argument("--rounds", type=int, default=1, help="Medians of N rounds.")
     args = parser.parse_args()
     meta = os.environ.get("VOLFS_META_URL")
     endpoint = os.environ.get("VOLFS_S3_ENDPOINT")
@@ -304,6 +308,40 @@ def main() -> None:
 
         return body
 
+    runs = []
+    for round_ in range(args.rounds):
+        order = systems if round_ % 2 == 0 else systems[::-1]
+        runs += run_round(order, meta, endpoint, bucket, args, volfs_distributed, juicefs)
+    results = medians(runs)
+    print_table(results, args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def medians(runs: list[dict]) -> list[dict]:
+    """One row per (system, workload): the median of each figure over the rounds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in runs:
+        groups.setdefault((row["system"], row["workload"]), []).append(row)
+    results = []
+    for rows in groups.values():
+        merged = dict(rows[0], rounds=len(rows))
+        for key, value in rows[0].items():
+            if isinstance(value, float):
+                merged[key] = statistics.median(r[key] for r in rows)
+        results.append(merged)
+    return results
+
+
+def run_round(
+    systems: list[str],
+    meta: str,
+    endpoint: str,
+    bucket: str,
+    args: argparse.Namespace,
+    volfs_distributed: Callable[[Path, str], Callable[[str, str], list[dict]]],
+    juicefs: Callable[[Path], Callable[[str, str], list[dict]]],
+) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory(prefix="volfs-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -336,9 +374,15 @@ def main() -> None:
                 results += rows
             else:
                 sys.exit(f"bench-distributed: unknown system {system!r}")
+    return results
+
+
+def print_table(results: list[dict], args: argparse.Namespace) -> None:
     engine = os.environ.get("VOLFS_S3_ENGINE", "s3")
     print(f"\nS3: {engine}, metadata: PostgreSQL; large: 4 x {args.large_mib} MiB, ", end="")
-    print(f"small: {args.small} x 4 KiB")
+    print(
+        f"small: {args.small} x 4 KiB" + (f"; medians of {args.rounds}" if args.rounds > 1 else "")
+    )
     print(f"{'workload':8} {'system':11} {'write+commit':>14} {'cold read':>12} {'warm read':>12}")
     for r in sorted(results, key=lambda r: WORKLOADS.index(r["workload"])):
         commit = (
@@ -350,8 +394,6 @@ def main() -> None:
             f"{r['workload']:8} {r['system']:11} {commit:>14} {r['cold_MiB_s']:>7.1f} MiB/s "
             f"{r['warm_MiB_s']:>7.1f} MiB/s"
         )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

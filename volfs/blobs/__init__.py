@@ -125,6 +125,13 @@ class BlobStore(Protocol):
         """An O_RDONLY fd of this machine's file of the blob, verified once per process."""
         ...
 
+    def upload_ahead(self, fd: int, length: int) -> None:
+        """A hint: the first ``length`` bytes of ``fd`` will likely be a blob of the next
+        commit. A store with a bucket may start uploading them now, in the background and
+        bounded (it may decline); the commit still uploads whatever the bucket lacks. Owns
+        ``fd``: closes it. A store without a bucket just closes it."""
+        ...
+
     def has(self, digest: Digest) -> bool: ...
 
     def size(self, digest: Digest) -> int: ...

@@ -207,6 +207,10 @@ class LocalBlobStore:
             self._report(digest, "blob %s is missing from the store", digest)
             raise CorruptionError(f"blob {digest} is missing from the store") from None
 
+    def upload_ahead(self, fd: int, length: int) -> None:
+        """Nothing to upload: the blobs are here (the interface)."""
+        os.close(fd)
+
     def delete(self, digest: Digest) -> None:
         try:
             os.unlink(self.path(digest))

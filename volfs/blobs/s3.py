@@ -22,7 +22,9 @@ Commit writes go through :class:`S3Batch`: like the local batch (the bytes land 
 cache first), then ``flush`` uploads what the bucket lacks, each digest once,
 UPLOAD_THREADS at a time (each holding one blob, at most a chunk, in memory). A failure
 to reach the bucket raises :class:`BackendUnavailableError` (one line) and changes no
-head.
+head. Before that, a mount hands over each full chunk a sequential writer leaves behind
+(:meth:`S3BlobStore.upload_ahead`): it is uploaded while the rest is written, at most
+AHEAD_UPLOADS at a time, and the commit finds it in the bucket (or waits for it).
 
 Concurrency: the boto3 client is thread-safe and created lazily per process (it must not
 cross a fork). ``VOLFS_S3_TRACE=<file>`` appends one line per request to that file (the
@@ -42,9 +44,9 @@ import os
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +57,7 @@ from volfs.errors import (
     CorruptionError,
     InvalidError,
     PathNotFoundError,
+    VolfsError,
     from_os_error,
 )
 
@@ -62,6 +65,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 UPLOAD_THREADS = 16
+#: Uploads ahead of a commit (:meth:`S3BlobStore.upload_ahead`) running or queued at once,
+#: each holding at most one chunk in memory; past it a hint is declined (the commit uploads).
+AHEAD_UPLOADS = 4
+#: Blobs uploaded ahead that a commit has not named yet, remembered at most (oldest dropped:
+#: the commit then uploads that one again).
+AHEAD_REMEMBERED = 4096
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 MULTIPART_CHUNK = 8 * 1024 * 1024
 TOUCH_INTERVAL = 60.0
@@ -100,8 +109,13 @@ class Bucket:
                     # in a daemon's log.
                     logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
 
+                    # No SHA-256 of each payload (botocore signs bodies over plain http):
+                    # it cost a third of an upload's CPU and delayed each PUT's first byte
+                    # (8 MiB PUTs ~105 -> ~140 MiB/s here). A blob's name is its xxh3-128,
+                    # checked on every fetch: it covers what the bucket stores and returns,
+                    # not only the transfer (and TLS, where used, guards that).
                     config = Config(
-                        s3={"addressing_style": "path"},
+                        s3={"addressing_style": "path", "payload_signing_enabled": False},
                         retries={"max_attempts": 3, "mode": "standard"},
                         connect_timeout=3,
                         read_timeout=30,
@@ -278,9 +292,27 @@ class S3BlobStore:
         self.tmp_dir = cache.tmp_dir
         self.stats = cache.stats
         # The cache's counters, for a mount's statistics (volfs/mount/stats.py).
-        self.stats.update({"cache_hits": 0, "cache_misses": 0, "bytes_fetched": 0})
+        self.stats.update(
+            {
+                "cache_hits": 0,
+                "cache_misses": 0,
+                "bytes_fetched": 0,
+                "uploads_ahead": 0,
+                "uploads_ahead_declined": 0,
+            }
+        )
         #: Digests this process knows are in the bucket (uploaded, seen, or fetched).
         self._remote: set[Digest] = set()
+        #: Uploads ahead of a commit now running, by digest: a commit waits for them.
+        self._uploading: dict[Digest, Future[None]] = {}
+        #: Blobs uploaded ahead and not named by a commit yet (values unused: an ordered set).
+        self._sent_ahead: OrderedDict[Digest, None] = OrderedDict()
+        #: Guards the uploads ahead (not ``_lock``: an eviction's scan holds that one, and
+        #: :meth:`upload_ahead` is called on a mount's loop).
+        self._ahead_lock = threading.Lock()
+        self._ahead_pending = 0
+        self._ahead_pool: ThreadPoolExecutor | None = None
+        self._ahead_pid = 0
         self._cached_bytes: int | None = None
         self._touched: dict[Digest, float] = {}
         self._lock = threading.Lock()
@@ -351,6 +383,81 @@ class S3BlobStore:
             self.cache.delete(digest)
             self._fetch(digest)
             return self.cache.open_verified(digest)
+
+    def upload_ahead(self, fd: int, length: int) -> None:
+        """Uploads the blob of ``fd``'s first ``length`` bytes in the background, unless
+        :data:`AHEAD_UPLOADS` are under way (declined: the commit uploads it then).
+
+        The bytes are read and hashed in the worker, and the bytes hashed are the bytes
+        sent, so the upload is right for its name whatever the file holds by the commit;
+        if it changed, the commit hashes other bytes and this blob is garbage for gc. The
+        commit waits only for an upload of a blob it needs. Such an upload runs outside any
+        lease, so gc may have deleted it by the commit: the commit checks it with a HEAD
+        under its lease, as it checks any blob it did not upload itself (bucket_gc.py).
+        """
+        with self._ahead_lock:
+            take = self._ahead_pending < AHEAD_UPLOADS
+            if take:
+                self._ahead_pending += 1
+            else:
+                self.stats["uploads_ahead_declined"] += 1
+        if not take:
+            os.close(fd)
+            return
+        try:
+            self._ahead_executor().submit(self._upload_ahead, fd, length)
+        except BaseException:
+            os.close(fd)
+            with self._ahead_lock:
+                self._ahead_pending -= 1
+            raise
+
+    def _ahead_executor(self) -> ThreadPoolExecutor:
+        with self._ahead_lock:
+            if self._ahead_pool is None or self._ahead_pid != os.getpid():  # not across a fork
+                self._ahead_pool = ThreadPoolExecutor(
+                    AHEAD_UPLOADS, thread_name_prefix="volfs-upload-ahead"
+                )
+                self._ahead_pid = os.getpid()
+            return self._ahead_pool
+
+    def _upload_ahead(self, fd: int, length: int) -> None:
+        done: Future[None] | None = None
+        digest = Digest("")
+        try:
+            try:
+                data = os.pread(fd, length, 0)
+            finally:
+                os.close(fd)
+            if len(data) != length:
+                return  # shrunk meanwhile: the commit will see what it is
+            digest = digest_of(data)
+            with self._ahead_lock:
+                if digest in self._remote or digest in self._uploading or self.cache.has(digest):
+                    return  # the commit checks that the bucket (still) has it
+                done = self._uploading[digest] = Future()
+            self.bucket.put("blobs", digest, data)
+            with self._ahead_lock:
+                self._sent_ahead[digest] = None
+                if len(self._sent_ahead) > AHEAD_REMEMBERED:
+                    self._sent_ahead.popitem(last=False)
+                self.stats["uploads_ahead"] += 1
+        except (VolfsError, OSError) as exc:  # the commit uploads it, or reports the failure
+            log.debug("upload ahead of blob %s failed: %s", digest, exc)
+        finally:
+            with self._ahead_lock:
+                self._ahead_pending -= 1
+                if done is not None:
+                    del self._uploading[digest]
+            if done is not None:
+                done.set_result(None)
+
+    def _wait_for_ahead(self, digest: Digest) -> None:
+        """Waits for an upload ahead of this blob that is under way (it may have failed)."""
+        with self._ahead_lock:
+            running = self._uploading.get(digest)
+        if running is not None:
+            running.result()
 
     def delete(self, digest: Digest) -> None:
         self.cache.delete(digest)
@@ -431,6 +538,10 @@ class S3BlobStore:
 
         def one(item: tuple[Digest, bool]) -> None:
             digest, known_new = item
+            self._wait_for_ahead(digest)
+            with self._ahead_lock:
+                if self._sent_ahead.pop(digest, 0) is None:
+                    known_new = False  # uploaded ahead, outside a lease: check it's there
             if digest in self._remote:
                 return
             if not known_new and self.bucket.head("blobs", digest) is not None:

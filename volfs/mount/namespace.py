@@ -88,6 +88,9 @@ class Namespace(ViewReader):
         self.scratch_dir = overlay_dir / "scratch"
         self.scratch_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.scratch_stats = ScratchStats()
+        #: Where blobs go to a bucket, full segments of sequential writers are uploaded
+        #: while the rest is written, so a commit waits only for the tail (README).
+        self._segment_sink = store.blobs.upload_ahead if store.blobs.bucket is not None else None
         self._scratch_nodes: set[int] = set()  # the nodes with a scratch file
         self._seq = 1 + max(
             (int(n[1:]) for n in os.listdir(self.scratch_dir) if n[1:].isdigit()), default=0
@@ -520,6 +523,7 @@ class Namespace(ViewReader):
             base=base,
             size=size,
             times=times,
+            on_full=self._segment_sink,
         )
 
     def _ensure_scratch(self, node: Node, *, keep: bool) -> None:

@@ -131,7 +131,12 @@ class Replaying(Orphans):
         if node.scratch is not None and node.scratch.name != scratch:
             node.scratch.close()
         node.scratch = ScratchFile.existing(
-            str(self.scratch_dir), scratch, self._blob_fd, self.scratch_stats, scratch_listing
+            str(self.scratch_dir),
+            scratch,
+            self._blob_fd,
+            self.scratch_stats,
+            scratch_listing,
+            on_full=self._segment_sink,
         )
         node.content_dirty = True
         node.version += 1

@@ -156,6 +156,9 @@ REMOVER = _Remover()
 
 BlobOpener = Callable[[Digest], int]
 """Returns an fd of a committed blob, verified, that the caller must not close."""
+SegmentSink = Callable[[int, int], None]
+"""Given (an fd it owns, length): a full segment a sequential writer left behind, whose
+bytes a commit will likely store as they are (distributed mode uploads them ahead)."""
 
 
 @dataclass
@@ -167,6 +170,8 @@ class ScratchStats:
     anchors_written: int = 0
     #: Segments whose disk writes were started as soon as they were full (``_WriteBack``).
     early_writebacks: int = 0
+    #: Full segments of sequential writers handed to the blob store ahead of a commit.
+    segments_sent_ahead: int = 0
 
 
 def chunk_span(size: int, index: int) -> int:
@@ -210,8 +215,11 @@ class ScratchFile:
     __slots__ = (
         "_cut",
         "_fds",
+        "_last_end",
+        "_on_full",
         "_open_blob",
         "_seg_end",
+        "_sent_ahead",
         "_stats",
         "_times",
         "_unsynced",
@@ -225,12 +233,21 @@ class ScratchFile:
     )
 
     def __init__(
-        self, directory: str, name: str, open_blob: BlobOpener, stats: ScratchStats
+        self,
+        directory: str,
+        name: str,
+        open_blob: BlobOpener,
+        stats: ScratchStats,
+        on_full: SegmentSink | None = None,
     ) -> None:
         self.directory = directory
         self.name = name
         self._open_blob = open_blob
         self._stats = stats
+        self._on_full = on_full
+        #: Segments handed to ``on_full`` since the last commit froze them: once each.
+        self._sent_ahead: set[int] = set()
+        self._last_end = -1  # where the last write ended: the next continues a stream?
         #: The file's length.
         self.size = 0
         #: The size the file was last truncated (or copied up) to: the anchor's record.
@@ -258,10 +275,12 @@ class ScratchFile:
         base: Chunks = (),
         size: int = 0,
         times: tuple[int, int] | None = None,
+        on_full: SegmentSink | None = None,
     ) -> ScratchFile:
         """A new scratch file: empty, or the committed content ``base`` of ``size`` bytes
-        (nothing is copied until a write touches a chunk)."""
-        scratch = cls(directory, name, open_blob, stats)
+        (nothing is copied until a write touches a chunk). ``on_full`` is told of each
+        segment a sequential writer fills (see :meth:`pwrite`)."""
+        scratch = cls(directory, name, open_blob, stats, on_full)
         scratch.base = dict(base)
         scratch.size = scratch.floor = size
         scratch._times = times
@@ -283,12 +302,13 @@ class ScratchFile:
         open_blob: BlobOpener,
         stats: ScratchStats,
         listing: list[str] | None = None,
+        on_full: SegmentSink | None = None,
     ) -> ScratchFile:
         """A scratch file found again by recovery (an empty one if it is missing).
 
         ``listing``: the scratch directory's names, when the caller recovers many files.
         """
-        scratch = cls(directory, name, open_blob, stats)
+        scratch = cls(directory, name, open_blob, stats, on_full)
         upgraded = scratch._upgrade_old_layout()
         try:
             with open(scratch.path(), "rb") as f:
@@ -556,10 +576,13 @@ class ScratchFile:
             if within + n == CHUNK_SIZE:  # the segment is full: a sequential writer moves on
                 WRITE_BACK.start(fd)
                 self._stats.early_writebacks += 1
+                if offset == self._last_end:
+                    self._segment_done(index, fd)
             written += n
             if n < count:
                 break
         end = offset + written
+        self._last_end = end
         if end > self.size:
             self.size = end
             if grew_in_holes and end > self._seg_end:
@@ -567,6 +590,20 @@ class ScratchFile:
                 self.floor = end
                 self._write_anchor()
         return written
+
+    def _segment_done(self, index: int, fd: int) -> None:
+        """Tells ``on_full`` of a segment a stream of writes just filled, once until the
+        next commit. Only a stream's: a random writer that happens to write a chunk's last
+        bytes will likely change it again, and its upload ahead would be wasted."""
+        if self._on_full is None or index in self._sent_ahead:
+            return
+        try:
+            ahead = os.dup(fd)
+        except OSError:  # out of fds: the hint is not worth failing the write for
+            return
+        self._sent_ahead.add(index)
+        self._on_full(ahead, CHUNK_SIZE)
+        self._stats.segments_sent_ahead += 1
 
     def truncate(self, size: int) -> None:
         check_size(size)
@@ -678,6 +715,7 @@ class ScratchFile:
                     (index, os.open(self.path(index), os.O_RDONLY | os.O_CLOEXEC), self.path(index))
                 )
                 self.shared.add(index)
+                self._sent_ahead.discard(index)  # a change from now on is new content
         except BaseException:
             for _, fd, _ in segments:
                 os.close(fd)
