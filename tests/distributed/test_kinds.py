@@ -1,6 +1,6 @@
 """Format 2 in distributed mode: sparse files, special entries and hard links written on one
 machine are read on the other; gc keeps the blobs of sparse chunks; volumes of format 1
-in PostgreSQL read as format 2 once a format 2 process connects.
+in PostgreSQL read as the current format once a process of it connects.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from cluster import BUCKET, Cluster
 from mounting import run_volfs
+
+from volfs.catalog import FORMAT_VERSION
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -62,7 +64,7 @@ def test_sparse_files_special_entries_and_links_cross_machines_and_survive_gc(
     assert json.loads(fsck.stdout)["clean"], fsck.stdout
 
 
-def test_format_1_volumes_in_postgresql_read_as_format_2(cluster: Cluster) -> None:
+def test_format_1_volumes_in_postgresql_read_as_the_current_format(cluster: Cluster) -> None:
     import psycopg
 
     m1, _ = cluster.machines
@@ -70,7 +72,7 @@ def test_format_1_volumes_in_postgresql_read_as_format_2(cluster: Cluster) -> No
     with psycopg.connect(cluster.meta_url, autocommit=True) as conn:
         conn.execute("UPDATE volfs_volumes SET format_version = 1")
     info = json.loads(run_volfs(m1, "volume", "info", "old", "--json").stdout)  # a new process
-    assert info["format_version"] == 2
+    assert info["format_version"] == FORMAT_VERSION == 3
     with psycopg.connect(cluster.meta_url, autocommit=True) as conn:
         rows = conn.execute("SELECT format_version FROM volfs_volumes").fetchall()
-    assert rows == [(2,)]
+    assert rows == [(FORMAT_VERSION,)]

@@ -20,7 +20,7 @@ Schema (PostgreSQL; created if missing, under an advisory lock)::
     "gc_epoch" in volfs_settings: changed by every gc sweep (see ``lease``)
 
 ``format_version`` is the store format (catalog.FORMAT_VERSION); the first connection of a
-process of format 2 raises the volumes of format 1 to 2 with the schema (VT1 trees stay).
+process raises the volumes of older formats to its own with the schema (their trees stay).
 
 Pins: a mount's daemon writes its row at mount, reload and commit (``register_mount``,
 ``set_mount_base``, ``mount_committed``), a thread refreshes ``heartbeat`` every
