@@ -385,5 +385,5 @@ def test_two_mounts_of_a_split_directory_follow_the_model(tmp_path: Path) -> Non
     with _small_split():
         run_state_machine_as_test(
             SplitDirMachine,
-            settings=settings(max_examples=40, stateful_step_count=30, deadline=None),
+            settings=settings(max_examples=100, stateful_step_count=30, deadline=None),
         )

@@ -371,9 +371,10 @@ class VolfsOperations(pyfuse3.Operations):
     ) -> Iterator[tuple[int, str, int]]:
         """A huge directory's (offset, name, ino) from ``start``, a node made for each name
         as it is listed (0 if it is gone: the caller looks it up)."""
+        # One readdir request runs to its end before any other: the listing stays the same.
+        node = self.overlay.table.get(directory)
+        children = node.children if node is not None else None
         for offset, name, entry in cursor.names_from(start):
-            node = self.overlay.table.get(directory)
-            children = node.children if node is not None else None
             ino = None
             if isinstance(children, Listing):
                 ino = children.node_of(name, entry, cursor.tree)

@@ -24,7 +24,7 @@ NodeMaker = Callable[[Entry], int]
 class Listing(MutableMapping[str, int]):
     """Name -> ino of a directory committed as a split tree (module docstring)."""
 
-    __slots__ = ("_count", "_loaded", "_make", "_removed", "complete", "tree")
+    __slots__ = ("_added", "_count", "_loaded", "_make", "_removed", "complete", "tree")
 
     def __init__(self, make: NodeMaker, tree: Tree) -> None:
         self._make = make
@@ -33,6 +33,8 @@ class Listing(MutableMapping[str, int]):
         self._loaded: dict[str, int] = {}
         #: Names of the tree removed here (not in ``_loaded``).
         self._removed: set[str] = set()
+        #: Names added here that the tree does not have (all in ``_loaded``).
+        self._added: set[str] = set()
         self._count = len(tree)
         #: Every name of the tree has a node (it was iterated): a plain listing now.
         self.complete = False
@@ -77,15 +79,20 @@ class Listing(MutableMapping[str, int]):
     def __setitem__(self, name: str, ino: int) -> None:
         if self.get(name) is None:
             self._count += 1
+            if name in self._removed:  # the tree's name, back
+                self._removed.discard(name)
+            else:  # get() found it nowhere: not in the tree
+                self._added.add(name)
         self._loaded[name] = ino
-        self._removed.discard(name)
 
     def __delitem__(self, name: str) -> None:
         if self.get(name) is None:
             raise KeyError(name)
         del self._loaded[name]
         self._count -= 1
-        if self.tree.get(name) is not None:
+        if name in self._added:
+            self._added.discard(name)
+        else:
             self._removed.add(name)
 
     def __len__(self) -> int:
@@ -107,8 +114,7 @@ class Listing(MutableMapping[str, int]):
 
     def cursor(self) -> Cursor:
         """The names as they are now, to list in order without loading them (a readdir)."""
-        added = sorted(n for n in self._loaded if self.tree.get(n) is None)
-        return Cursor(self.tree, frozenset(self._removed), added)
+        return Cursor(self.tree, frozenset(self._removed), sorted(self._added))
 
     def changes(self) -> tuple[list[str], set[str]]:
         """(names with a node, names of the tree removed): what a commit must look at."""
@@ -119,6 +125,7 @@ class Listing(MutableMapping[str, int]):
         with it by the caller, nothing is removed any more."""
         self.tree = tree
         self._removed = set()
+        self._added = set()
         self._count = len(tree)
         self.complete = False
 
